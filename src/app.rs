@@ -1,0 +1,196 @@
+//! Runs a parsed command: opens what it needs, reports what it got, runs
+//! the loop, and says how it ended. Errors are sorted into the kinds `main`
+//! maps to exit codes.
+
+use std::fmt;
+use std::io::{self, Write};
+use std::os::fd::BorrowedFd;
+
+use log::{info, warn};
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
+
+use crate::cli::MonitorOpts;
+use crate::daemon::{Cx, Daemon, Flow, Mode, FIRST_MODE_TOKEN};
+use crate::monitor::{self, OutBuf};
+use crate::stats::Scope;
+use crate::sys::netlink::{RcvbufReport, UeventSocket};
+use crate::sys::signals::Signals;
+use crate::sys::{self, WriteStop};
+use crate::uevent::Uevent;
+
+/// Why a command failed, sorted by who can fix it.
+#[derive(Debug)]
+pub enum AppError {
+    /// The configuration (rules) is wrong: exit status 1.
+    Config(String),
+    /// The system refused something (socket, signals, poll): exit status 3.
+    System(String),
+}
+
+impl fmt::Display for AppError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AppError::Config(s) | AppError::System(s) => f.write_str(s),
+        }
+    }
+}
+
+fn system(what: &str) -> impl FnOnce(io::Error) -> AppError + '_ {
+    move |e| AppError::System(format!("{what}: {e}"))
+}
+
+/// Opens the uevent socket and logs what the receive buffer became.
+pub fn open_socket(rcvbuf: usize) -> Result<UeventSocket, AppError> {
+    let socket = UeventSocket::open(rcvbuf).map_err(|e| AppError::System(e.to_string()))?;
+    log_rcvbuf(&socket.rcvbuf());
+    Ok(socket)
+}
+
+fn log_rcvbuf(r: &RcvbufReport) {
+    let show = |v: Option<usize>| v.map_or("unknown".to_string(), |v| v.to_string());
+    let how = if r.forced {
+        "SO_RCVBUFFORCE"
+    } else {
+        "SO_RCVBUF"
+    };
+    if r.requested == 0 {
+        info!(
+            "receive buffer: {} bytes (system default, net.core.rmem_default={}, larger than requested)",
+            r.obtained,
+            show(r.rmem_default)
+        );
+    } else {
+        info!(
+            "receive buffer: requested {} with {how}, obtained {} (the kernel doubles requests; \
+             net.core.rmem_default={} rmem_max={})",
+            r.requested,
+            r.obtained,
+            show(r.rmem_default),
+            show(r.rmem_max)
+        );
+    }
+    if r.capped() {
+        warn!(
+            "receive buffer capped at {} bytes (no CAP_NET_ADMIN for SO_RCVBUFFORCE, so \
+             net.core.rmem_max={} applies): bursts may overrun it; raise it with \
+             `sysctl -w net.core.rmem_max={}` or run with CAP_NET_ADMIN",
+            r.obtained,
+            show(r.rmem_max),
+            r.requested
+        );
+    }
+}
+
+/// Writes the final stats line to stderr. A closed stderr is not an error.
+fn print_stats(line: impl fmt::Display) {
+    let _ = writeln!(io::stderr(), "{line}");
+}
+
+const STDOUT: Token = Token(FIRST_MODE_TOKEN);
+
+/// `monitor`: print each event to stdout.
+struct MonitorMode {
+    json: bool,
+    out: OutBuf,
+    /// Bytes of `out` already written; less than its length while stalled.
+    written: usize,
+}
+
+impl MonitorMode {
+    fn stdout() -> BorrowedFd<'static> {
+        sys::stdout()
+    }
+
+    /// Writes what is left of `out`. Stop on a closed output.
+    fn flush(&mut self, signals: BorrowedFd<'_>) -> Flow {
+        let all = self.out.as_bytes();
+        let mut rest = &all[self.written..];
+        let r = sys::write_all_or_signal(Self::stdout(), signals, &mut rest);
+        self.written = all.len() - rest.len();
+        match r {
+            Ok(()) => Flow::Continue,
+            // stalled: the loop handles the signal, then `tick` resumes
+            Err(WriteStop::Signal) => Flow::Continue,
+            Err(WriteStop::Closed) => Flow::Stop,
+            Err(WriteStop::Error(e)) => {
+                warn!("stdout: {}; stopping", e.desc());
+                Flow::Stop
+            }
+        }
+    }
+
+    fn stalled(&self) -> bool {
+        self.written < self.out.as_bytes().len()
+    }
+}
+
+impl Mode for MonitorMode {
+    fn scope(&self) -> Scope {
+        Scope::Listener
+    }
+
+    fn start(&mut self, cx: &mut Cx<'_>) -> io::Result<()> {
+        // Only to hear of a closed pipe between events (EPOLLERR); epoll
+        // refuses regular files and /dev/null (EPERM), which never close.
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&Self::stdout());
+        let _ = cx
+            .registry
+            .register(&mut SourceFd(&fd), STDOUT, Interest::WRITABLE);
+        Ok(())
+    }
+
+    fn event(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
+        self.out.clear();
+        self.written = 0;
+        let r = if self.json {
+            monitor::json(&mut self.out, ev)
+        } else {
+            monitor::text(&mut self.out, ev, sys::uptime())
+        };
+        if r.is_err() {
+            // Cannot happen (OUT_BUFFER is sized for any event); say so if it does.
+            warn!("event {} too large to print; skipped", ev.devpath());
+            self.out.clear();
+            return Flow::Continue;
+        }
+        self.flush(cx.signals)
+    }
+
+    fn has_room(&self) -> bool {
+        !self.stalled()
+    }
+
+    fn ready(&mut self, token: Token, _cx: &mut Cx<'_>) -> Flow {
+        if token == STDOUT && sys::output_closed(Self::stdout()) {
+            return Flow::Stop;
+        }
+        Flow::Continue
+    }
+
+    fn tick(&mut self, _now: std::time::Instant, cx: &mut Cx<'_>) {
+        if self.stalled() && self.flush(cx.signals) == Flow::Stop {
+            // The reader is gone; the next `ready` or event write ends the loop.
+            self.out.clear();
+            self.written = 0;
+        }
+    }
+}
+
+/// `hotplugd monitor`.
+pub fn monitor(opts: &MonitorOpts) -> Result<(), AppError> {
+    // Signals first: nothing may arrive between bind and being able to stop.
+    let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
+    let socket = open_socket(opts.rcvbuf)?;
+    let mode = MonitorMode {
+        json: opts.json,
+        out: OutBuf::new(),
+        written: 0,
+    };
+    let mut d = Daemon::new(socket, signals, mode).map_err(system("event loop"))?;
+    info!("listening for kernel uevents");
+    let ending = d.run().map_err(system("event loop"));
+    d.refresh_dropped();
+    print_stats(d.stats().line(Scope::Listener));
+    ending.map(|_| ())
+}

@@ -1,0 +1,42 @@
+//! hotplugd: a small, exact uevent/hotplug daemon for embedded Linux.
+//!
+//! # The layers, and who may use whom
+//!
+//! ```text
+//!   main.rs ── cli ── app ──────────────── daemon (the one mio loop)
+//!                                              │
+//!          pure (no I/O):  monitor  uevent  stats
+//!          the OS:         sys/ (netlink, signals) ── nix, libc
+//! ```
+//!
+//! - [`uevent`] turns untrusted bytes into a checked, borrowed view. Pure,
+//!   never panics, never allocates.
+//! - [`monitor`] formats events (text or JSON) into a fixed buffer. Pure.
+//! - [`stats`] holds the counters. Pure.
+//! - [`sys`] is the only module that calls the OS below `std` and the only
+//!   one with `unsafe` (each block with a `// SAFETY:` note).
+//! - [`daemon`] owns the `mio::Poll`: it receives, checks the sender, parses,
+//!   counts, and hands events to a [`daemon::Mode`].
+//! - [`app`] runs one command; [`cli`] parses the command line.
+//!
+//! Arrows point one way: pure modules import nothing from `sys`, `daemon`
+//! or `app`.
+//!
+//! # Memory
+//! Allocation happens at start-up only: the 8 KiB receive buffer, the
+//! 64 KiB output buffer, the control-message buffer and the poll's event
+//! list. The receive → parse → print path allocates nothing; a test counts
+//! allocations across a burst of real kernel events (`tests/alloc.rs`).
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod app;
+pub mod cli;
+pub mod daemon;
+pub mod json;
+pub mod limits;
+pub mod monitor;
+pub mod stats;
+pub mod sys;
+pub mod uevent;

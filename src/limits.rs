@@ -1,0 +1,107 @@
+//! Every fixed capacity in hotplugd, with where its number comes from and what
+//! happens when it is exceeded.
+//!
+//! Nothing here is tunable at run time except where a command-line option is
+//! named; everything else is a compile-time constant so that the memory the
+//! daemon can use while processing events is known before it starts.
+
+/// Most `KEY=VALUE` fields one uevent can carry.
+///
+/// Kernel: `UEVENT_NUM_ENVP` in `include/linux/kobject.h` (64 since 2.6.31, 32
+/// before). ACTION, DEVPATH, SUBSYSTEM and SEQNUM count towards it.
+/// Exceeded: the datagram is refused as malformed (`TooManyFields`) and counted.
+pub const UEVENT_NUM_ENVP: usize = 64;
+
+/// Size of the one receive buffer for a datagram.
+///
+/// Kernel: `UEVENT_BUFFER_SIZE` is 2048 bytes for the environment, plus the
+/// `ACTION@DEVPATH` header; vendor kernels have been seen patching it to 2560
+/// or 4096 (`../shared/notes/kernel-facts.md`). 8 KiB covers all of them.
+/// Exceeded: the kernel sets `MSG_TRUNC`; the datagram is counted as
+/// truncated, logged, and never parsed.
+pub const RECV_BUFFER: usize = 8192;
+
+/// Receive buffer requested from the kernel when `--rcvbuf` is not given.
+///
+/// The kernel doubles the request (bookkeeping overhead) and charges memory
+/// only while events wait in the queue, so this is a ceiling, not an
+/// allocation. Measured on the development VM: a 100,000-event burst at full
+/// kernel rate (~110-150k events/s) lost events in 3 of 12 runs with the
+/// 208 KiB default and in 2 of 12 with 8 MiB, none with 16 MiB requested
+/// (32 MiB effective). A queued `lo` change event costs 832 bytes of this
+/// budget, a typical USB event about 1280 bytes: 32 MiB holds ~40,000 events.
+pub const DEFAULT_RCVBUF: usize = 16 * 1024 * 1024;
+
+/// Smallest `--rcvbuf` accepted.
+///
+/// Below this the buffer holds only a handful of events. The infamous 1024:
+/// the kernel raises it to its floor of 2304 bytes (`SOCK_MIN_RCVBUF`), which
+/// holds two events; a USB device plugging in sends ten or more at once and
+/// the rest are dropped (ENOBUFS). Exceeded (too small): refused at start.
+pub const MIN_RCVBUF: usize = 64 * 1024;
+
+/// Bytes of one rule file (after reading it whole at load time).
+/// Exceeded: a load error naming the file.
+pub const MAX_RULES_FILE: usize = 1024 * 1024;
+
+/// Rules in one rule set (all files together). Exceeded: a load error.
+pub const MAX_RULES: usize = 4096;
+
+/// Match terms (`KEY==value`, `KEY!=value`) in one rule. Exceeded: a load error.
+pub const MAX_MATCHES_PER_RULE: usize = 32;
+
+/// Assignments (`RUN+=`, `ENV{}=`, `ATTR{}=`, ...) in one rule.
+/// Exceeded: a load error.
+pub const MAX_ACTIONS_PER_RULE: usize = 16;
+
+/// `RUN` entries collected for one event over all matching rules.
+/// Exceeded: a load error is impossible (it depends on the event), so the
+/// surplus entries are not run, and this is logged at warn and counted
+/// (`run_overflow`). 32 is far above what any real rule set adds to one event.
+pub const MAX_RUN_PER_EVENT: usize = 32;
+
+/// Arguments of one `RUN` command line (program included). Exceeded: a load error.
+pub const MAX_ARGS: usize = 32;
+
+/// Bytes of one quoted value in a rule, before substitution.
+/// Exceeded: a load error.
+pub const MAX_VALUE_LEN: usize = 1024;
+
+/// Bytes of one value after substitution (an argument, an `ENV{}` value, an
+/// attribute written). Exceeded: the value is cut at a character boundary,
+/// logged at warn and counted (`subst_truncated`); never silently.
+pub const MAX_SUBST_LEN: usize = 2048;
+
+/// `ENV{KEY}="value"` assignments that one event can collect from all rules.
+/// Exceeded: the surplus assignments are dropped, logged and counted.
+pub const MAX_ENV_ASSIGN: usize = 16;
+
+/// Bytes read from one sysfs attribute when matching `ATTR`/`ATTRS` or
+/// substituting `$attr{}`. sysfs attributes are at most one page (4096).
+pub const MAX_ATTR_LEN: usize = 4096;
+
+/// Parent devices walked for `ATTRS`/`KERNELS`/`SUBSYSTEMS`/`DRIVERS`.
+/// The deepest real USB paths are ~12 levels; the kernel allows 7 hub tiers.
+pub const MAX_PARENT_DEPTH: usize = 32;
+
+/// Longest sysfs path built (root + devpath + attribute). Linux `PATH_MAX`.
+pub const MAX_PATH: usize = 4096;
+
+/// Events with work to do that may wait for a handler slot (`--max-queue`
+/// default). When the queue is full the daemon stops reading the socket: the
+/// kernel's receive buffer is the overflow queue (counted as `queue_full`).
+pub const DEFAULT_MAX_QUEUE: usize = 256;
+
+/// Handler processes running at once (`--max-children` default).
+pub const DEFAULT_MAX_CHILDREN: usize = 8;
+
+/// Seconds a handler may run before its process group gets SIGTERM
+/// (`--handler-timeout` default).
+pub const DEFAULT_HANDLER_TIMEOUT_SECS: u64 = 30;
+
+/// Seconds between SIGTERM and SIGKILL for a handler that timed out.
+pub const HANDLER_KILL_GRACE_SECS: u64 = 2;
+
+/// Bytes of one line of handler output kept for the log. Longer lines are cut
+/// there, logged with a marker and counted (`output_lines_cut`).
+pub const HANDLER_LINE: usize = 512;

@@ -1,0 +1,124 @@
+//! The counters: nothing is lost or refused without one of these going up.
+//!
+//! Plain `u64`s owned by the single-threaded loop (no atomics: 32-bit MIPS
+//! and ARMv5 have no 64-bit atomics). Printed as one `key=value` line on
+//! exit and on SIGUSR1; the same names appear in the README.
+
+use core::fmt;
+
+/// Every counter the daemon keeps.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams returned by `recvmsg` (ENOBUFS results not included).
+    /// Always `accepted + rejected + truncated + malformed`.
+    pub received: u64,
+    /// Kernel events that parsed and were handed on.
+    pub accepted: u64,
+    /// Datagrams not from the kernel (sender port, uid or pid not 0), dropped.
+    pub rejected: u64,
+    /// Datagrams larger than the receive buffer (MSG_TRUNC), dropped unparsed.
+    pub truncated: u64,
+    /// Datagrams from the kernel that failed to parse, dropped.
+    pub malformed: u64,
+    /// ENOBUFS results: times the kernel dropped events for our socket.
+    pub overruns: u64,
+    /// Datagrams the kernel dropped for our socket, from `/proc/net/netlink`
+    /// (its `Drops` column), read at each overrun and when stats are printed.
+    pub dropped: u64,
+    /// SEQNUM jumps of more than one. A hint only: events of other network
+    /// namespaces take sequence numbers too.
+    pub seqnum_gaps: u64,
+
+    /// Events that matched at least one rule.
+    pub matched: u64,
+    /// Handler processes started (and builtin handlers called).
+    pub handlers_started: u64,
+    /// Handlers that could not be started, exited non-zero or were killed.
+    pub handlers_failed: u64,
+    /// Handlers killed because they ran past `--handler-timeout`.
+    pub handlers_timed_out: u64,
+    /// Times the job queue was full and reading the socket was paused.
+    pub queue_full: u64,
+    /// Lines of handler output cut at the log line limit.
+    pub output_lines_cut: u64,
+    /// Substituted values cut at `MAX_SUBST_LEN`, and `ENV{}`/`RUN` entries
+    /// beyond their per-event limits.
+    pub limits_hit: u64,
+    /// `ATTR{file}="value"` writes that failed.
+    pub attr_write_failed: u64,
+}
+
+/// Which counters a command reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// `monitor`: the listener's counters.
+    Listener,
+    /// `run` and `replay`: the listener's and the handlers'.
+    Daemon,
+}
+
+impl Stats {
+    /// A `Display` of the counters in `scope`, as `stats: key=N key=N ...`.
+    pub fn line(&self, scope: Scope) -> StatsLine<'_> {
+        StatsLine { stats: self, scope }
+    }
+}
+
+/// See [`Stats::line`].
+pub struct StatsLine<'a> {
+    stats: &'a Stats,
+    scope: Scope,
+}
+
+impl fmt::Display for StatsLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.stats;
+        write!(
+            f,
+            "stats: received={} accepted={} rejected={} truncated={} malformed={} overruns={} seqnum_gaps={} dropped={}",
+            s.received, s.accepted, s.rejected, s.truncated, s.malformed, s.overruns, s.seqnum_gaps, s.dropped
+        )?;
+        if self.scope == Scope::Daemon {
+            write!(
+                f,
+                " matched={} handlers_started={} handlers_failed={} handlers_timed_out={} queue_full={} output_lines_cut={} limits_hit={} attr_write_failed={}",
+                s.matched,
+                s.handlers_started,
+                s.handlers_failed,
+                s.handlers_timed_out,
+                s.queue_full,
+                s.output_lines_cut,
+                s.limits_hit,
+                s.attr_write_failed
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listener_line_has_the_documented_prefix() {
+        let s = Stats {
+            received: 5,
+            accepted: 2,
+            rejected: 1,
+            truncated: 1,
+            malformed: 1,
+            overruns: 3,
+            seqnum_gaps: 4,
+            ..Stats::default()
+        };
+        assert_eq!(
+            s.line(Scope::Listener).to_string(),
+            "stats: received=5 accepted=2 rejected=1 truncated=1 malformed=1 overruns=3 seqnum_gaps=4 dropped=0"
+        );
+        assert!(s
+            .line(Scope::Daemon)
+            .to_string()
+            .contains(" matched=0 handlers_started=0"));
+    }
+}
