@@ -10,19 +10,24 @@ use log::{info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use crate::cli::MonitorOpts;
+use crate::cli::{CheckOpts, HandlerOpts, MonitorOpts, ReplayOpts, RunOpts};
 use crate::daemon::{Cx, Daemon, Flow, Mode, FIRST_MODE_TOKEN};
+use crate::exec::{self, printable, Builtins, ExecConfig};
 use crate::monitor::{self, OutBuf};
+use crate::replay::{self, ReplaySource};
+use crate::rules::{Diagnostic, Matched};
+use crate::runner::{build_job, RulesFrom, Runner};
 use crate::stats::Scope;
 use crate::sys::netlink::{RcvbufReport, UeventSocket};
 use crate::sys::signals::Signals;
+use crate::sys::sysfs::SysfsRoot;
 use crate::sys::{self, WriteStop};
 use crate::uevent::Uevent;
 
 /// Why a command failed, sorted by who can fix it.
 #[derive(Debug)]
 pub enum AppError {
-    /// The configuration (rules) is wrong: exit status 1.
+    /// The configuration (rules) or the input (replay) is wrong: exit status 1.
     Config(String),
     /// The system refused something (socket, signals, poll): exit status 3.
     System(String),
@@ -193,4 +198,200 @@ pub fn monitor(opts: &MonitorOpts) -> Result<(), AppError> {
     d.refresh_dropped();
     print_stats(d.stats().line(Scope::Listener));
     ending.map(|_| ())
+}
+
+fn rules_from(paths: &[std::path::PathBuf]) -> RulesFrom {
+    if paths.is_empty() {
+        RulesFrom::Default
+    } else {
+        RulesFrom::Paths(paths.to_vec())
+    }
+}
+
+fn exec_config(h: &HandlerOpts) -> ExecConfig {
+    ExecConfig {
+        max_children: h.max_children,
+        max_queue: h.max_queue,
+        timeout: std::time::Duration::from_secs(h.timeout_secs),
+        grace: std::time::Duration::from_secs(crate::limits::HANDLER_KILL_GRACE_SECS),
+        extra_env: exec::base_env(&h.pass_env),
+        sysfs: SysfsRoot::new(&h.sysfs_root),
+    }
+}
+
+/// Logs every diagnostic; the error says how many.
+fn rules_failed(errors: Vec<Diagnostic>) -> AppError {
+    for e in &errors {
+        log::error!("{e}");
+    }
+    AppError::Config(format!(
+        "rules did not load: {} error{}",
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    ))
+}
+
+/// `hotplugd run`.
+pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
+    let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
+    let runner = Runner::new(
+        rules_from(&opts.handlers.rules),
+        exec_config(&opts.handlers),
+        builtins,
+    )
+    .map_err(rules_failed)?;
+    runner.log_loaded();
+    let socket = open_socket(opts.rcvbuf)?;
+    let mut d = Daemon::new(socket, signals, runner).map_err(system("event loop"))?;
+    info!("listening for kernel uevents");
+    let ending = d.run().map_err(system("event loop"));
+    d.refresh_dropped();
+    print_stats(d.stats().line(Scope::Daemon));
+    ending.map(|_| ())
+}
+
+/// `hotplugd check`: diagnostics to stderr, the summary to stdout.
+pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
+    match rules_from(&opts.rules).load(&builtins.names()) {
+        Ok(rs) => {
+            let mut err = io::stderr().lock();
+            for w in &rs.warnings {
+                let _ = writeln!(err, "{w}");
+            }
+            let _ = writeln!(
+                io::stdout(),
+                "rules: {} rules from {} files{}",
+                rs.len(),
+                rs.files.len(),
+                if rs.warnings.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} warnings", rs.warnings.len())
+                }
+            );
+            Ok(())
+        }
+        Err(errors) => {
+            let mut err = io::stderr().lock();
+            for e in &errors {
+                let _ = writeln!(err, "{e}");
+            }
+            Err(AppError::Config(format!(
+                "{} error{} in the rules; nothing loaded",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            )))
+        }
+    }
+}
+
+/// `hotplugd replay`.
+pub fn replay(opts: &ReplayOpts, builtins: Builtins) -> Result<(), AppError> {
+    let input = match &opts.input {
+        Some(p) => {
+            std::fs::read(p).map_err(|e| AppError::Config(format!("{}: {e}", p.display())))?
+        }
+        None => {
+            let mut v = Vec::new();
+            io::Read::read_to_end(&mut io::stdin(), &mut v)
+                .map_err(|e| AppError::Config(format!("standard input: {e}")))?;
+            v
+        }
+    };
+    let name = opts
+        .input
+        .as_ref()
+        .map_or("standard input".to_string(), |p| p.display().to_string());
+    let events =
+        replay::read_events(&input).map_err(|e| AppError::Config(format!("{name}: {e}")))?;
+    if opts.dry_run {
+        return dry_run(opts, &builtins, &events);
+    }
+    let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
+    let runner = Runner::new(
+        rules_from(&opts.handlers.rules),
+        exec_config(&opts.handlers),
+        builtins,
+    )
+    .map_err(rules_failed)?;
+    runner.log_loaded();
+    info!("replaying {} events from {name}", events.len());
+    let mut d = Daemon::with_source(ReplaySource::new(events), signals, runner)
+        .map_err(system("event loop"))?;
+    let ending = d.run().map_err(system("event loop"));
+    print_stats(d.stats().line(Scope::Daemon));
+    ending.map(|_| ())
+}
+
+/// JSON-style quoting, so spaces, quotes and odd bytes in an argument show.
+fn quoted(b: &[u8]) -> String {
+    let mut o = OutBuf::new();
+    let _ = monitor::json_string(&mut o, b);
+    String::from_utf8_lossy(o.as_bytes()).into_owned()
+}
+
+fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result<(), AppError> {
+    let rules = rules_from(&opts.handlers.rules)
+        .load(&builtins.names())
+        .map_err(rules_failed)?;
+    let cfg = exec_config(&opts.handlers);
+    let mut m = Matched::default();
+    let mut out = io::stdout().lock();
+    let mut w = |s: String| {
+        let _ = out.write_all(s.as_bytes());
+    };
+    for (i, d) in events.iter().enumerate() {
+        let n = i + 1;
+        let ev = match crate::uevent::Uevent::parse(d) {
+            Ok(ev) => ev,
+            Err(e) => {
+                w(format!("event {n}: malformed: {e}\n"));
+                continue;
+            }
+        };
+        w(format!(
+            "event {n}: {} {} ({}){}\n",
+            ev.action(),
+            ev.devpath(),
+            ev.subsystem().unwrap_or("-"),
+            ev.seqnum()
+                .map_or(String::new(), |s| format!(" seqnum {s}"))
+        ));
+        rules.evaluate(&ev, &cfg.sysfs, &mut m);
+        if m.count == 0 {
+            w("  no rule matched\n".into());
+            continue;
+        }
+        for &r in &m.rules {
+            w(format!("  matched {}\n", rules.location(r)));
+        }
+        for (k, v) in rules.env_assignments(&m) {
+            w(format!("  ENV{{{k}}}={}\n", quoted(v)));
+        }
+        let (job, _) = build_job(&rules, &ev, &m, &cfg.sysfs);
+        for (wi, step) in m.work.iter().zip(job.steps.iter()) {
+            let loc = rules.location(wi.rule);
+            match step {
+                exec::Step::Exec { argv, .. } => {
+                    let args: Vec<String> = argv.iter().map(|a| quoted(a)).collect();
+                    w(format!("  run {loc}: [{}]\n", args.join(", ")));
+                    for (k, v) in &job.env {
+                        w(format!("    {k}={}\n", printable(v)));
+                    }
+                    w(format!("    HOTPLUGD_RULE={loc}\n"));
+                    for (k, v) in &cfg.extra_env {
+                        w(format!("    {}={}\n", printable(k), printable(v)));
+                    }
+                }
+                exec::Step::Builtin { name, args, .. } => {
+                    let args: Vec<String> = args.iter().map(|a| quoted(a)).collect();
+                    w(format!("  builtin {loc}: {name} [{}]\n", args.join(", ")));
+                }
+                exec::Step::WriteAttr { name, value, .. } => {
+                    w(format!("  attr {loc}: {name} = {}\n", quoted(value)));
+                }
+            }
+        }
+    }
+    Ok(())
 }

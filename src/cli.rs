@@ -5,10 +5,14 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
-use crate::limits::{DEFAULT_RCVBUF, MIN_RCVBUF};
+use crate::limits::{
+    DEFAULT_HANDLER_TIMEOUT_SECS, DEFAULT_MAX_CHILDREN, DEFAULT_MAX_QUEUE, DEFAULT_RCVBUF,
+    MIN_RCVBUF,
+};
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +32,69 @@ pub enum Command {
     Version,
     /// `hotplugd monitor`.
     Monitor(MonitorOpts),
+    /// `hotplugd run`.
+    Run(RunOpts),
+    /// `hotplugd check`.
+    Check(CheckOpts),
+    /// `hotplugd replay`.
+    Replay(ReplayOpts),
+}
+
+/// Options shared by `run` and `replay` that govern handlers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerOpts {
+    /// `--rules`, in order; empty: the built-in default rules.
+    pub rules: Vec<PathBuf>,
+    /// `--handler-timeout`, seconds.
+    pub timeout_secs: u64,
+    /// `--max-children`.
+    pub max_children: usize,
+    /// `--max-queue`.
+    pub max_queue: usize,
+    /// `--sysfs-root`.
+    pub sysfs_root: PathBuf,
+    /// `--pass-env`, in order.
+    pub pass_env: Vec<String>,
+}
+
+impl Default for HandlerOpts {
+    fn default() -> Self {
+        HandlerOpts {
+            rules: Vec::new(),
+            timeout_secs: DEFAULT_HANDLER_TIMEOUT_SECS,
+            max_children: DEFAULT_MAX_CHILDREN,
+            max_queue: DEFAULT_MAX_QUEUE,
+            sysfs_root: PathBuf::from("/sys"),
+            pass_env: Vec::new(),
+        }
+    }
+}
+
+/// Options of `run`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOpts {
+    /// Rules and handler settings.
+    pub handlers: HandlerOpts,
+    /// Receive buffer to request, bytes.
+    pub rcvbuf: usize,
+}
+
+/// Options of `check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckOpts {
+    /// `--rules`; empty: the built-in default rules.
+    pub rules: Vec<PathBuf>,
+}
+
+/// Options of `replay`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayOpts {
+    /// Rules and handler settings.
+    pub handlers: HandlerOpts,
+    /// Print what would run instead of running it.
+    pub dry_run: bool,
+    /// The recording; `None`: standard input.
+    pub input: Option<PathBuf>,
 }
 
 /// Options of `monitor`.
@@ -63,6 +130,9 @@ Usage: hotplugd [-v]... COMMAND [OPTIONS]
 
 Commands:
   monitor    print kernel uevents as they arrive (no configuration needed)
+  run        the daemon: match events against rules and run their handlers
+  check      check rule files; print every error and exit
+  replay     run recorded events through the rules, as the daemon would
 
 Options for every command:
   -v, --verbose    more log output (repeat: -v debug, -vv trace); RUST_LOG
@@ -112,6 +182,101 @@ On exit (SIGINT, SIGTERM, or when stdout is closed) one line goes to stderr:
 SIGUSR1 logs the same line at any time.
 ";
 
+const RULES_OPTS: &str = "\
+  --rules PATH     a rules file, or a directory whose *.rules files load in
+                   lexical order; repeatable. Without it: the built-in
+                   default rules (log every USB device plugged or unplugged)";
+
+const HANDLER_OPTS: &str = "\
+  --handler-timeout SECS  SIGTERM to a handler's process group after SECS
+                   (default 30), SIGKILL 2 s later
+  --max-children N handler processes at once (default 8)
+  --max-queue N    events with handlers that may wait (default 256); when
+                   full, the socket is not read until one finishes
+  --sysfs-root DIR sysfs for ATTR/ATTRS/KERNELS/SUBSYSTEMS/DRIVERS, $attr{}
+                   and ATTR{}= writes (default /sys; a fixture tree for tests)
+  --pass-env NAME  pass the daemon's variable NAME to handlers; repeatable
+                   (handlers otherwise get only the event, ENV{} values,
+                   HOTPLUGD_RULE=file:line and PATH)";
+
+/// `hotplugd run --help`.
+pub fn run_help() -> String {
+    format!(
+        "\
+hotplugd run: the daemon
+
+Usage: hotplugd run [--rules PATH]... [OPTIONS]
+
+Listens for kernel uevents, runs each through the rules in order, and runs
+the handlers of matching rules: programs without a shell, with the event as
+their environment, in their own process group, stdout and stderr logged.
+Events of one device (and of its parents and children) are handled in
+arrival order; unrelated devices in parallel. Foreground; logs on stderr.
+
+Options:
+{RULES_OPTS}
+{HANDLER_OPTS}
+  --rcvbuf BYTES   socket receive buffer to request (default 16M, at least 64K)
+  -v, --verbose    more log output (repeatable)
+  -h, --help       this help
+
+Signals: SIGHUP reloads every rule file (on any error the old rules stay in
+force and each error is logged); SIGUSR1 logs the counters; SIGINT/SIGTERM
+stop: queued work is dropped (logged), handlers get SIGTERM, then SIGKILL
+2 s later; exit 0 once every handler is reaped.
+
+On exit one line goes to stderr:
+  stats: received=N ... matched=N handlers_started=N handlers_failed=N
+  handlers_timed_out=N queue_full=N output_lines_cut=N limits_hit=N attr_write_failed=N
+"
+    )
+}
+
+/// `hotplugd check --help`.
+pub fn check_help() -> String {
+    format!(
+        "\
+hotplugd check: check rule files
+
+Usage: hotplugd check [--rules PATH]...
+
+Loads the rules exactly as `run` would. Exit 0 with a one-line summary
+(`rules: N rules from M files`), or exit 1 with every error, each as
+`file:line:column: message`, the line and a caret. Warnings (a RUN program
+missing on this machine, a rule that does nothing) are printed but do not fail.
+
+Options:
+{RULES_OPTS}
+  -h, --help       this help
+"
+    )
+}
+
+/// `hotplugd replay --help`.
+pub fn replay_help() -> String {
+    format!(
+        "\
+hotplugd replay: run recorded events through the rules
+
+Usage: hotplugd replay [--rules PATH]... [--dry-run] [OPTIONS] [FILE|-]
+
+Reads events (default: standard input) and handles them exactly as `run`
+would: same rules, environment, ordering, limits and timeouts. Input: the
+JSON lines `hotplugd monitor --json` prints, and/or the text blocks of
+`udevadm monitor --kernel --property` (UDEV blocks are skipped). Ends when
+every event has been handled and every handler has finished.
+
+Options:
+{RULES_OPTS}
+  --dry-run        run nothing: print, per event, each matching rule
+                   (file:line) and the argv and environment it would run
+{HANDLER_OPTS}
+  -v, --verbose    more log output (repeatable)
+  -h, --help       this help
+"
+    )
+}
+
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError> {
     let mut p = lexopt::Parser::from_args(args);
@@ -143,9 +308,12 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError
     };
     let command = match command.as_str() {
         "monitor" => parse_monitor(&mut p, &mut verbose)?,
+        "run" => parse_run(&mut p, &mut verbose)?,
+        "check" => parse_check(&mut p, &mut verbose)?,
+        "replay" => parse_replay(&mut p, &mut verbose)?,
         other => {
             return Err(UsageError(format!(
-                "unknown command '{other}': the commands are monitor (see `hotplugd --help`)"
+                "unknown command '{other}': the commands are monitor, run, check and replay (see `hotplugd --help`)"
             )))
         }
     };
@@ -167,6 +335,114 @@ fn parse_monitor(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, Us
         }
     }
     Ok(Command::Monitor(o))
+}
+
+const HANDLER_LONGS: [&str; 6] = [
+    "rules",
+    "handler-timeout",
+    "max-children",
+    "max-queue",
+    "sysfs-root",
+    "pass-env",
+];
+
+/// Handles a long option shared by `run` and `replay` (one of
+/// [`HANDLER_LONGS`]).
+fn handler_opt(name: &str, p: &mut lexopt::Parser, h: &mut HandlerOpts) -> Result<(), UsageError> {
+    match name {
+        "rules" => h.rules.push(p.value()?.into()),
+        "handler-timeout" => {
+            h.timeout_secs = number(p, "--handler-timeout", 1, 86_400)? as u64;
+        }
+        "max-children" => h.max_children = number(p, "--max-children", 1, 1024)?,
+        "max-queue" => h.max_queue = number(p, "--max-queue", 1, 65_536)?,
+        "sysfs-root" => h.sysfs_root = p.value()?.into(),
+        "pass-env" => {
+            let name = p.value()?.string()?;
+            if !crate::rules::subst::valid_env_name(name.as_bytes()) {
+                return Err(UsageError(format!(
+                    "--pass-env '{name}': expected a variable name (letters, digits, _)"
+                )));
+            }
+            h.pass_env.push(name);
+        }
+        _ => unreachable!("handler_opt called for --{name}"),
+    }
+    Ok(())
+}
+
+fn number(p: &mut lexopt::Parser, opt: &str, min: usize, max: usize) -> Result<usize, UsageError> {
+    let s = p.value()?.string()?;
+    match s.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(UsageError(format!(
+            "{opt} '{s}': expected a whole number from {min} to {max}"
+        ))),
+    }
+}
+
+fn parse_run(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, UsageError> {
+    let mut o = RunOpts {
+        handlers: HandlerOpts::default(),
+        rcvbuf: DEFAULT_RCVBUF,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long(name) if HANDLER_LONGS.contains(&name) => {
+                let name = name.to_string();
+                handler_opt(&name, p, &mut o.handlers)?;
+            }
+            Long("rcvbuf") => o.rcvbuf = rcvbuf(&p.value()?.string()?)?,
+            Short('v') | Long("verbose") => *verbose = verbose.saturating_add(1),
+            Short('h') | Long("help") => return Ok(Command::Help(leak(run_help()))),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(Command::Run(o))
+}
+
+fn parse_check(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, UsageError> {
+    let mut o = CheckOpts { rules: Vec::new() };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long("rules") => o.rules.push(p.value()?.into()),
+            Short('v') | Long("verbose") => *verbose = verbose.saturating_add(1),
+            Short('h') | Long("help") => return Ok(Command::Help(leak(check_help()))),
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(Command::Check(o))
+}
+
+fn parse_replay(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, UsageError> {
+    let mut o = ReplayOpts {
+        handlers: HandlerOpts::default(),
+        dry_run: false,
+        input: None,
+    };
+    let mut input_given = false;
+    while let Some(arg) = p.next()? {
+        match arg {
+            Long(name) if HANDLER_LONGS.contains(&name) => {
+                let name = name.to_string();
+                handler_opt(&name, p, &mut o.handlers)?;
+            }
+            Long("dry-run") => o.dry_run = true,
+            Short('v') | Long("verbose") => *verbose = verbose.saturating_add(1),
+            Short('h') | Long("help") => return Ok(Command::Help(leak(replay_help()))),
+            Value(v) if !input_given => {
+                input_given = true;
+                o.input = (v != "-").then(|| v.into());
+            }
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(Command::Replay(o))
+}
+
+/// Help texts built with `format!` live for the rest of the (short) run.
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
 }
 
 /// Parses a byte size: digits with an optional K, M or G suffix (powers of

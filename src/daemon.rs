@@ -12,7 +12,7 @@
 //! receive → check the sender → parse → count → hand to the mode.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -93,6 +93,11 @@ pub trait Mode {
     fn stopped(&self) -> bool {
         true
     }
+    /// True when no work waits or runs (a replay ends when its source is
+    /// finished and the mode is idle).
+    fn idle(&self) -> bool {
+        true
+    }
 }
 
 /// Why the loop ended.
@@ -102,6 +107,8 @@ pub enum Ending {
     Signal(Signal),
     /// The mode asked to stop (e.g. `monitor`'s stdout was closed).
     Mode,
+    /// The source ran out of events and the mode finished its work.
+    Finished,
 }
 
 /// Counts and rate-limits one kind of warning: at most one line a second,
@@ -152,6 +159,40 @@ pub enum Drained {
     Paused,
     /// The mode asked to stop.
     Stop,
+    /// The source has no more events, ever (a replay file's end).
+    Finished,
+}
+
+/// Where events come from: the kernel's socket ([`Listener`]) or a
+/// recorded file (`replay`).
+pub trait Source {
+    /// Hands events to `sink` (see [`Listener::drain`]).
+    fn drain(&mut self, stats: &mut Stats, sink: &mut dyn Sink) -> io::Result<Drained>;
+    /// The fd to poll for more events, if any.
+    fn fd(&self) -> Option<RawFd>;
+    /// True once after an overrun.
+    fn take_overrun(&mut self) -> bool {
+        false
+    }
+    /// The kernel's drop count for the socket, if there is one.
+    fn kernel_drops(&self) -> Option<u64> {
+        None
+    }
+}
+
+impl Source for Listener {
+    fn drain(&mut self, stats: &mut Stats, sink: &mut dyn Sink) -> io::Result<Drained> {
+        Listener::drain(self, stats, sink)
+    }
+    fn fd(&self) -> Option<RawFd> {
+        Some(self.socket.as_raw_fd())
+    }
+    fn take_overrun(&mut self) -> bool {
+        Listener::take_overrun(self)
+    }
+    fn kernel_drops(&self) -> Option<u64> {
+        self.socket.kernel_drops()
+    }
 }
 
 /// Where [`Listener::drain`] puts the events it accepts.
@@ -322,24 +363,30 @@ macro_rules! cx {
 }
 
 /// The loop and what it owns.
-pub struct Daemon<M: Mode> {
+pub struct Daemon<M: Mode, S: Source = Listener> {
     poll: Poll,
-    listener: Listener,
+    source: S,
     signals: Signals,
     stats: Stats,
     mode: M,
 }
 
-impl<M: Mode> Daemon<M> {
-    /// Registers the socket and the signalfd. The socket must already be
-    /// bound (so nothing that happens from here on is missed).
+impl<M: Mode> Daemon<M, Listener> {
+    /// A loop on the kernel's socket, which must already be bound (so
+    /// nothing that happens from here on is missed).
     pub fn new(socket: UeventSocket, signals: Signals, mode: M) -> io::Result<Daemon<M>> {
+        Daemon::with_source(Listener::new(socket), signals, mode)
+    }
+}
+
+impl<M: Mode, S: Source> Daemon<M, S> {
+    /// A loop on any event source.
+    pub fn with_source(source: S, signals: Signals, mode: M) -> io::Result<Daemon<M, S>> {
         let poll = Poll::new()?;
-        poll.registry().register(
-            &mut SourceFd(&socket.as_raw_fd()),
-            SOCKET,
-            Interest::READABLE,
-        )?;
+        if let Some(fd) = source.fd() {
+            poll.registry()
+                .register(&mut SourceFd(&fd), SOCKET, Interest::READABLE)?;
+        }
         poll.registry().register(
             &mut SourceFd(&signals.as_raw_fd()),
             SIGNALS,
@@ -347,7 +394,7 @@ impl<M: Mode> Daemon<M> {
         )?;
         Ok(Daemon {
             poll,
-            listener: Listener::new(socket),
+            source,
             signals,
             stats: Stats::default(),
             mode,
@@ -364,9 +411,14 @@ impl<M: Mode> Daemon<M> {
         &self.mode
     }
 
+    /// The mode, mutably.
+    pub fn mode_mut(&mut self) -> &mut M {
+        &mut self.mode
+    }
+
     /// Refreshes `dropped` from the kernel (for a final stats line).
     pub fn refresh_dropped(&mut self) {
-        if let Some(d) = self.listener.socket().kernel_drops() {
+        if let Some(d) = self.source.kernel_drops() {
             self.stats.dropped = d;
         }
     }
@@ -381,6 +433,7 @@ impl<M: Mode> Daemon<M> {
         }
         // The socket may already hold events (it was bound before start).
         let mut socket_pending = true;
+        let mut finished = false;
         let mut stopping: Option<Signal> = None;
         loop {
             let timeout = if socket_pending && stopping.is_none() && self.mode.has_room() {
@@ -422,13 +475,17 @@ impl<M: Mode> Daemon<M> {
                     registry: self.poll.registry(),
                     signals: self.signals.as_fd(),
                 };
-                let drained = self.listener.drain(&mut self.stats, &mut sink)?;
+                let drained = self.source.drain(&mut self.stats, &mut sink)?;
                 match drained {
                     Drained::Empty => socket_pending = false,
+                    Drained::Finished => {
+                        socket_pending = false;
+                        finished = true;
+                    }
                     Drained::Batch | Drained::Paused => {}
                     Drained::Stop => return Ok(Ending::Mode),
                 }
-                if drained == Drained::Empty && self.listener.take_overrun() {
+                if drained == Drained::Empty && self.source.take_overrun() {
                     let mut cx = cx!(self);
                     self.mode.overrun(&mut cx);
                 }
@@ -440,6 +497,9 @@ impl<M: Mode> Daemon<M> {
                 if self.mode.stopped() {
                     return Ok(Ending::Signal(sig));
                 }
+            }
+            if finished && self.mode.idle() {
+                return Ok(Ending::Finished);
             }
         }
     }

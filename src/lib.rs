@@ -34,9 +34,14 @@
 pub mod app;
 pub mod cli;
 pub mod daemon;
+pub mod exec;
 pub mod json;
 pub mod limits;
 pub mod monitor;
+pub mod replay;
+pub mod rules;
+pub mod runner;
 pub mod stats;
 pub mod sys;
 pub mod uevent;
+pub mod usb;

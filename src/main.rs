@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use hotplugd::app::{self, AppError};
 use hotplugd::cli::{self, Command};
+use hotplugd::runner::default_builtins;
 
 /// Exit statuses; see `hotplugd --help`.
 const EXIT_CONFIG: u8 = 1;
@@ -35,6 +36,9 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Monitor(opts) => app::monitor(opts),
+        Command::Run(opts) => app::run(opts, default_builtins()),
+        Command::Check(opts) => app::check(opts, &default_builtins()),
+        Command::Replay(opts) => app::replay(opts, default_builtins()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,8 +12,10 @@ use std::cell::Cell;
 
 use hotplugd::daemon::{Drained, Flow, Listener, Sink};
 use hotplugd::monitor::{self, OutBuf};
+use hotplugd::rules::{Matched, RuleSet};
 use hotplugd::stats::Stats;
 use hotplugd::sys::netlink::UeventSocket;
+use hotplugd::sys::sysfs::SysfsRoot;
 use hotplugd::uevent::Uevent;
 
 struct Counting;
@@ -47,9 +49,19 @@ fn allocs() -> u64 {
     ALLOCS.with(|c| c.get())
 }
 
-/// Formats each event as `monitor --json` would and counts the marked ones.
+/// The 100 realistic USB rules of the benchmarks (loaded before counting).
+fn usb_rules() -> RuleSet {
+    hotplugd::rules::parse::load(&[common::repo("bench/rules/usb-100.rules")], &["log"])
+        .unwrap_or_else(|e| panic!("{e:?}"))
+}
+
+/// Formats each event as `monitor --json` would, runs it through the 100
+/// rules against the real /sys, and counts the marked ones.
 struct Printer {
     out: OutBuf,
+    rules: RuleSet,
+    sysfs: SysfsRoot,
+    matched: Box<Matched>,
     marker: Vec<u8>,
     seen: u64,
 }
@@ -60,6 +72,7 @@ impl Sink for Printer {
         monitor::json(&mut self.out, ev).unwrap();
         self.out.clear();
         monitor::text(&mut self.out, ev, (1, 2)).unwrap();
+        self.rules.evaluate(ev, &self.sysfs, &mut self.matched);
         if ev.get("SYNTH_UUID") == Some(&self.marker[..]) {
             self.seen += 1;
         }
@@ -70,7 +83,7 @@ impl Sink for Printer {
 const BURST: u64 = 1000;
 
 #[test]
-fn receive_parse_and_format_allocate_nothing_across_a_real_burst() {
+fn receive_parse_format_and_match_allocate_nothing_across_a_real_burst() {
     if !common::need_root("receive_parse_and_format_allocate_nothing") {
         return;
     }
@@ -82,6 +95,9 @@ fn receive_parse_and_format_allocate_nothing_across_a_real_burst() {
         let id = common::uuid();
         let mut sink = Printer {
             out: OutBuf::new(),
+            rules: usb_rules(),
+            sysfs: SysfsRoot::new(std::path::Path::new("/sys")),
+            matched: Box::default(),
             marker: id.clone().into_bytes(),
             seen: 0,
         };
@@ -105,6 +121,37 @@ fn receive_parse_and_format_allocate_nothing_across_a_real_burst() {
     assert_eq!(
         during, 0,
         "allocations on the receive path across {BURST} events"
+    );
+}
+
+#[test]
+fn matching_real_usb_events_with_parent_walks_allocates_nothing() {
+    // 76 real USB events of an aarch64 guest, against its real sysfs tree:
+    // ATTR reads, ATTRS/SUBSYSTEMS/DRIVERS walks, ENV{} assignments.
+    let rules = usb_rules();
+    let sysfs = SysfsRoot::new(&common::repo("tests/corpus/sysfs/aarch64"));
+    let text = common::read(common::repo("tests/corpus/sysfs/aarch64/uevents.jsonl"));
+    let events = hotplugd::replay::read_events(text.as_bytes()).unwrap();
+    let mut m: Box<Matched> = Box::default();
+    let (mut matched, mut work) = (0, 0);
+    let before = allocs();
+    for _ in 0..10 {
+        for d in &events {
+            let ev = Uevent::parse(d).unwrap();
+            rules.evaluate(&ev, &sysfs, &mut m);
+            matched += usize::from(m.count > 0);
+            work += m.work.len();
+        }
+    }
+    let during = allocs() - before;
+    // the rules really matched: FTDI ttys, the stick's partition, cdc_ether, hub...
+    assert!(matched >= 10 * 6, "only {matched} matches");
+    assert!(work >= 10 * 6);
+    assert_eq!(
+        during,
+        0,
+        "allocations while matching {} events",
+        10 * events.len()
     );
 }
 

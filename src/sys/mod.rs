@@ -7,6 +7,8 @@
 
 pub mod netlink;
 pub mod signals;
+pub mod spawn;
+pub mod sysfs;
 
 use std::fs::File;
 use std::io::{self, Read};

@@ -1,0 +1,920 @@
+//! Rule files → [`RuleSet`], or every mistake as a [`Diagnostic`].
+//!
+//! The language (a udev subset; the README documents it in full):
+//! one rule per logical line (a trailing `\` continues it), `KEY OP "value"`
+//! terms separated by commas, `#` starts a comment line. Match keys take
+//! `==`/`!=` and a glob; assignments take `=` or `+=`. All errors of a file
+//! are reported at once, each as `file:line:column: message` with the line
+//! and a caret.
+
+use std::path::{Path, PathBuf};
+
+use super::glob::{self, GlobError};
+use super::subst::{self, Template};
+use super::{Action, Command, Diagnostic, Match, MatchKey, Rule, RuleSet, ACTIONS};
+use crate::limits::{
+    MAX_ACTIONS_PER_RULE, MAX_ARGS, MAX_MATCHES_PER_RULE, MAX_RULES, MAX_RULES_FILE, MAX_VALUE_LEN,
+};
+use crate::usb;
+
+/// One rule file's name and text.
+#[derive(Clone, Debug)]
+pub struct Source {
+    /// How diagnostics name it (the path as given).
+    pub name: String,
+    /// Its contents.
+    pub text: String,
+}
+
+/// The rules compiled in when no `--rules` is given: log every USB device
+/// that is plugged in or out, through the `log` builtin.
+pub const DEFAULT_RULES: &str = r#"# hotplugd's built-in default rules (used when no --rules is given):
+# log every USB device plugged in or out. Replace them with your own files:
+#   hotplugd run --rules /etc/hotplugd/rules.d
+ACTION=="add|remove", SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", RUN{builtin}+="log"
+"#;
+
+/// Name used in diagnostics for [`DEFAULT_RULES`].
+pub const DEFAULT_RULES_NAME: &str = "<default rules>";
+
+/// Reads `paths` (rule files, or directories whose `*.rules` files load in
+/// lexical order) and compiles them. `builtins` are the names `RUN{builtin}`
+/// may use. On any error nothing is returned but the diagnostics.
+pub fn load(paths: &[PathBuf], builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        match rule_files(path) {
+            Ok(files) => {
+                for f in files {
+                    match read_source(&f) {
+                        Ok(s) => sources.push(s),
+                        Err(d) => errors.push(d),
+                    }
+                }
+            }
+            Err(d) => errors.push(d),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut rs = compile(&sources, builtins)?;
+    check_programs(&mut rs);
+    let order = |d: &Diagnostic| (rs.files.iter().position(|f| *f == d.file), d.line, d.col);
+    let mut w = std::mem::take(&mut rs.warnings);
+    w.sort_by_key(order);
+    rs.warnings = w;
+    Ok(rs)
+}
+
+fn file_error(path: &Path, message: String) -> Diagnostic {
+    Diagnostic {
+        file: path.display().to_string(),
+        line: 0,
+        col: 0,
+        message,
+        source: String::new(),
+        warning: false,
+    }
+}
+
+/// The rule files a `--rules` path names.
+fn rule_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let rd = std::fs::read_dir(path)
+        .map_err(|e| file_error(path, format!("cannot read directory: {e}")))?;
+    let mut files = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| file_error(path, format!("cannot read directory: {e}")))?;
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "rules") && p.is_file() {
+            files.push(p);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read_source(path: &Path) -> Result<Source, Diagnostic> {
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    if bytes.len() > MAX_RULES_FILE {
+        return Err(file_error(
+            path,
+            format!(
+                "file is {} bytes; the limit is {MAX_RULES_FILE} (MAX_RULES_FILE)",
+                bytes.len()
+            ),
+        ));
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Source {
+            name: path.display().to_string(),
+            text,
+        }),
+        Err(e) => {
+            let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+            Err(Diagnostic {
+                file: path.display().to_string(),
+                line,
+                col: 1,
+                message: "not UTF-8 text (rule files must be UTF-8)".into(),
+                source: String::new(),
+                warning: false,
+            })
+        }
+    }
+}
+
+/// Warns about `RUN` programs that do not exist or are not executable here
+/// (a board's scripts may not exist on the machine that runs `check`).
+fn check_programs(rs: &mut RuleSet) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut warnings = Vec::new();
+    for (ri, r) in rs.rules.iter().enumerate() {
+        for a in &rs.actions[r.actions.clone()] {
+            let Action::Run(c) = a else { continue };
+            let Some(prog) = c.argv[0].literal() else {
+                continue;
+            };
+            let prog = String::from_utf8_lossy(prog).into_owned();
+            let problem = match std::fs::metadata(&prog) {
+                Err(e) => Some(format!("RUN program {prog}: {e} (on this machine)")),
+                Ok(m) if !m.is_file() || m.permissions().mode() & 0o111 == 0 => {
+                    Some(format!("RUN program {prog} is not an executable file"))
+                }
+                Ok(_) => None,
+            };
+            if let Some(message) = problem {
+                warnings.push(Diagnostic {
+                    file: rs.files[rs.rules[ri].file].clone(),
+                    line: r.line,
+                    col: 1,
+                    message,
+                    source: String::new(),
+                    warning: true,
+                });
+            }
+        }
+    }
+    rs.warnings.extend(warnings);
+}
+
+/// A logical line: its text and where each piece came from.
+struct Logical {
+    text: String,
+    /// (offset in `text`, 1-based physical line, that line's text)
+    segments: Vec<(usize, usize, String)>,
+}
+
+impl Logical {
+    /// The first physical line of the rule.
+    fn first_line(&self) -> usize {
+        self.segments[0].1
+    }
+
+    fn diag(&self, file: &str, offset: usize, message: String) -> Diagnostic {
+        let seg = self
+            .segments
+            .iter()
+            .rev()
+            .find(|s| s.0 <= offset)
+            .unwrap_or(&self.segments[0]);
+        let in_line = offset - seg.0;
+        let col = seg.2.get(..in_line).map_or(in_line, |p| p.chars().count()) + 1;
+        Diagnostic {
+            file: file.to_string(),
+            line: seg.1,
+            col,
+            message,
+            source: seg.2.clone(),
+            warning: false,
+        }
+    }
+}
+
+fn logical_lines(text: &str) -> Vec<Logical> {
+    let mut out = Vec::new();
+    let mut cur: Option<Logical> = None;
+    for (n, raw) in text.lines().enumerate() {
+        let line_no = n + 1;
+        let (content, cont) = match raw.strip_suffix('\\') {
+            Some(c) => (c, true),
+            None => (raw, false),
+        };
+        let l = cur.get_or_insert_with(|| Logical {
+            text: String::new(),
+            segments: Vec::new(),
+        });
+        if l.text.is_empty() && !cont {
+            let t = content.trim_start();
+            if t.is_empty() || t.starts_with('#') {
+                cur = None;
+                continue;
+            }
+        }
+        l.segments.push((l.text.len(), line_no, raw.to_string()));
+        l.text.push_str(content);
+        if !cont {
+            out.extend(cur.take());
+        }
+    }
+    out.extend(cur.take());
+    out.retain(|l| !l.text.trim().is_empty());
+    out
+}
+
+/// One `KEY{attr} OP "value"` term with byte offsets into the logical line.
+struct Term<'a> {
+    key: &'a str,
+    key_at: usize,
+    attr: Option<&'a str>,
+    attr_at: usize,
+    op: &'a str,
+    op_at: usize,
+    value: &'a str,
+    value_at: usize,
+}
+
+fn lex(text: &str) -> Result<Vec<Term<'_>>, (usize, String)> {
+    let b = text.as_bytes();
+    let mut i = 0;
+    let mut terms = Vec::new();
+    let skip_ws = |i: &mut usize| {
+        while *i < b.len() && b[*i].is_ascii_whitespace() {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ws(&mut i);
+        let key_at = i;
+        while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+            i += 1;
+        }
+        if i == key_at {
+            return Err((i, "expected a key such as ACTION, SUBSYSTEM or RUN".into()));
+        }
+        let key = &text[key_at..i];
+        let (mut attr, mut attr_at) = (None, i);
+        if b.get(i) == Some(&b'{') {
+            attr_at = i + 1;
+            let close = text[i..]
+                .find(['}', '"'])
+                .filter(|&c| b[i + c] == b'}')
+                .ok_or((i, format!("'{{' after {key} has no closing '}}'")))?;
+            attr = Some(&text[i + 1..i + close]);
+            i += close + 1;
+        }
+        skip_ws(&mut i);
+        let op_at = i;
+        let op = ["==", "!=", "+=", "-=", ":=", "="]
+            .into_iter()
+            .find(|op| text[i..].starts_with(op))
+            .ok_or((
+                i,
+                format!("expected an operator (==, !=, = or +=) after {key}"),
+            ))?;
+        i += op.len();
+        skip_ws(&mut i);
+        if b.get(i) != Some(&b'"') {
+            return Err((
+                i,
+                format!("expected a value in double quotes after {key}{op}"),
+            ));
+        }
+        let value_at = i + 1;
+        let close = text[value_at..]
+            .find('"')
+            .ok_or((i, "unclosed quote: the value has no closing '\"'".into()))?;
+        let value = &text[value_at..value_at + close];
+        i = value_at + close + 1;
+        terms.push(Term {
+            key,
+            key_at,
+            attr,
+            attr_at,
+            op,
+            op_at,
+            value,
+            value_at,
+        });
+        skip_ws(&mut i);
+        if i >= b.len() {
+            return Ok(terms);
+        }
+        if b[i] != b',' {
+            return Err((i, "expected ',' between terms".into()));
+        }
+        i += 1;
+        skip_ws(&mut i);
+        if i >= b.len() {
+            return Ok(terms); // a trailing comma is harmless
+        }
+    }
+}
+
+/// Compiles sources (already read) into a rule set.
+pub fn compile(sources: &[Source], builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
+    let mut rs = RuleSet::default();
+    let mut errors = Vec::new();
+    for (fi, src) in sources.iter().enumerate() {
+        rs.files.push(src.name.clone());
+        let file_first_rule = rs.rules.len();
+        // (label name, rule index) and (rule index, target, diagnostic if missing)
+        let mut labels: Vec<(String, usize)> = Vec::new();
+        let mut gotos: Vec<(usize, String, Diagnostic)> = Vec::new();
+        for l in logical_lines(&src.text) {
+            let terms = match lex(&l.text) {
+                Ok(t) => t,
+                Err((at, msg)) => {
+                    errors.push(l.diag(&src.name, at, msg));
+                    continue;
+                }
+            };
+            let mut b = RuleBuilder {
+                src,
+                l: &l,
+                builtins,
+                errors: Vec::new(),
+                matches: Vec::new(),
+                actions: Vec::new(),
+                goto: None,
+                last_rule: false,
+                label: None,
+            };
+            for t in &terms {
+                b.term(t, terms.len());
+            }
+            if b.matches.len() > MAX_MATCHES_PER_RULE {
+                let e = b.err(terms[0].key_at, format!("more than {MAX_MATCHES_PER_RULE} match terms in one rule (MAX_MATCHES_PER_RULE)"));
+                b.errors.push(e);
+            }
+            if b.actions.len() > MAX_ACTIONS_PER_RULE {
+                let e = b.err(terms[0].key_at, format!("more than {MAX_ACTIONS_PER_RULE} assignments in one rule (MAX_ACTIONS_PER_RULE)"));
+                b.errors.push(e);
+            }
+            let warn_noop =
+                b.actions.is_empty() && b.goto.is_none() && !b.last_rule && b.label.is_none();
+            let RuleBuilder {
+                errors: mut errs,
+                mut matches,
+                actions,
+                goto,
+                last_rule,
+                label,
+                ..
+            } = b;
+            if !errs.is_empty() {
+                errors.append(&mut errs);
+                continue;
+            }
+            let idx = rs.rules.len();
+            if idx >= MAX_RULES {
+                errors.push(l.diag(
+                    &src.name,
+                    0,
+                    format!("more than {MAX_RULES} rules in all (MAX_RULES)"),
+                ));
+                continue;
+            }
+            if warn_noop {
+                let mut w = l.diag(
+                    &src.name,
+                    0,
+                    "rule has no assignment (RUN, ENV, ATTR, GOTO or OPTIONS): it does nothing"
+                        .into(),
+                );
+                w.warning = true;
+                rs.warnings.push(w);
+            }
+            if let Some(name) = &label {
+                if labels.iter().any(|(n, _)| n == name) {
+                    errors.push(l.diag(
+                        &src.name,
+                        0,
+                        format!("LABEL \"{name}\" is defined twice in this file"),
+                    ));
+                    continue;
+                }
+                labels.push((name.clone(), idx));
+            }
+            if let Some((target, at)) = goto {
+                let d = l.diag(
+                    &src.name,
+                    at,
+                    format!(
+                        "GOTO target \"{target}\" has no LABEL=\"{target}\" after it in this file"
+                    ),
+                );
+                gotos.push((idx, target, d));
+            }
+            // cheapest terms first; stable, so the written order stays within a class
+            matches.sort_by_key(|m| m.key.cost());
+            let action_mask =
+                matches
+                    .iter()
+                    .filter(|m| m.key == MatchKey::Action)
+                    .fold(0xff, |acc, m| {
+                        let allowed = super::action_mask(&m.glob);
+                        acc & if m.negate { !allowed } else { allowed }
+                    });
+            let m0 = rs.matches.len();
+            rs.matches.extend(matches);
+            let a0 = rs.actions.len();
+            rs.actions.extend(actions);
+            rs.rules.push(Rule {
+                file: fi,
+                line: l.first_line(),
+                matches: m0..rs.matches.len(),
+                actions: a0..rs.actions.len(),
+                goto: None,
+                goto_name: None,
+                last_rule,
+                action_mask,
+                label: label.is_some(),
+                label_name: label.map(Into::into),
+            });
+        }
+        for (idx, target, d) in gotos {
+            // GOTO jumps forward only, to a label in the same file
+            match labels.iter().find(|(n, _)| *n == target) {
+                Some((_, li)) if *li > idx => {
+                    rs.rules[idx].goto = Some(*li);
+                    rs.rules[idx].goto_name = Some(target.into());
+                }
+                Some((_, li)) => {
+                    let mut d = d;
+                    d.message = format!(
+                        "LABEL=\"{target}\" is before this GOTO (line {}): GOTO only jumps forward, so rules cannot loop",
+                        rs.rules[*li].line
+                    );
+                    errors.push(d);
+                }
+                None => errors.push(d),
+            }
+        }
+        debug_assert!(rs.rules[file_first_rule..].iter().all(|r| r.file == fi));
+    }
+    if errors.is_empty() {
+        Ok(rs)
+    } else {
+        // files in the order given; within a file, by position
+        errors.sort_by_key(|d| (sources.iter().position(|s| s.name == d.file), d.line, d.col));
+        Err(errors)
+    }
+}
+
+struct RuleBuilder<'a> {
+    src: &'a Source,
+    l: &'a Logical,
+    builtins: &'a [&'a str],
+    errors: Vec<Diagnostic>,
+    matches: Vec<Match>,
+    actions: Vec<Action>,
+    goto: Option<(String, usize)>,
+    last_rule: bool,
+    label: Option<String>,
+}
+
+const MATCH_KEYS: [&str; 13] = [
+    "ACTION",
+    "SUBSYSTEM",
+    "DEVTYPE",
+    "DEVPATH",
+    "KERNEL",
+    "DRIVER",
+    "ENV",
+    "USB",
+    "ATTR",
+    "ATTRS",
+    "KERNELS",
+    "SUBSYSTEMS",
+    "DRIVERS",
+];
+
+impl RuleBuilder<'_> {
+    fn err(&self, at: usize, msg: String) -> Diagnostic {
+        self.l.diag(&self.src.name, at, msg)
+    }
+
+    fn fail(&mut self, at: usize, msg: String) {
+        let d = self.err(at, msg);
+        self.errors.push(d);
+    }
+
+    fn term(&mut self, t: &Term<'_>, n_terms: usize) {
+        if t.value.len() > MAX_VALUE_LEN {
+            return self.fail(
+                t.value_at,
+                format!(
+                    "value is {} bytes; the limit is {MAX_VALUE_LEN} (MAX_VALUE_LEN)",
+                    t.value.len()
+                ),
+            );
+        }
+        let is_match = t.op == "==" || t.op == "!=";
+        let key = t.key;
+        let simple = |k| match k {
+            "ACTION" => Some(MatchKey::Action),
+            "SUBSYSTEM" => Some(MatchKey::Subsystem),
+            "DEVTYPE" => Some(MatchKey::Devtype),
+            "DEVPATH" => Some(MatchKey::Devpath),
+            "KERNEL" => Some(MatchKey::Kernel),
+            "DRIVER" => Some(MatchKey::Driver),
+            "KERNELS" => Some(MatchKey::Kernels),
+            "SUBSYSTEMS" => Some(MatchKey::Subsystems),
+            "DRIVERS" => Some(MatchKey::Drivers),
+            _ => None,
+        };
+        if let Some(mk) = simple(key) {
+            if t.attr.is_some() {
+                return self.fail(t.attr_at - 1, format!("{key} takes no {{...}}"));
+            }
+            if !is_match {
+                return self.fail(
+                    t.op_at,
+                    format!(
+                        "{key} is a match key: use == or != (\"{}\" is an assignment)",
+                        t.op
+                    ),
+                );
+            }
+            return self.add_match(mk, t);
+        }
+        match key {
+            "ENV" => {
+                let Some(name) = self.attr_name(t, subst::valid_env_name, "a variable name (letters, digits, _)") else {
+                    return;
+                };
+                if is_match {
+                    self.add_match(MatchKey::Env(name.into()), t)
+                } else if t.op == "=" {
+                    if matches!(name, "ACTION" | "DEVPATH" | "SUBSYSTEM" | "SEQNUM") {
+                        return self.fail(
+                            t.attr_at,
+                            format!("ENV{{{name}}} cannot be assigned: it identifies the event itself"),
+                        );
+                    }
+                    if let Some(value) = self.template(t.value, t.value_at) {
+                        self.actions.push(Action::SetEnv {
+                            key: name.into(),
+                            value,
+                        });
+                    }
+                } else {
+                    self.fail(t.op_at, format!("ENV{{}} takes ==, != or =, not {}", t.op))
+                }
+            }
+            "ATTR" | "ATTRS" => {
+                let Some(name) = self.attr_name(t, subst::valid_attr_name, "an attribute name (a relative path below the device, no '..')") else {
+                    return;
+                };
+                if is_match {
+                    let mk = if key == "ATTR" {
+                        MatchKey::Attr(name.into())
+                    } else {
+                        MatchKey::Attrs(name.into())
+                    };
+                    self.add_match(mk, t)
+                } else if key == "ATTR" && t.op == "=" {
+                    if let Some(value) = self.template(t.value, t.value_at) {
+                        self.actions.push(Action::WriteAttr {
+                            name: name.into(),
+                            value,
+                        });
+                    }
+                } else if key == "ATTRS" {
+                    self.fail(t.op_at, "ATTRS is a match key: use == or != (to write an attribute, ATTR{file}=\"value\")".into())
+                } else {
+                    self.fail(t.op_at, format!("ATTR{{}} takes ==, != or =, not {}", t.op))
+                }
+            }
+            "USB" => {
+                let Some(name) = self.attr_name(t, |n| usb::FIELDS.iter().any(|f| f.as_bytes() == n), "one of idVendor idProduct bcdDevice bDeviceClass bDeviceSubClass bDeviceProtocol bInterfaceClass bInterfaceSubClass bInterfaceProtocol busnum devnum") else {
+                    return;
+                };
+                let field = usb::FIELDS.iter().find(|f| **f == name).copied().unwrap_or("idVendor");
+                if !is_match {
+                    return self.fail(t.op_at, "USB{} is a match key: use == or !=".into());
+                }
+                self.add_match(MatchKey::Usb(field), t)
+            }
+            "RUN" => self.run(t),
+            "OPTIONS" => {
+                if t.attr.is_some() || !(t.op == "+=" || t.op == "=") {
+                    return self.fail(t.op_at, "OPTIONS takes += (OPTIONS+=\"last_rule\")".into());
+                }
+                for opt in t.value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+                    if opt == "last_rule" {
+                        self.last_rule = true;
+                    } else {
+                        let at = t.value_at + t.value.find(opt).unwrap_or(0);
+                        self.fail(at, format!("OPTIONS \"{opt}\" is not supported (only last_rule)"));
+                    }
+                }
+            }
+            "GOTO" => {
+                if t.op != "=" || t.attr.is_some() {
+                    return self.fail(t.op_at, "GOTO takes = (GOTO=\"label\")".into());
+                }
+                if t.value.is_empty() {
+                    return self.fail(t.value_at, "GOTO needs a label name".into());
+                }
+                self.goto = Some((t.value.to_string(), t.value_at));
+            }
+            "LABEL" => {
+                if t.op != "=" || t.attr.is_some() {
+                    return self.fail(t.op_at, "LABEL takes = (LABEL=\"name\")".into());
+                }
+                if n_terms != 1 {
+                    return self.fail(t.key_at, "LABEL must stand alone on its line".into());
+                }
+                if t.value.is_empty() {
+                    return self.fail(t.value_at, "LABEL needs a name".into());
+                }
+                self.label = Some(t.value.to_string());
+            }
+            "OWNER" | "GROUP" | "MODE" => self.fail(
+                t.key_at,
+                format!("{key} is not supported yet: hotplugd does not manage device nodes yet (planned); devtmpfs creates them; chown/chmod them in a RUN handler for now"),
+            ),
+            "SYMLINK" => self.fail(
+                t.key_at,
+                "SYMLINK is not supported yet (planned, with udev's by-id/by-path names); create the link in a RUN handler for now".into(),
+            ),
+            "IMPORT" => self.fail(
+                t.key_at,
+                "IMPORT is not supported yet: IMPORT{builtin}=\"usb_id\"/\"path_id\" (USB identity properties) is planned; match USB{idVendor}, ENV{PRODUCT} or ATTRS{...} instead".into(),
+            ),
+            "NAME" => self.fail(t.key_at, "NAME is not supported: hotplugd does not rename devices or interfaces".into()),
+            "PROGRAM" | "RESULT" => self.fail(
+                t.key_at,
+                format!("{key} is not supported: rules cannot run programs to decide a match; decide in the RUN handler"),
+            ),
+            "TEST" => self.fail(t.key_at, "TEST is not supported: test for the file in the RUN handler, or match ATTR{...}".into()),
+            "TAG" | "TAGS" | "CURRENT_TAGS" | "SYSCTL" | "SECLABEL" | "CONST" | "WAIT_FOR" | "SYSFS" | "BUS" | "ID" => {
+                self.fail(t.key_at, format!("{key} is a udev key that hotplugd does not support"))
+            }
+            _ => {
+                let upper = key.to_ascii_uppercase();
+                let known = MATCH_KEYS.contains(&upper.as_str())
+                    || ["RUN", "OPTIONS", "GOTO", "LABEL"].contains(&upper.as_str());
+                let hint = if known && upper != key {
+                    format!(": keys are upper case ({upper})")
+                } else {
+                    String::new()
+                };
+                self.fail(t.key_at, format!("unknown key '{key}'{hint}"))
+            }
+        }
+    }
+
+    /// The `{...}` of a key, checked; `None` (after an error) if missing or bad.
+    fn attr_name<'t>(
+        &mut self,
+        t: &Term<'t>,
+        ok: impl Fn(&[u8]) -> bool,
+        what: &str,
+    ) -> Option<&'t str> {
+        match t.attr {
+            None => {
+                self.fail(
+                    t.key_at + t.key.len(),
+                    format!("{} needs {{...}}: {what}", t.key),
+                );
+                None
+            }
+            Some(a) if !ok(a.as_bytes()) => {
+                self.fail(t.attr_at, format!("'{a}' is not {what}"));
+                None
+            }
+            Some(a) => Some(a),
+        }
+    }
+
+    fn template(&mut self, v: &str, at: usize) -> Option<Template> {
+        match subst::parse(v.as_bytes()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.fail(at + e.offset, e.message);
+                None
+            }
+        }
+    }
+
+    fn add_match(&mut self, key: MatchKey, t: &Term<'_>) {
+        let p = t.value.as_bytes();
+        if let Err(e) = glob::check(p) {
+            return self.fail(t.value_at + e.offset(), describe_glob(e));
+        }
+        let mut offset = 0;
+        for alt in glob::alternatives(p) {
+            let at = t.value_at + offset;
+            offset += alt.len() + 1;
+            if let Some(msg) = cannot_match(&key, alt) {
+                return self.fail(at, msg);
+            }
+        }
+        self.matches.push(Match {
+            key,
+            negate: t.op == "!=",
+            pattern: p.into(),
+            glob: glob::Compiled::new(p),
+        });
+    }
+
+    fn run(&mut self, t: &Term<'_>) {
+        let kind = t.attr.unwrap_or("program");
+        if kind != "program" && kind != "builtin" {
+            return self.fail(
+                t.attr_at,
+                format!("RUN{{{kind}}}: expected RUN{{program}} or RUN{{builtin}}"),
+            );
+        }
+        if t.op != "+=" {
+            return self.fail(
+                t.op_at,
+                format!("RUN takes += (hotplugd adds to the list of handlers and never replaces it), not {}", t.op),
+            );
+        }
+        let words = match split_words(t.value) {
+            Ok(w) => w,
+            Err(at) => return self.fail(t.value_at + at, "unclosed single quote in RUN".into()),
+        };
+        if words.is_empty() {
+            return self.fail(t.value_at, "RUN needs a program".into());
+        }
+        if words.len() > MAX_ARGS {
+            return self.fail(
+                t.value_at,
+                format!("more than {MAX_ARGS} arguments (MAX_ARGS)"),
+            );
+        }
+        let mut argv = Vec::new();
+        for (w, at) in &words {
+            match self.template(w, t.value_at + at) {
+                Some(tpl) => argv.push(tpl),
+                None => return,
+            }
+        }
+        if kind == "builtin" {
+            let name = words[0].0.as_str();
+            let Some(id) = self.builtins.iter().position(|b| *b == name) else {
+                let known = if self.builtins.is_empty() {
+                    "none".to_string()
+                } else {
+                    self.builtins.join(", ")
+                };
+                return self.fail(
+                    t.value_at,
+                    format!("no builtin named \"{name}\" (known: {known})"),
+                );
+            };
+            argv.remove(0);
+            self.actions.push(Action::Builtin {
+                name: name.into(),
+                id,
+                args: argv,
+            });
+            return;
+        }
+        let prog = argv[0].literal().map(|p| p.to_vec());
+        match prog {
+            Some(p) if p.starts_with(b"/") => {}
+            Some(_) => {
+                return self.fail(
+                    t.value_at,
+                    "RUN program must be an absolute path (no shell is used; for a shell command write RUN+=\"/bin/sh -c '...'\")".into(),
+                )
+            }
+            None => {
+                return self.fail(
+                    t.value_at,
+                    "RUN program must be a literal absolute path, without substitutions".into(),
+                )
+            }
+        }
+        self.actions.push(Action::Run(Command { argv }));
+    }
+}
+
+/// Splits a RUN value into words at spaces and tabs; `'...'` groups a word
+/// (the quotes are removed). Returns each word with its offset, or the
+/// offset of an unclosed quote.
+pub fn split_words(v: &str) -> Result<Vec<(String, usize)>, usize> {
+    let b = v.as_bytes();
+    let mut words = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        while i < b.len() && (b[i] == b' ' || b[i] == b'\t') {
+            i += 1;
+        }
+        if i >= b.len() {
+            break;
+        }
+        let start = i;
+        let mut w = Vec::new();
+        while i < b.len() && b[i] != b' ' && b[i] != b'\t' {
+            if b[i] == b'\'' {
+                let close = v[i + 1..].find('\'').ok_or(i)?;
+                w.extend_from_slice(&b[i + 1..i + 1 + close]);
+                i += close + 2;
+            } else {
+                w.push(b[i]);
+                i += 1;
+            }
+        }
+        // only ASCII quotes and spaces were removed, so this is still UTF-8
+        words.push((String::from_utf8(w).unwrap_or_default(), start));
+    }
+    Ok(words)
+}
+
+fn describe_glob(e: GlobError) -> String {
+    e.describe().to_string()
+}
+
+/// Why an alternative of a pattern can never match a value of `key`, if so.
+fn cannot_match(key: &MatchKey, alt: &[u8]) -> Option<String> {
+    let s = String::from_utf8_lossy(alt);
+    let literal = glob::is_literal(alt);
+    match key {
+        MatchKey::Action if !ACTIONS.iter().any(|a| glob::matches(alt, a.as_bytes())) => {
+            return Some(format!(
+                "ACTION \"{s}\" matches no action the kernel sends ({})",
+                ACTIONS.join(", ")
+            ));
+        }
+        MatchKey::Devpath => {
+            if let Some(&c) = alt.first() {
+                if !matches!(c, b'/' | b'*' | b'?' | b'[' | b'\\') {
+                    return Some(format!(
+                        "DEVPATH \"{s}\" cannot match: devpaths start with '/' (e.g. /devices/...)"
+                    ));
+                }
+            }
+        }
+        MatchKey::Kernel
+        | MatchKey::Subsystem
+        | MatchKey::Devtype
+        | MatchKey::Driver
+        | MatchKey::Kernels
+        | MatchKey::Subsystems
+        | MatchKey::Drivers
+            if alt.contains(&b'/') =>
+        {
+            return Some(format!(
+                "\"{s}\" cannot match: names contain no '/' (to match a path, use DEVPATH)"
+            ));
+        }
+        MatchKey::Usb(_) | MatchKey::Attr(_) | MatchKey::Attrs(_) if literal && !alt.is_empty() => {
+            let name: &str = match key {
+                MatchKey::Usb(f) => f,
+                MatchKey::Attr(n) | MatchKey::Attrs(n) => n,
+                _ => "",
+            };
+            let hex_digits = match name {
+                "idVendor" | "idProduct" | "bcdDevice" => 4,
+                "bDeviceClass" | "bDeviceSubClass" | "bDeviceProtocol" | "bInterfaceClass"
+                | "bInterfaceSubClass" | "bInterfaceProtocol" => 2,
+                _ => 0,
+            };
+            if hex_digits > 0 {
+                let ok = alt.len() == hex_digits
+                    && alt
+                        .iter()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+                if !ok {
+                    let lower = s.to_ascii_lowercase();
+                    let hint = if lower.len() == hex_digits
+                        && lower.bytes().all(|b| b.is_ascii_hexdigit())
+                    {
+                        format!(": write \"{lower}\"")
+                    } else {
+                        format!(
+                            " (e.g. \"{}\")",
+                            if hex_digits == 4 { "0403" } else { "02" }
+                        )
+                    };
+                    return Some(format!(
+                        "{name} \"{s}\" cannot match: sysfs writes {name} as {hex_digits} lower-case hex digits{hint}"
+                    ));
+                }
+            }
+            if matches!(key, MatchKey::Usb("busnum" | "devnum"))
+                && (alt.len() > 1 && alt[0] == b'0' || !alt.iter().all(u8::is_ascii_digit))
+            {
+                return Some(format!(
+                    "{name} \"{s}\" cannot match: USB{{{name}}} is decimal without leading zeros (e.g. \"3\")"
+                ));
+            }
+        }
+        _ => {}
+    }
+    None
+}

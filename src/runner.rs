@@ -1,0 +1,276 @@
+//! The `run` and `replay` mode: each event goes through the rules; events
+//! with work become jobs for the handler engine ([`crate::exec`]). SIGHUP
+//! reloads the rules; a reload with any error keeps the old rules.
+
+use std::io;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use log::{debug, error, info, warn};
+use mio::Token;
+use nix::sys::signal::Signal;
+
+use crate::daemon::{Cx, Flow, Mode};
+use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Job, Step};
+use crate::rules::parse::{self, Source, DEFAULT_RULES, DEFAULT_RULES_NAME};
+use crate::rules::{Action, Diagnostic, Matched, RuleSet};
+use crate::stats::Scope;
+use crate::sys::sysfs::SysfsRoot;
+use crate::uevent::Uevent;
+use crate::usb::UsbView;
+
+/// Where the rules come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RulesFrom {
+    /// `--rules` paths (files, or directories of `*.rules`).
+    Paths(Vec<PathBuf>),
+    /// The built-in [`DEFAULT_RULES`].
+    Default,
+}
+
+impl RulesFrom {
+    /// Loads and compiles the rules.
+    pub fn load(&self, builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
+        match self {
+            RulesFrom::Paths(p) => parse::load(p, builtins),
+            RulesFrom::Default => parse::compile(
+                &[Source {
+                    name: DEFAULT_RULES_NAME.into(),
+                    text: DEFAULT_RULES.into(),
+                }],
+                builtins,
+            ),
+        }
+    }
+}
+
+/// The `log` builtin: one info line per event, with the USB identity when
+/// there is one. Part of the built-in defaults.
+pub fn log_builtin() -> BuiltinFn {
+    Box::new(|call| {
+        let ev = call.event;
+        match UsbView::of(ev) {
+            Some(u) => info!(
+                "usb {} {:04x}:{:04x} (bus {} device {}) {}",
+                ev.action(),
+                u.vendor,
+                u.product,
+                u.busnum.map_or("?".into(), |n| n.to_string()),
+                u.devnum.map_or("?".into(), |n| n.to_string()),
+                ev.devpath()
+            ),
+            None => info!(
+                "{} {} ({})",
+                ev.action(),
+                ev.devpath(),
+                ev.subsystem().unwrap_or("-")
+            ),
+        }
+        Ok(())
+    })
+}
+
+/// The builtins the `hotplugd` binary registers.
+pub fn default_builtins() -> Builtins {
+    let mut b = Builtins::default();
+    b.register("log", log_builtin());
+    b
+}
+
+/// Rules + handler engine.
+pub struct Runner {
+    rules: RuleSet,
+    from: RulesFrom,
+    sysfs: SysfsRoot,
+    matched: Box<Matched>,
+    exec: Exec,
+}
+
+impl Runner {
+    /// Loads the rules; on error, every diagnostic.
+    pub fn new(
+        from: RulesFrom,
+        cfg: ExecConfig,
+        builtins: Builtins,
+    ) -> Result<Runner, Vec<Diagnostic>> {
+        let rules = from.load(&builtins.names())?;
+        let sysfs = cfg.sysfs.clone();
+        Ok(Runner {
+            rules,
+            from,
+            sysfs,
+            matched: Box::default(),
+            exec: Exec::new(cfg, builtins),
+        })
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// Logs `rules: N rules from M files` and each warning.
+    pub fn log_loaded(&self) {
+        for w in &self.rules.warnings {
+            warn!("{w}");
+        }
+        info!(
+            "rules: {} rules from {} files",
+            self.rules.len(),
+            self.rules.files.len()
+        );
+    }
+
+    /// SIGHUP: load the rules again; keep the old ones on any error.
+    pub fn reload(&mut self) {
+        match self.from.load(&self.exec.builtin_names()) {
+            Ok(rs) => {
+                self.rules = rs;
+                info!("reloaded after SIGHUP");
+                self.log_loaded();
+            }
+            Err(errors) => {
+                for e in &errors {
+                    error!("{e}");
+                }
+                error!(
+                    "reload failed ({} errors): the old rules ({} rules from {} files) stay in force",
+                    errors.len(),
+                    self.rules.len(),
+                    self.rules.files.len()
+                );
+            }
+        }
+    }
+}
+
+/// Builds the job for an event the rules gave work to. Allocates.
+pub fn build_job(rules: &RuleSet, ev: &Uevent<'_>, m: &Matched, sysfs: &SysfsRoot) -> (Job, usize) {
+    let mut limits_hit = 0;
+    let mut raw = ev.raw().to_vec();
+    for (k, v) in rules.env_assignments(m) {
+        raw.extend_from_slice(k.as_bytes());
+        raw.push(b'=');
+        raw.extend_from_slice(v);
+        raw.push(0);
+    }
+    let mut steps = std::collections::VecDeque::new();
+    for w in &m.work {
+        let rule = rules.location(w.rule).to_string();
+        match &rules.actions[w.action] {
+            Action::Run(_) => {
+                if let Some(argv) = rules.argv(w, ev, m, sysfs, &mut limits_hit) {
+                    steps.push_back(Step::Exec { argv, rule });
+                }
+            }
+            Action::Builtin { id, name, .. } => {
+                let args = rules
+                    .argv(w, ev, m, sysfs, &mut limits_hit)
+                    .unwrap_or_default();
+                steps.push_back(Step::Builtin {
+                    id: *id,
+                    name: name.to_string(),
+                    args,
+                    rule,
+                });
+            }
+            Action::WriteAttr { .. } => {
+                if let Some((name, value)) = rules.attr_write(w, ev, m, sysfs) {
+                    steps.push_back(Step::WriteAttr { name, value, rule });
+                }
+            }
+            Action::SetEnv { .. } => {}
+        }
+    }
+    let job = Job {
+        label: format!("{} {}", ev.action(), ev.devpath()),
+        devpath: ev.devpath().to_string(),
+        devpath_old: ev.get_str("DEVPATH_OLD").map(String::from),
+        raw,
+        env: rules.env(ev, m),
+        steps,
+    };
+    (job, limits_hit)
+}
+
+impl Mode for Runner {
+    fn scope(&self) -> Scope {
+        Scope::Daemon
+    }
+
+    fn event(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
+        self.rules.evaluate(ev, &self.sysfs, &mut self.matched);
+        let m = &self.matched;
+        if m.count == 0 {
+            return Flow::Continue;
+        }
+        cx.stats.matched += 1;
+        debug!(
+            "{} {}: {} rules matched, {} handlers",
+            ev.action(),
+            ev.devpath(),
+            m.count,
+            m.work.len()
+        );
+        let mut hit = m.limits_hit;
+        if m.has_work() {
+            let (job, h) = build_job(&self.rules, ev, m, &self.sysfs);
+            hit += h;
+            self.exec.push(job, cx);
+            if !self.exec.has_room() {
+                self.exec.note_full(cx);
+            }
+        }
+        if hit > 0 {
+            cx.stats.limits_hit += hit as u64;
+            warn!(
+                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN, MAX_ENV_ASSIGN, MAX_RUN_PER_EVENT); limits_hit={}",
+                ev.action(),
+                ev.devpath(),
+                cx.stats.limits_hit
+            );
+        }
+        Flow::Continue
+    }
+
+    fn has_room(&self) -> bool {
+        self.exec.has_room()
+    }
+
+    fn ready(&mut self, token: Token, cx: &mut Cx<'_>) -> Flow {
+        self.exec.ready(token, cx);
+        Flow::Continue
+    }
+
+    fn signal(&mut self, sig: Signal, cx: &mut Cx<'_>) {
+        match sig {
+            Signal::SIGCHLD => self.exec.sigchld(cx),
+            Signal::SIGHUP => self.reload(),
+            _ => {}
+        }
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.exec.deadline()
+    }
+
+    fn tick(&mut self, now: Instant, cx: &mut Cx<'_>) {
+        self.exec.tick(now, cx);
+    }
+
+    fn stop(&mut self, cx: &mut Cx<'_>) {
+        self.exec.stop(cx);
+    }
+
+    fn stopped(&self) -> bool {
+        self.exec.stopped()
+    }
+
+    fn idle(&self) -> bool {
+        self.exec.idle()
+    }
+
+    fn start(&mut self, _cx: &mut Cx<'_>) -> io::Result<()> {
+        Ok(())
+    }
+}
