@@ -45,7 +45,7 @@ fn main() {
         SUBSYSTEM=net\0SYNTH_UUID=0\0INTERFACE=lo\0IFINDEX=1\0SEQNUM=4711\0"
         .to_vec();
     let sys = SysfsRoot::new(Path::new("/sys"));
-    let (ns, _) = per_event(&rules, &[lo.clone()], &sys, 1_000_000);
+    let (ns, _) = per_event(&rules, std::slice::from_ref(&lo), &sys, 1_000_000);
     let (parse_only, _) = {
         let t = Instant::now();
         for _ in 0..1_000_000 {
