@@ -3,7 +3,8 @@
 //! `[!...]` or `[^...]` negates; `a-z` ranges; a `]` first in the set is a
 //! member), `\x` (the byte `x` itself), and `|` between alternatives.
 //!
-//! Checked once when rules load ([`check`]); matching ([`matches`]) is
+//! Checked once when rules load ([`check`], [`Compiled::new`]); matching
+//! ([`Compiled::matches`]) is
 //! allocation-free and linear-time in practice (one backtrack point for
 //! `*`, the classic iterative algorithm), so no pattern can make matching
 //! explode.
