@@ -3,7 +3,8 @@
 #   - Debian's Rust 1.85 (rustc-web/cargo-web): our MSRV, and the only Rust with a
 #     standard library for aarch64 and armv7 that can be installed here;
 #   - the standard library for arm64 and armhf, at exactly the same version;
-#   - the cross linkers and qemu-user, to run the ARM test suites.
+#   - the cross linkers and qemu-user, to run the ARM test suites;
+#   - std's source (rust-web-src), to rebuild std for size (build-release.sh).
 # Versions are found, not hard-coded: the newest version of libstd-rust-web-dev
 # that the archive has for every architecture we need (see
 # ../shared/notes/cross-toolchain.md). Idempotent; safe to run again.
@@ -34,7 +35,9 @@ have_all() {
     command -v qemu-arm >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null &&
     command -v arm-linux-gnueabihf-gcc >/dev/null &&
     [ -d /usr/lib/rustlib/aarch64-unknown-linux-gnu/lib ] &&
-    [ -d /usr/lib/rustlib/armv7-unknown-linux-gnueabihf/lib ]
+    [ -d /usr/lib/rustlib/armv7-unknown-linux-gnueabihf/lib ] &&
+    [ -e /lib/ld-linux-aarch64.so.1 ] && [ -e /lib/ld-linux-armhf.so.3 ] &&
+    [ -f /usr/lib/rustlib/src/rust/library/Cargo.lock ]
 }
 
 if have_all; then
@@ -57,9 +60,11 @@ L=$(common_version liblzma5)
 [ -n "$L" ] || { log "no common liblzma5 version for: $ARCHES"; exit 1; }
 log "Rust $V, liblzma5 $L"
 
-pkgs=(rustc-web="$V" cargo-web="$V" libstd-rust-web-dev="$V"
+pkgs=(rustc-web="$V" cargo-web="$V" libstd-rust-web-dev="$V" rust-web-src="$V"
       gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
-      qemu-user)
+      qemu-user libc6:arm64 libc6:armhf)
+# libc6:arm64/armhf (multiarch, the same version as the host's libc6) are what
+# qemu-user runs the binaries with; see test.sh for why not the -cross copies.
 # the runtime library package is named after the major.minor version (libstd-rust-web-1.85)
 mm=$(printf '%s' "$V" | sed -E 's/^([0-9]+\.[0-9]+).*/\1/')
 for a in amd64 arm64 armhf; do
