@@ -50,6 +50,7 @@ fn main() -> ExitCode {
         } else {
             opts.rcvbuf
         },
+        ..opts
     };
 
     // A builtin with state: count the USB devices present.

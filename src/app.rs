@@ -19,6 +19,7 @@ use crate::rules::{Diagnostic, Matched};
 use crate::runner::{build_job, RulesFrom, Runner};
 use crate::stats::Scope;
 use crate::sys::netlink::{RcvbufReport, UeventSocket};
+use crate::sys::notify::Readiness;
 use crate::sys::signals::Signals;
 use crate::sys::sysfs::SysfsRoot;
 use crate::sys::{self, WriteStop};
@@ -88,8 +89,10 @@ fn log_rcvbuf(r: &RcvbufReport) {
 }
 
 /// Writes the final stats line to stderr. A closed stderr is not an error.
-fn print_stats(line: impl fmt::Display) {
-    let _ = writeln!(io::stderr(), "{line}");
+fn print_stats(stats: &crate::stats::Stats, scope: Scope) {
+    let mut s = *stats;
+    s.log_dropped = sys::log::dropped();
+    let _ = writeln!(io::stderr(), "{}", s.line(scope));
 }
 
 const STDOUT: Token = Token(FIRST_MODE_TOKEN);
@@ -196,7 +199,7 @@ pub fn monitor(opts: &MonitorOpts) -> Result<(), AppError> {
     info!("listening for kernel uevents");
     let ending = d.run().map_err(system("event loop"));
     d.refresh_dropped();
-    print_stats(d.stats().line(Scope::Listener));
+    print_stats(d.stats(), Scope::Listener);
     ending.map(|_| ())
 }
 
@@ -233,20 +236,24 @@ fn rules_failed(errors: Vec<Diagnostic>) -> AppError {
 
 /// `hotplugd run`.
 pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
+    sys::cloexec_inherited();
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
-    let runner = Runner::new(
+    let mut runner = Runner::new(
         rules_from(&opts.handlers.rules),
         exec_config(&opts.handlers),
         builtins,
     )
     .map_err(rules_failed)?;
     runner.log_loaded();
+    let readiness =
+        Readiness::new(opts.ready_fd, opts.pidfile.clone()).map_err(AppError::System)?;
+    runner.set_readiness(readiness);
     let socket = open_socket(opts.rcvbuf)?;
     let mut d = Daemon::new(socket, signals, runner).map_err(system("event loop"))?;
     info!("listening for kernel uevents");
     let ending = d.run().map_err(system("event loop"));
     d.refresh_dropped();
-    print_stats(d.stats().line(Scope::Daemon));
+    print_stats(d.stats(), Scope::Daemon);
     ending.map(|_| ())
 }
 
@@ -307,6 +314,7 @@ pub fn replay(opts: &ReplayOpts, builtins: Builtins) -> Result<(), AppError> {
     if opts.dry_run {
         return dry_run(opts, &builtins, &events);
     }
+    sys::cloexec_inherited();
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
     let runner = Runner::new(
         rules_from(&opts.handlers.rules),
@@ -319,7 +327,7 @@ pub fn replay(opts: &ReplayOpts, builtins: Builtins) -> Result<(), AppError> {
     let mut d = Daemon::with_source(ReplaySource::new(events), signals, runner)
         .map_err(system("event loop"))?;
     let ending = d.run().map_err(system("event loop"));
-    print_stats(d.stats().line(Scope::Daemon));
+    print_stats(d.stats(), Scope::Daemon);
     ending.map(|_| ())
 }
 

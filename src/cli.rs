@@ -13,12 +13,15 @@ use crate::limits::{
     DEFAULT_HANDLER_TIMEOUT_SECS, DEFAULT_MAX_CHILDREN, DEFAULT_MAX_QUEUE, DEFAULT_RCVBUF,
     MIN_RCVBUF,
 };
+use crate::sys::log::LogTarget;
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cli {
     /// `-v` given this many times (each raises the log level one step).
     pub verbose: u8,
+    /// `--log-target` (default stderr).
+    pub log_target: LogTarget,
     /// What to do.
     pub command: Command,
 }
@@ -77,6 +80,10 @@ pub struct RunOpts {
     pub handlers: HandlerOpts,
     /// Receive buffer to request, bytes.
     pub rcvbuf: usize,
+    /// `--ready-fd`: write a newline there when ready, then close it.
+    pub ready_fd: Option<i32>,
+    /// `--pidfile`: written when ready, removed on exit.
+    pub pidfile: Option<PathBuf>,
 }
 
 /// Options of `check`.
@@ -137,10 +144,17 @@ Commands:
 Options for every command:
   -v, --verbose    more log output (repeat: -v debug, -vv trace); RUST_LOG
                    (e.g. RUST_LOG=hotplugd=debug) overrides it
+  --log-target T   where log records go: stderr (default), kmsg (the kernel
+                   log, /dev/kmsg: early boot, before syslogd), syslog
+                   (RFC 3164 to /dev/log, facility daemon) or
+                   syslog:/path/to/socket
   -h, --help       this help; `hotplugd COMMAND --help` for a command's options
   -V, --version    print the version
 
-Logs go to stderr, one line per record: `hotplugd: LEVEL: message`.
+Logs: one record per line, `hotplugd: LEVEL: message` on stderr. A record
+that would block (stderr is a full pipe) is dropped rather than stalling
+the daemon, and counted (log_dropped= in the stats line). The stats line
+itself always goes to stderr.
 
 Exit status:
   0  success (also after SIGINT/SIGTERM, or when monitor's output is closed)
@@ -217,8 +231,15 @@ Options:
 {RULES_OPTS}
 {HANDLER_OPTS}
   --rcvbuf BYTES   socket receive buffer to request (default 16M, at least 64K)
+  --ready-fd N     when ready, write a newline to descriptor N and close it
+                   (s6 notification-fd, mdevd's -D); N >= 3, must be open
+  --pidfile FILE   write our PID to FILE when ready; removed on exit
   -v, --verbose    more log output (repeatable)
   -h, --help       this help
+
+Ready means: socket bound, rules loaded. If $NOTIFY_SOCKET is set
+(systemd Type=notify), READY=1 is sent then, RELOADING=1 and READY=1 around
+each SIGHUP reload, and STOPPING=1 on SIGINT/SIGTERM.
 
 Signals: SIGHUP reloads every rule file (on any error the old rules stay in
 force and each error is logged); SIGUSR1 logs the counters; SIGINT/SIGTERM
@@ -280,24 +301,18 @@ Options:
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError> {
     let mut p = lexopt::Parser::from_args(args);
-    let mut verbose = 0u8;
+    let mut c = Common {
+        verbose: 0,
+        log_target: LogTarget::Stderr,
+    };
     // Options that may come before the command.
     let command = loop {
         match p.next()? {
-            Some(Short('v') | Long("verbose")) => verbose = verbose.saturating_add(1),
-            Some(Short('h') | Long("help")) => {
-                return Ok(Cli {
-                    verbose,
-                    command: Command::Help(HELP),
-                })
-            }
-            Some(Short('V') | Long("version")) => {
-                return Ok(Cli {
-                    verbose,
-                    command: Command::Version,
-                })
-            }
+            Some(Short('h') | Long("help")) => return Ok(c.cli(Command::Help(HELP))),
+            Some(Short('V') | Long("version")) => return Ok(c.cli(Command::Version)),
             Some(Value(v)) => break v.string()?,
+            Some(Short('v') | Long("verbose")) => c.verbose = c.verbose.saturating_add(1),
+            Some(Long("log-target")) => c.log_target(&mut p)?,
             Some(other) => return Err(other.unexpected().into()),
             None => {
                 return Err(UsageError(
@@ -307,20 +322,47 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError
         }
     };
     let command = match command.as_str() {
-        "monitor" => parse_monitor(&mut p, &mut verbose)?,
-        "run" => parse_run(&mut p, &mut verbose)?,
-        "check" => parse_check(&mut p, &mut verbose)?,
-        "replay" => parse_replay(&mut p, &mut verbose)?,
+        "monitor" => parse_monitor(&mut p, &mut c)?,
+        "run" => parse_run(&mut p, &mut c)?,
+        "check" => parse_check(&mut p, &mut c)?,
+        "replay" => parse_replay(&mut p, &mut c)?,
         other => {
             return Err(UsageError(format!(
                 "unknown command '{other}': the commands are monitor, run, check and replay (see `hotplugd --help`)"
             )))
         }
     };
-    Ok(Cli { verbose, command })
+    Ok(c.cli(command))
 }
 
-fn parse_monitor(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, UsageError> {
+/// Options every command takes, before or after its name.
+struct Common {
+    verbose: u8,
+    log_target: LogTarget,
+}
+
+impl Common {
+    fn cli(self, command: Command) -> Cli {
+        Cli {
+            verbose: self.verbose,
+            log_target: self.log_target,
+            command,
+        }
+    }
+
+    /// `--log-target VALUE`.
+    fn log_target(&mut self, p: &mut lexopt::Parser) -> Result<(), UsageError> {
+        let v = p.value()?.string()?;
+        self.log_target = LogTarget::parse(&v).ok_or_else(|| {
+            UsageError(format!(
+                "--log-target '{v}': expected stderr, kmsg, syslog or syslog:/path/to/socket"
+            ))
+        })?;
+        Ok(())
+    }
+}
+
+fn parse_monitor(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
     let mut o = MonitorOpts {
         json: false,
         rcvbuf: DEFAULT_RCVBUF,
@@ -329,8 +371,9 @@ fn parse_monitor(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, Us
         match arg {
             Long("json") => o.json = true,
             Long("rcvbuf") => o.rcvbuf = rcvbuf(&p.value()?.string()?)?,
-            Short('v') | Long("verbose") => *verbose = verbose.saturating_add(1),
             Short('h') | Long("help") => return Ok(Command::Help(MONITOR_HELP)),
+            Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
+            Long("log-target") => c.log_target(p)?,
             other => return Err(other.unexpected().into()),
         }
     }
@@ -381,10 +424,12 @@ fn number(p: &mut lexopt::Parser, opt: &str, min: usize, max: usize) -> Result<u
     }
 }
 
-fn parse_run(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, UsageError> {
+fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
     let mut o = RunOpts {
         handlers: HandlerOpts::default(),
         rcvbuf: DEFAULT_RCVBUF,
+        ready_fd: None,
+        pidfile: None,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -393,28 +438,32 @@ fn parse_run(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, UsageE
                 handler_opt(&name, p, &mut o.handlers)?;
             }
             Long("rcvbuf") => o.rcvbuf = rcvbuf(&p.value()?.string()?)?,
-            Short('v') | Long("verbose") => *verbose = verbose.saturating_add(1),
+            Long("ready-fd") => o.ready_fd = Some(number(p, "--ready-fd", 3, 1 << 20)? as i32),
+            Long("pidfile") => o.pidfile = Some(p.value()?.into()),
             Short('h') | Long("help") => return Ok(Command::Help(leak(run_help()))),
+            Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
+            Long("log-target") => c.log_target(p)?,
             other => return Err(other.unexpected().into()),
         }
     }
     Ok(Command::Run(o))
 }
 
-fn parse_check(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, UsageError> {
+fn parse_check(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
     let mut o = CheckOpts { rules: Vec::new() };
     while let Some(arg) = p.next()? {
         match arg {
             Long("rules") => o.rules.push(p.value()?.into()),
-            Short('v') | Long("verbose") => *verbose = verbose.saturating_add(1),
             Short('h') | Long("help") => return Ok(Command::Help(leak(check_help()))),
+            Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
+            Long("log-target") => c.log_target(p)?,
             other => return Err(other.unexpected().into()),
         }
     }
     Ok(Command::Check(o))
 }
 
-fn parse_replay(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, UsageError> {
+fn parse_replay(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
     let mut o = ReplayOpts {
         handlers: HandlerOpts::default(),
         dry_run: false,
@@ -428,12 +477,13 @@ fn parse_replay(p: &mut lexopt::Parser, verbose: &mut u8) -> Result<Command, Usa
                 handler_opt(&name, p, &mut o.handlers)?;
             }
             Long("dry-run") => o.dry_run = true,
-            Short('v') | Long("verbose") => *verbose = verbose.saturating_add(1),
             Short('h') | Long("help") => return Ok(Command::Help(leak(replay_help()))),
             Value(v) if !input_given => {
                 input_given = true;
                 o.input = (v != "-").then(|| v.into());
             }
+            Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
+            Long("log-target") => c.log_target(p)?,
             other => return Err(other.unexpected().into()),
         }
     }

@@ -512,6 +512,7 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                 Signal::SIGINT | Signal::SIGTERM => stop = Some(sig),
                 Signal::SIGUSR1 => {
                     self.refresh_dropped();
+                    self.stats.log_dropped = crate::sys::log::dropped();
                     info!("{}", self.stats.line(self.mode.scope()));
                 }
                 other => {

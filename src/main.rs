@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use hotplugd::app::{self, AppError};
 use hotplugd::cli::{self, Command};
 use hotplugd::runner::default_builtins;
+use hotplugd::sys::log::{self as logsink, LogTarget, Sink};
 
 /// Exit statuses; see `hotplugd --help`.
 const EXIT_CONFIG: u8 = 1;
@@ -25,7 +26,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    init_logging(cli.verbose);
+    if let Err(e) = init_logging(cli.verbose, &cli.log_target) {
+        let _ = writeln!(std::io::stderr(), "hotplugd: --log-target: {e}");
+        return ExitCode::from(EXIT_SYSTEM);
+    }
     let result = match &cli.command {
         Command::Help(text) => {
             let _ = std::io::stdout().write_all(text.as_bytes());
@@ -52,24 +56,49 @@ fn main() -> ExitCode {
     }
 }
 
-/// `hotplugd: LEVEL: message` on stderr. `RUST_LOG` wins over `-v`.
-fn init_logging(verbose: u8) {
+/// One record per line: `hotplugd: LEVEL: message` on stderr, with a
+/// priority prefix for kmsg and syslog. `RUST_LOG` wins over `-v`.
+fn init_logging(verbose: u8, target: &LogTarget) -> std::io::Result<()> {
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
+    let sink = Sink::open(target)?;
     let env = env_logger::Env::default().default_filter_or(default);
-    env_logger::Builder::from_env(env)
-        .format(|buf, record| {
-            let level = match record.level() {
-                log::Level::Error => "error",
-                log::Level::Warn => "warn",
-                log::Level::Info => "info",
-                log::Level::Debug => "debug",
-                log::Level::Trace => "trace",
-            };
-            writeln!(buf, "hotplugd: {level}: {}", record.args())
-        })
-        .init();
+    let pid = std::process::id();
+    let mut b = env_logger::Builder::from_env(env);
+    b.target(env_logger::Target::Pipe(Box::new(sink)));
+    match target {
+        LogTarget::Stderr => {
+            b.format(|buf, r| writeln!(buf, "hotplugd: {}: {}", level(r.level()), r.args()))
+        }
+        LogTarget::Kmsg => b.format(move |buf, r| {
+            let sev = logsink::severity(r.level());
+            writeln!(
+                buf,
+                "<{sev}>hotplugd[{pid}]: {}: {}",
+                level(r.level()),
+                r.args()
+            )
+        }),
+        LogTarget::Syslog(_) => b.format(move |buf, r| {
+            let pri = logsink::FACILITY_DAEMON | logsink::severity(r.level());
+            write!(buf, "<{pri}>")?;
+            logsink::rfc3164_time(buf)?;
+            writeln!(buf, " hotplugd[{pid}]: {}: {}", level(r.level()), r.args())
+        }),
+    };
+    b.init();
+    Ok(())
+}
+
+fn level(l: log::Level) -> &'static str {
+    match l {
+        log::Level::Error => "error",
+        log::Level::Warn => "warn",
+        log::Level::Info => "info",
+        log::Level::Debug => "debug",
+        log::Level::Trace => "trace",
+    }
 }

@@ -15,6 +15,7 @@ use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Job, Step};
 use crate::rules::parse::{self, Source, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use crate::rules::{Action, Diagnostic, Matched, RuleSet};
 use crate::stats::Scope;
+use crate::sys::notify::Readiness;
 use crate::sys::sysfs::SysfsRoot;
 use crate::uevent::Uevent;
 use crate::usb::UsbView;
@@ -84,6 +85,7 @@ pub struct Runner {
     sysfs: SysfsRoot,
     matched: Box<Matched>,
     exec: Exec,
+    readiness: Readiness,
 }
 
 impl Runner {
@@ -101,7 +103,14 @@ impl Runner {
             sysfs,
             matched: Box::default(),
             exec: Exec::new(cfg, builtins),
+            readiness: Readiness::default(),
         })
+    }
+
+    /// Who to tell when the loop starts (pidfile, `--ready-fd`,
+    /// `$NOTIFY_SOCKET`), around reloads, and when stopping.
+    pub fn set_readiness(&mut self, r: Readiness) {
+        self.readiness = r;
     }
 
     /// The rules in force.
@@ -123,6 +132,12 @@ impl Runner {
 
     /// SIGHUP: load the rules again; keep the old ones on any error.
     pub fn reload(&mut self) {
+        self.readiness.reloading();
+        self.reload_rules();
+        self.readiness.reloaded();
+    }
+
+    fn reload_rules(&mut self) {
         match self.from.load(&self.exec.builtin_names()) {
             Ok(rs) => {
                 self.rules = rs;
@@ -259,6 +274,7 @@ impl Mode for Runner {
     }
 
     fn stop(&mut self, cx: &mut Cx<'_>) {
+        self.readiness.stopping();
         self.exec.stop(cx);
     }
 
@@ -270,7 +286,8 @@ impl Mode for Runner {
         self.exec.idle()
     }
 
+    /// The socket is bound and the rules are loaded: ready.
     fn start(&mut self, _cx: &mut Cx<'_>) -> io::Result<()> {
-        Ok(())
+        self.readiness.ready()
     }
 }

@@ -46,6 +46,11 @@ pub struct Stats {
     pub limits_hit: u64,
     /// `ATTR{file}="value"` writes that failed.
     pub attr_write_failed: u64,
+
+    /// Log records dropped because the log target would have blocked or
+    /// refused them (filled in from [`crate::sys::log::dropped`] when the
+    /// line is printed).
+    pub log_dropped: u64,
 }
 
 /// Which counters a command reports.
@@ -92,7 +97,7 @@ impl fmt::Display for StatsLine<'_> {
                 s.attr_write_failed
             )?;
         }
-        Ok(())
+        write!(f, " log_dropped={}", s.log_dropped)
     }
 }
 
@@ -114,7 +119,7 @@ mod tests {
         };
         assert_eq!(
             s.line(Scope::Listener).to_string(),
-            "stats: received=5 accepted=2 rejected=1 truncated=1 malformed=1 overruns=3 seqnum_gaps=4 dropped=0"
+            "stats: received=5 accepted=2 rejected=1 truncated=1 malformed=1 overruns=3 seqnum_gaps=4 dropped=0 log_dropped=0"
         );
         assert!(s
             .line(Scope::Daemon)

@@ -5,7 +5,9 @@
 //!
 //! Pure modules (`uevent`, `usb`, `rules`, `monitor`) never import this one.
 
+pub mod log;
 pub mod netlink;
+pub mod notify;
 pub mod signals;
 pub mod spawn;
 pub mod sysfs;
@@ -157,4 +159,51 @@ pub fn stdout() -> BorrowedFd<'static> {
     // it up, and nothing in hotplugd closes it); at worst it refers to
     // /dev/null or a closed pipe, which writes report as errors.
     unsafe { BorrowedFd::borrow_raw(1) }
+}
+
+/// Marks every descriptor above 2 that we inherited close-on-exec, so that
+/// nothing a parent left open (a supervisor's pipe, a shell's saved
+/// descriptor, a build tool's jobserver) leaks into handlers. Call it
+/// before opening anything. Uses `close_range(CLOSE_RANGE_CLOEXEC)` (Linux
+/// 5.11); on older kernels, `fcntl` over every descriptor below the
+/// `RLIMIT_NOFILE` soft limit (capped at 65,536).
+pub fn cloexec_inherited() {
+    // First make sure 0, 1 and 2 are open (init may start us with any of
+    // them closed): otherwise the next pipe could become "stdout" and a
+    // handler would lose its output.
+    for fd in 0..3 {
+        // SAFETY: fcntl(F_GETFD) and open(2) touch no memory of ours; the
+        // descriptor opened is deliberately leaked as the missing 0, 1 or 2.
+        unsafe {
+            if nix::libc::fcntl(fd, nix::libc::F_GETFD) < 0 {
+                nix::libc::open(c"/dev/null".as_ptr(), nix::libc::O_RDWR);
+            }
+        }
+    }
+    const CLOSE_RANGE_CLOEXEC: nix::libc::c_uint = 1 << 2;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on
+    // descriptors; it closes nothing and touches no memory.
+    let r = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_close_range,
+            3 as nix::libc::c_uint,
+            nix::libc::c_uint::MAX,
+            CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    let max = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map_or(1024, |(soft, _)| soft.min(65_536)) as i32;
+    for fd in 3..max {
+        // SAFETY: F_GETFD/F_SETFD on a number that may not be open fail
+        // cleanly with EBADF and never touch memory.
+        unsafe {
+            let flags = nix::libc::fcntl(fd, nix::libc::F_GETFD);
+            if flags >= 0 && flags & nix::libc::FD_CLOEXEC == 0 {
+                nix::libc::fcntl(fd, nix::libc::F_SETFD, flags | nix::libc::FD_CLOEXEC);
+            }
+        }
+    }
 }

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
@@ -50,8 +51,8 @@ pub fn need_tool(test: &str, tool: &str) -> bool {
     false
 }
 
-/// The runner prefix for the binary under test (e.g. `qemu-aarch64 -L
-/// /usr/aarch64-linux-gnu` when cross-testing), from HOTPLUGD_TEST_RUNNER.
+/// The runner prefix for the binary under test (e.g. `qemu-aarch64` when
+/// cross-testing), from HOTPLUGD_TEST_RUNNER.
 pub fn runner() -> Vec<String> {
     std::env::var("HOTPLUGD_TEST_RUNNER")
         .map(|r| r.split_whitespace().map(String::from).collect())
@@ -415,4 +416,36 @@ impl Drop for Tap {
 pub fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().expect("run ip");
     assert!(st.success(), "ip {args:?} failed");
+}
+
+/// A scratch directory removed at the end.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("hotplugd-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Scratch(d)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+    pub fn script(&self, name: &str, body: &str) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+    pub fn rules(&self, text: &str) -> String {
+        let p = self.path("test.rules");
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
