@@ -248,6 +248,7 @@ pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
     let readiness =
         Readiness::new(opts.ready_fd, opts.pidfile.clone()).map_err(AppError::System)?;
     runner.set_readiness(readiness);
+    runner.enable_recovery(opts.track.clone(), opts.coldplug);
     let socket = open_socket(opts.rcvbuf)?;
     let mut d = Daemon::new(socket, signals, runner).map_err(system("event loop"))?;
     info!("listening for kernel uevents");

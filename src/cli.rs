@@ -13,6 +13,7 @@ use crate::limits::{
     DEFAULT_HANDLER_TIMEOUT_SECS, DEFAULT_MAX_CHILDREN, DEFAULT_MAX_QUEUE, DEFAULT_RCVBUF,
     MIN_RCVBUF,
 };
+use crate::recovery::{Coldplug, Track};
 use crate::sys::log::LogTarget;
 
 /// A parsed command line.
@@ -84,6 +85,10 @@ pub struct RunOpts {
     pub ready_fd: Option<i32>,
     /// `--pidfile`: written when ready, removed on exit.
     pub pidfile: Option<PathBuf>,
+    /// `--coldplug`.
+    pub coldplug: Coldplug,
+    /// `--track`; `None`: the subsystems the rules can match.
+    pub track: Option<Track>,
 }
 
 /// Options of `check`.
@@ -234,10 +239,23 @@ Options:
   --ready-fd N     when ready, write a newline to descriptor N and close it
                    (s6 notification-fd, mdevd's -D); N >= 3, must be open
   --pidfile FILE   write our PID to FILE when ready; removed on exit
+  --coldplug MODE  devices present at start: none (default: only learn
+                   them, run no handler), synthesize (a synthetic add per
+                   device, HOTPLUGD_COLDPLUG=1 in its environment), trigger
+                   (the kernel resends each device's add, SYNTH_UUID set)
+  --track LIST     subsystems whose devices the table follows, for coldplug
+                   and overrun recovery: usb,tty,... or all (default: the
+                   SUBSYSTEM== values of rules with handlers; all if some
+                   rule with handlers has none)
   -v, --verbose    more log output (repeatable)
   -h, --help       this help
 
-Ready means: socket bound, rules loaded. If $NOTIFY_SOCKET is set
+After an overrun (events lost: ENOBUFS) the socket is read to its end and
+sysfs is walked: devices that appeared get a synthetic add, devices that
+went away a synthetic remove (with the keys of their add), through the same
+rules, with HOTPLUGD_RESYNC=1 in their environment.
+
+Ready means: socket bound, rules loaded, coldplug done. If $NOTIFY_SOCKET is set
 (systemd Type=notify), READY=1 is sent then, RELOADING=1 and READY=1 around
 each SIGHUP reload, and STOPPING=1 on SIGINT/SIGTERM.
 
@@ -249,6 +267,7 @@ stop: queued work is dropped (logged), handlers get SIGTERM, then SIGKILL
 On exit one line goes to stderr:
   stats: received=N ... matched=N handlers_started=N handlers_failed=N
   handlers_timed_out=N queue_full=N output_lines_cut=N limits_hit=N attr_write_failed=N
+  resyncs=N resync_retries=N synthetic_adds=N synthetic_removes=N table_full=N log_dropped=N
 "
     )
 }
@@ -430,6 +449,8 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
         rcvbuf: DEFAULT_RCVBUF,
         ready_fd: None,
         pidfile: None,
+        coldplug: Coldplug::None,
+        track: None,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -440,6 +461,33 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
             Long("rcvbuf") => o.rcvbuf = rcvbuf(&p.value()?.string()?)?,
             Long("ready-fd") => o.ready_fd = Some(number(p, "--ready-fd", 3, 1 << 20)? as i32),
             Long("pidfile") => o.pidfile = Some(p.value()?.into()),
+            Long("coldplug") => {
+                let v = p.value()?.string()?;
+                o.coldplug = Coldplug::parse(&v).ok_or_else(|| {
+                    UsageError(format!(
+                        "--coldplug '{v}': expected none, synthesize or trigger"
+                    ))
+                })?;
+            }
+            Long("track") => {
+                let v = p.value()?.string()?;
+                o.track = Some(if v == "all" {
+                    Track::All
+                } else {
+                    let list: Vec<String> = v.split(',').map(str::to_string).collect();
+                    if list.iter().any(|s| {
+                        s.is_empty()
+                            || !s
+                                .bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b))
+                    }) {
+                        return Err(UsageError(format!(
+                            "--track '{v}': expected `all` or subsystem names separated by commas (e.g. usb,tty,block,net)"
+                        )));
+                    }
+                    Track::Only(list)
+                });
+            }
             Short('h') | Long("help") => return Ok(Command::Help(leak(run_help()))),
             Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
             Long("log-target") => c.log_target(p)?,

@@ -73,6 +73,14 @@ pub trait Mode {
     /// The kernel dropped events for us (ENOBUFS). Called once the socket
     /// has been read to its end, so a recovery sees a quiet queue.
     fn overrun(&mut self, _cx: &mut Cx<'_>) {}
+    /// The socket has been read to its end (after [`Mode::overrun`], if
+    /// there was one).
+    fn drained(&mut self, _cx: &mut Cx<'_>) {}
+    /// True (once) if the loop should read the socket again and call
+    /// [`Mode::drained`] even though it has not become readable.
+    fn wants_drain(&mut self) -> bool {
+        false
+    }
     /// One of the mode's own sources is ready.
     fn ready(&mut self, _token: Token, _cx: &mut Cx<'_>) -> Flow {
         Flow::Continue
@@ -485,10 +493,16 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                     Drained::Batch | Drained::Paused => {}
                     Drained::Stop => return Ok(Ending::Mode),
                 }
-                if drained == Drained::Empty && self.source.take_overrun() {
+                if drained == Drained::Empty {
                     let mut cx = cx!(self);
-                    self.mode.overrun(&mut cx);
+                    if self.source.take_overrun() {
+                        self.mode.overrun(&mut cx);
+                    }
+                    self.mode.drained(&mut cx);
                 }
+            }
+            if self.mode.wants_drain() {
+                socket_pending = true;
             }
             let now = Instant::now();
             let mut cx = cx!(self);

@@ -17,6 +17,10 @@
 //!   one with `unsafe` (each block with a `// SAFETY:` note).
 //! - [`daemon`] owns the `mio::Poll`: it receives, checks the sender, parses,
 //!   counts, and hands events to a [`daemon::Mode`].
+//! - [`devices`] is the device table (pure, fixed capacity);
+//!   [`recovery`] keeps it in step and runs coldplug and the resync after
+//!   an overrun, walking sysfs through [`sys::walk`].
+//! - [`runner`] and [`exec`] run the rules and the handlers.
 //! - [`app`] runs one command; [`cli`] parses the command line.
 //!
 //! Arrows point one way: pure modules import nothing from `sys`, `daemon`
@@ -24,8 +28,10 @@
 //!
 //! # Memory
 //! Allocation happens at start-up only: the 8 KiB receive buffer, the
-//! 64 KiB output buffer, the control-message buffer and the poll's event
-//! list. The receive → parse → print path allocates nothing; a test counts
+//! 64 KiB output buffer, the control-message buffer, the poll's event
+//! list, the compiled rules (again on SIGHUP) and the device table. Beyond
+//! the receive → parse → match path: a job for each event with handlers
+//! (argv, environment), and a resync's sysfs snapshot. The receive → parse → print path allocates nothing; a test counts
 //! allocations across a burst of real kernel events (`tests/alloc.rs`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -34,10 +40,12 @@
 pub mod app;
 pub mod cli;
 pub mod daemon;
+pub mod devices;
 pub mod exec;
 pub mod json;
 pub mod limits;
 pub mod monitor;
+pub mod recovery;
 pub mod replay;
 pub mod rules;
 pub mod runner;

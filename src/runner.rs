@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 
 use crate::daemon::{Cx, Flow, Mode};
 use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Job, Step};
+use crate::recovery::{Coldplug, Recovery, Track, Verdict};
 use crate::rules::parse::{self, Source, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use crate::rules::{Action, Diagnostic, Matched, RuleSet};
 use crate::stats::Scope;
@@ -86,6 +87,9 @@ pub struct Runner {
     matched: Box<Matched>,
     exec: Exec,
     readiness: Readiness,
+    recovery: Option<Recovery>,
+    /// `--track`, if given (else the rules decide).
+    track_override: Option<Track>,
 }
 
 impl Runner {
@@ -104,6 +108,8 @@ impl Runner {
             matched: Box::default(),
             exec: Exec::new(cfg, builtins),
             readiness: Readiness::default(),
+            recovery: None,
+            track_override: None,
         })
     }
 
@@ -111,6 +117,61 @@ impl Runner {
     /// `$NOTIFY_SOCKET`), around reloads, and when stopping.
     pub fn set_readiness(&mut self, r: Readiness) {
         self.readiness = r;
+    }
+
+    /// Turns on the device table, overrun recovery and coldplug (`run`;
+    /// not `replay`). `track`: `--track`, or `None` to follow what the
+    /// rules can match. Allocates the table.
+    pub fn enable_recovery(&mut self, track: Option<Track>, coldplug: Coldplug) {
+        self.track_override = track;
+        let track = self.tracked();
+        match &track {
+            Track::All => info!("tracking devices of every subsystem"),
+            Track::Only(v) => info!("tracking devices of subsystems: {}", v.join(", ")),
+        }
+        self.recovery = Some(Recovery::new(
+            std::path::PathBuf::from(self.sysfs.root()),
+            track,
+            coldplug,
+        ));
+    }
+
+    /// What the table follows: `--track`, or the rules' subsystems.
+    fn tracked(&self) -> Track {
+        if let Some(t) = &self.track_override {
+            return t.clone();
+        }
+        match self.rules.subsystems() {
+            Some(v) => Track::Only(v),
+            None => Track::All,
+        }
+    }
+
+    /// The device table, if recovery is on.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.recovery.as_ref()
+    }
+
+    /// Dispatches waiting synthetic events while the handler queue has
+    /// room; signals readiness once coldplug is done.
+    fn pump(&mut self, cx: &mut Cx<'_>) {
+        while self.exec.has_room() {
+            let Some(d) = self.recovery.as_mut().and_then(Recovery::next_synthetic) else {
+                break;
+            };
+            match Uevent::parse(&d) {
+                Ok(ev) => {
+                    if let Some(r) = self.recovery.as_mut() {
+                        r.synthetic_event(&ev, cx.stats);
+                    }
+                    self.handle(&ev, cx);
+                }
+                Err(e) => warn!("a synthetic event was not built right ({e}); skipped"),
+            };
+        }
+        if self.recovery.as_mut().is_some_and(Recovery::take_ready) {
+            self.readiness.ready();
+        }
     }
 
     /// The rules in force.
@@ -131,9 +192,13 @@ impl Runner {
     }
 
     /// SIGHUP: load the rules again; keep the old ones on any error.
-    pub fn reload(&mut self) {
+    pub fn reload(&mut self, stats: &mut crate::stats::Stats) {
         self.readiness.reloading();
         self.reload_rules();
+        let track = self.tracked();
+        if let Some(r) = self.recovery.as_mut() {
+            r.retrack(track, stats);
+        }
         self.readiness.reloaded();
     }
 
@@ -208,12 +273,10 @@ pub fn build_job(rules: &RuleSet, ev: &Uevent<'_>, m: &Matched, sysfs: &SysfsRoo
     (job, limits_hit)
 }
 
-impl Mode for Runner {
-    fn scope(&self) -> Scope {
-        Scope::Daemon
-    }
-
-    fn event(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
+impl Runner {
+    /// One event (live or synthetic) through the rules and into the
+    /// handler engine.
+    fn handle(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
         self.rules.evaluate(ev, &self.sysfs, &mut self.matched);
         let m = &self.matched;
         if m.count == 0 {
@@ -247,9 +310,48 @@ impl Mode for Runner {
         }
         Flow::Continue
     }
+}
+
+impl Mode for Runner {
+    fn scope(&self) -> Scope {
+        Scope::Daemon
+    }
+
+    fn event(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
+        if let Some(r) = self.recovery.as_mut() {
+            if r.event(ev) == Verdict::Duplicate {
+                debug!(
+                    "{} {}: triggered add for a device already added; skipped",
+                    ev.action(),
+                    ev.devpath()
+                );
+                return Flow::Continue;
+            }
+        }
+        self.handle(ev, cx)
+    }
 
     fn has_room(&self) -> bool {
-        self.exec.has_room()
+        self.exec.has_room() && !self.recovery.as_ref().is_some_and(Recovery::has_synthetic)
+    }
+
+    fn overrun(&mut self, cx: &mut Cx<'_>) {
+        if let Some(r) = self.recovery.as_mut() {
+            r.overrun(cx.stats);
+        }
+    }
+
+    fn drained(&mut self, cx: &mut Cx<'_>) {
+        if let Some(r) = self.recovery.as_mut() {
+            r.drained(cx.stats);
+        }
+        self.pump(cx);
+    }
+
+    fn wants_drain(&mut self) -> bool {
+        self.recovery
+            .as_mut()
+            .is_some_and(Recovery::take_want_drain)
     }
 
     fn ready(&mut self, token: Token, cx: &mut Cx<'_>) -> Flow {
@@ -260,17 +362,33 @@ impl Mode for Runner {
     fn signal(&mut self, sig: Signal, cx: &mut Cx<'_>) {
         match sig {
             Signal::SIGCHLD => self.exec.sigchld(cx),
-            Signal::SIGHUP => self.reload(),
+            Signal::SIGHUP => self.reload(cx.stats),
             _ => {}
         }
     }
 
     fn deadline(&self) -> Option<Instant> {
-        self.exec.deadline()
+        let mut d = self.exec.deadline();
+        if let Some(r) = &self.recovery {
+            let soon = if r.has_synthetic() && self.exec.has_room() {
+                Some(Instant::now())
+            } else {
+                r.deadline()
+            };
+            d = match (d, soon) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        d
     }
 
     fn tick(&mut self, now: Instant, cx: &mut Cx<'_>) {
         self.exec.tick(now, cx);
+        if let Some(r) = self.recovery.as_mut() {
+            r.tick(now, cx.stats);
+        }
+        self.pump(cx);
     }
 
     fn stop(&mut self, cx: &mut Cx<'_>) {
@@ -286,8 +404,14 @@ impl Mode for Runner {
         self.exec.idle()
     }
 
-    /// The socket is bound and the rules are loaded: ready.
-    fn start(&mut self, _cx: &mut Cx<'_>) -> io::Result<()> {
-        self.readiness.ready()
+    /// The socket is bound and the rules are loaded: coldplug (with
+    /// recovery on), then ready.
+    fn start(&mut self, cx: &mut Cx<'_>) -> io::Result<()> {
+        self.readiness.prepare()?;
+        match self.recovery.as_mut() {
+            Some(r) => r.start(cx.stats), // ready when coldplug is done (pump)
+            None => self.readiness.ready(),
+        }
+        Ok(())
     }
 }

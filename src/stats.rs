@@ -47,6 +47,18 @@ pub struct Stats {
     /// `ATTR{file}="value"` writes that failed.
     pub attr_write_failed: u64,
 
+    /// Resyncs from sysfs after an overrun.
+    pub resyncs: u64,
+    /// Extra sysfs walks (another overrun during a resync) and re-checks of
+    /// devices that changed during a walk.
+    pub resync_retries: u64,
+    /// Synthetic `add` events dispatched (coldplug and resyncs).
+    pub synthetic_adds: u64,
+    /// Synthetic `remove` events dispatched (resyncs).
+    pub synthetic_removes: u64,
+    /// Resyncs that could only add because the device table had overflowed.
+    pub table_full: u64,
+
     /// Log records dropped because the log target would have blocked or
     /// refused them (filled in from [`crate::sys::log::dropped`] when the
     /// line is printed).
@@ -95,6 +107,11 @@ impl fmt::Display for StatsLine<'_> {
                 s.output_lines_cut,
                 s.limits_hit,
                 s.attr_write_failed
+            )?;
+            write!(
+                f,
+                " resyncs={} resync_retries={} synthetic_adds={} synthetic_removes={} table_full={}",
+                s.resyncs, s.resync_retries, s.synthetic_adds, s.synthetic_removes, s.table_full
             )?;
         }
         write!(f, " log_dropped={}", s.log_dropped)

@@ -23,7 +23,15 @@ pub struct Readiness {
     ready_fd: Option<OwnedFd>,
     notify: Option<(UnixDatagram, SocketAddr, String)>,
     pidfile: Option<PathBuf>,
+    pid_tmp: Option<PathBuf>,
     pid_written: bool,
+}
+
+fn tmp_name(p: &std::path::Path) -> PathBuf {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(p.file_name().unwrap_or_default());
+    name.push(".hotplugd-tmp");
+    p.with_file_name(name)
 }
 
 impl Readiness {
@@ -76,6 +84,7 @@ impl Readiness {
             ready_fd,
             notify,
             pidfile,
+            pid_tmp: None,
             pid_written: false,
         })
     }
@@ -89,15 +98,28 @@ impl Readiness {
         }
     }
 
-    /// Socket bound, rules loaded, coldplug done: write the pidfile, then
-    /// tell the supervisors. An unwritable pidfile is an error (the init
-    /// script that asked for it could not stop us).
-    pub fn ready(&mut self) -> io::Result<()> {
+    /// Before the loop: check that the pidfile can be written, by writing
+    /// it under a temporary name next to it (renamed when ready). An error
+    /// names the option.
+    pub fn prepare(&mut self) -> io::Result<()> {
         if let Some(p) = &self.pidfile {
-            let mut f = fs::File::create(p)
+            let tmp = tmp_name(p);
+            let mut f = fs::File::create(&tmp)
                 .map_err(|e| io::Error::new(e.kind(), format!("--pidfile {}: {e}", p.display())))?;
             writeln!(f, "{}", std::process::id())?;
-            self.pid_written = true;
+            self.pid_tmp = Some(tmp);
+        }
+        Ok(())
+    }
+
+    /// Socket bound, rules loaded, coldplug done: put the pidfile in place
+    /// (an atomic rename), then tell the supervisors.
+    pub fn ready(&mut self) {
+        if let (Some(p), Some(tmp)) = (&self.pidfile, self.pid_tmp.take()) {
+            match fs::rename(&tmp, p) {
+                Ok(()) => self.pid_written = true,
+                Err(e) => warn!("--pidfile {}: {e}", p.display()),
+            }
         }
         if let Some(fd) = self.ready_fd.take() {
             let mut f = fs::File::from(fd);
@@ -108,7 +130,6 @@ impl Readiness {
             // closed here, as the protocol wants
         }
         self.send(&format!("READY=1\nMAINPID={}", std::process::id()));
-        Ok(())
     }
 
     /// SIGHUP received: the reload starts.
@@ -132,6 +153,9 @@ impl Readiness {
 
 impl Drop for Readiness {
     fn drop(&mut self) {
+        if let Some(tmp) = &self.pid_tmp {
+            let _ = fs::remove_file(tmp);
+        }
         if let (true, Some(p)) = (self.pid_written, &self.pidfile) {
             if let Err(e) = fs::remove_file(p) {
                 warn!("--pidfile {}: could not remove it: {e}", p.display());

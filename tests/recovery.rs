@@ -1,0 +1,421 @@
+//! Overrun recovery and coldplug on the real kernel, each test inside its
+//! own network namespace (with its own sysfs), so its floods overrun only
+//! its own daemon.
+//!
+//! The handlers record `ACTION INTERFACE` for tap devices named `hp*`; after
+//! every scenario, adds minus removes per device must equal the taps that
+//! exist, and no device may be added twice in a row.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::sys::signal::Signal;
+
+struct Setup {
+    ns: Netns,
+    _scratch: Scratch, // removed with the setup
+    log: PathBuf,
+    rules: String,
+}
+
+fn setup(tag: &str) -> Setup {
+    let ns = Netns::new();
+    let s = Scratch::new(tag);
+    let log = s.path("log");
+    let h = s.script(
+        "rec.sh",
+        &format!(
+            "echo \"$ACTION $INTERFACE resync=${{HOTPLUGD_RESYNC:-0}} coldplug=${{HOTPLUGD_COLDPLUG:-0}}\" >> \"{}\"",
+            log.display()
+        ),
+    );
+    let rules = s.rules(&format!(
+        "SUBSYSTEM==\"net\", KERNEL==\"hp*\", ACTION==\"add|remove\", RUN+=\"{h}\"\n"
+    ));
+    Setup {
+        ns,
+        _scratch: s,
+        log,
+        rules,
+    }
+}
+
+/// `ip` commands run inside the namespace, all in one `ip -batch`.
+fn ip_in(ns: &Netns, cmds: &[String]) {
+    let batch = cmds.join("\n") + "\n";
+    let path = std::env::temp_dir().join(format!(
+        "hotplugd-ipbatch-{}-{}",
+        std::process::id(),
+        uuid()
+    ));
+    std::fs::write(&path, batch).unwrap();
+    let p2 = path.clone();
+    ns.run_inside(move || ip(&["-batch", p2.to_str().unwrap()]));
+    let _ = std::fs::remove_file(path);
+}
+
+fn add(names: &[&str]) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| format!("tuntap add dev {n} mode tap"))
+        .collect()
+}
+
+fn del(names: &[&str]) -> Vec<String> {
+    names.iter().map(|n| format!("link del {n}")).collect()
+}
+
+/// Writes `n` marked change events to the namespace's lo, as fast as the
+/// kernel takes them.
+fn flood(ns: &Netns, n: usize) {
+    let lo = ns.lo_uevent();
+    let id = uuid();
+    let msg = format!("change {id}");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&lo).unwrap();
+    for _ in 0..n {
+        use std::io::Write;
+        f.write_all(msg.as_bytes()).unwrap();
+    }
+}
+
+/// The handlers' record: per interface, adds minus removes; and the
+/// devices that got two adds with no remove between them.
+fn record(log: &Path) -> (BTreeMap<String, i64>, Vec<String>, String) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let mut net: BTreeMap<String, i64> = BTreeMap::new();
+    let mut twice = Vec::new();
+    for l in text.lines() {
+        let mut w = l.split_whitespace();
+        let (Some(action), Some(name)) = (w.next(), w.next()) else {
+            continue;
+        };
+        let e = net.entry(name.to_string()).or_default();
+        match action {
+            "add" => {
+                if *e >= 1 {
+                    twice.push(l.to_string());
+                }
+                *e += 1
+            }
+            "remove" => *e -= 1,
+            _ => {}
+        }
+    }
+    (net, twice, text)
+}
+
+fn present(want: &[&str]) -> BTreeMap<String, i64> {
+    want.iter().map(|n| (n.to_string(), 1)).collect()
+}
+
+/// Waits until the record's present devices are `want` (and none is
+/// negative or added twice); returns the last record.
+fn wait_record(log: &Path, want: &[&str], timeout: Duration) -> (BTreeMap<String, i64>, String) {
+    let end = Instant::now() + timeout;
+    loop {
+        let (net, twice, text) = record(log);
+        let now: BTreeMap<String, i64> = net
+            .iter()
+            .filter(|(_, v)| **v != 0)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        if (now == present(want) && twice.is_empty()) || Instant::now() > end {
+            assert!(twice.is_empty(), "added twice: {twice:?}\n{text}");
+            return (now, text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start(st: &Setup, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut c = st.ns.hotplugd();
+    c.args(["run", "--rules", &st.rules]).args(extra);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let p = Proc::spawn(c);
+    assert!(
+        p.wait_stderr(
+            "devices present in tracked subsystems",
+            Duration::from_secs(20)
+        ) || p.wait_stderr("coldplug:", Duration::from_secs(1)),
+        "no baseline: {}",
+        p.stderr()
+    );
+    p
+}
+
+#[test]
+fn overrun_resync_leaves_handlers_with_the_true_set() {
+    if !need_root("overrun_resync") {
+        return;
+    }
+    let st = setup("resync");
+    let p = start(&st, &["--rcvbuf", "64K"], &[]);
+    ip_in(&st.ns, &add(&["hp0", "hp1", "hp2", "hp3"]));
+    let (got, text) = wait_record(
+        &st.log,
+        &["hp0", "hp1", "hp2", "hp3"],
+        Duration::from_secs(20),
+    );
+    assert_eq!(got, present(&["hp0", "hp1", "hp2", "hp3"]), "{text}");
+
+    p.signal(Signal::SIGSTOP);
+    flood(&st.ns, 3000); // the queue is full from here on: the rest is lost
+    let mut ops = del(&["hp0", "hp1"]);
+    ops.extend(add(&["hp4", "hp5", "hp6"]));
+    ops.extend(del(&["hp6"]));
+    ip_in(&st.ns, &ops);
+    flood(&st.ns, 500);
+    p.signal(Signal::SIGCONT);
+
+    let want = ["hp2", "hp3", "hp4", "hp5"];
+    let (got, text) = wait_record(&st.log, &want, Duration::from_secs(30));
+    assert_eq!(
+        got,
+        present(&want),
+        "after the resync:\n{text}\n{}",
+        p.stderr()
+    );
+    // the synthetic removes carried the keys of the add (INTERFACE)
+    assert!(text.contains("remove hp0 resync=1"), "{text}");
+    assert!(text.contains("add hp4 resync=1"), "{text}");
+    assert!(
+        !text.contains("hp6"),
+        "created and deleted while lost: never seen: {text}"
+    );
+
+    // and the next real event is handled
+    ip_in(&st.ns, &add(&["hp7"]));
+    let want = ["hp2", "hp3", "hp4", "hp5", "hp7"];
+    let (got, text) = wait_record(&st.log, &want, Duration::from_secs(20));
+    assert_eq!(got, present(&want), "{text}");
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+    assert!(stat(&err, "overruns") >= 1, "{err}");
+    assert!(stat(&err, "resyncs") >= 1, "{err}");
+    assert_eq!(stat(&err, "synthetic_removes"), 2, "{err}");
+    assert_eq!(stat(&err, "synthetic_adds"), 2, "{err}");
+}
+
+#[test]
+fn overruns_during_the_resync_are_recovered_too() {
+    if !need_root("overrun_during_resync") {
+        return;
+    }
+    let st = setup("resync2");
+    // The test hook holds the loop 1.5 s after each walk: long enough to
+    // overflow the socket again while the resync is under way.
+    let p = start(
+        &st,
+        &["--rcvbuf", "64K"],
+        &[("HOTPLUGD_TEST_WALK_DELAY_MS", "1500")],
+    );
+    ip_in(&st.ns, &add(&["hp0", "hp1", "hp2"]));
+    wait_record(&st.log, &["hp0", "hp1", "hp2"], Duration::from_secs(20));
+
+    p.signal(Signal::SIGSTOP);
+    flood(&st.ns, 3000);
+    let mut ops = del(&["hp0"]);
+    ops.extend(add(&["hp3"]));
+    ip_in(&st.ns, &ops);
+    flood(&st.ns, 500);
+    p.signal(Signal::SIGCONT);
+    assert!(
+        p.wait_stderr("resync 1: events were lost", Duration::from_secs(20)),
+        "{}",
+        p.stderr()
+    );
+    // during the walk's hold: lose events again
+    flood(&st.ns, 3000);
+    let mut ops = del(&["hp1"]);
+    ops.extend(add(&["hp4", "hp5"]));
+    ops.extend(del(&["hp5"]));
+    ip_in(&st.ns, &ops);
+    flood(&st.ns, 500);
+
+    let want = ["hp2", "hp3", "hp4"];
+    let (got, text) = wait_record(&st.log, &want, Duration::from_secs(40));
+    assert_eq!(got, present(&want), "{text}\n{}", p.stderr());
+    ip_in(&st.ns, &add(&["hp6"]));
+    let want = ["hp2", "hp3", "hp4", "hp6"];
+    let (got, text) = wait_record(&st.log, &want, Duration::from_secs(20));
+    assert_eq!(got, present(&want), "{text}");
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+    assert!(stat(&err, "overruns") >= 2, "{err}");
+    assert!(stat(&err, "resync_retries") >= 1, "{err}");
+    assert!(
+        err.contains("events were lost again during the resync"),
+        "{err}"
+    );
+}
+
+#[test]
+fn coldplug_synthesize_adds_each_tap_once_even_while_taps_change() {
+    if !need_root("coldplug_synthesize") {
+        return;
+    }
+    let st = setup("coldsyn");
+    ip_in(&st.ns, &add(&["hp0", "hp1", "hp2"]));
+    // The walk is held 1 s (test hook) while taps come and go: each must
+    // end up handled exactly as it ends up.
+    let mut c = st.ns.hotplugd();
+    c.args(["run", "--rules", &st.rules, "--coldplug", "synthesize"])
+        .env("HOTPLUGD_TEST_WALK_DELAY_MS", "1000");
+    let p = Proc::spawn(c);
+    assert!(
+        p.wait_stderr("sysfs walk", Duration::from_secs(20))
+            || p.wait_stderr("listening", Duration::from_secs(1))
+    );
+    let mut ops = del(&["hp0"]);
+    ops.extend(add(&["hp3", "hp4"]));
+    ops.extend(del(&["hp4"]));
+    ip_in(&st.ns, &ops);
+    assert!(
+        p.wait_stderr("coldplug: ", Duration::from_secs(20)),
+        "{}",
+        p.stderr()
+    );
+    let want = ["hp1", "hp2", "hp3"];
+    let (got, text) = wait_record(&st.log, &want, Duration::from_secs(20));
+    assert_eq!(got, present(&want), "{text}\n{}", p.stderr());
+    for d in ["hp1", "hp2"] {
+        assert!(
+            text.contains(&format!("add {d} resync=0 coldplug=1")),
+            "{text}"
+        );
+        assert_eq!(text.matches(&format!("add {d} ")).count(), 1, "{text}");
+    }
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+}
+
+#[test]
+fn coldplug_trigger_replays_real_adds_inside_a_private_sysfs() {
+    if !need_root("coldplug_trigger") {
+        return;
+    }
+    let st = setup("coldtrig");
+    ip_in(&st.ns, &add(&["hp0", "hp1"]));
+    let mut c = st.ns.hotplugd();
+    c.args(["run", "--rules", &st.rules, "--coldplug", "trigger"]);
+    let p = Proc::spawn(c);
+    assert!(
+        p.wait_stderr("triggered, 2 add events received", Duration::from_secs(20))
+            || p.wait_stderr("add events received", Duration::from_secs(1)),
+        "{}",
+        p.stderr()
+    );
+    let want = ["hp0", "hp1"];
+    let (got, text) = wait_record(&st.log, &want, Duration::from_secs(20));
+    assert_eq!(got, present(&want), "{text}");
+    // real kernel events: no synthetic marker
+    assert!(text.contains("add hp0 resync=0 coldplug=0"), "{text}");
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+    assert_eq!(stat(&err, "synthetic_adds"), 0, "{err}");
+}
+
+#[test]
+fn a_full_device_table_falls_back_to_an_add_only_resync() {
+    if !need_root("table_full") {
+        return;
+    }
+    let st = setup("tablefull");
+    // more net devices than the table holds (MAX_DEVICES = 2048)
+    let names: Vec<String> = (0..2100).map(|i| format!("fill{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    ip_in(&st.ns, &add(&refs));
+    let p = start(&st, &["--rcvbuf", "64K", "--track", "net"], &[]);
+    assert!(
+        p.wait_stderr("device table full", Duration::from_secs(20)),
+        "{}",
+        p.stderr()
+    );
+    p.signal(Signal::SIGSTOP);
+    flood(&st.ns, 3000);
+    ip_in(&st.ns, &add(&["hp0"]));
+    flood(&st.ns, 500);
+    p.signal(Signal::SIGCONT);
+    // the add-only resync still finds the new device
+    let (got, text) = wait_record(&st.log, &["hp0"], Duration::from_secs(30));
+    assert_eq!(got, present(&["hp0"]), "{text}");
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+    assert!(err.contains("resync is add-only"), "{err}");
+    assert_eq!(stat(&err, "table_full"), 1, "{err}");
+    assert_eq!(stat(&err, "synthetic_removes"), 0, "{err}");
+}
+
+/// Devices of `subsystem` in a sysfs tree (dirs with a `uevent` file whose
+/// `subsystem` link names it), counted the plain way.
+fn count_devices(root: &Path, subsystem: &str) -> usize {
+    let mut n = 0;
+    let mut stack = vec![root.join("devices")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+        if d.join("uevent").is_file()
+            && std::fs::read_link(d.join("subsystem"))
+                .is_ok_and(|l| l.file_name().is_some_and(|f| f == subsystem))
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn coldplug_on_a_real_usb_sysfs_fixture_matches_its_devices() {
+    if !need_root("coldplug_fixture") {
+        return;
+    }
+    let root = repo("tests/corpus/sysfs/x86_64");
+    let s = Scratch::new("coldfix");
+    let rules = s.rules(
+        "SUBSYSTEM==\"usb\", ENV{DEVTYPE}==\"usb_device\", RUN{builtin}+=\"log\"\n\
+         SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"0403\", RUN{builtin}+=\"log\"\n",
+    );
+    let mut c = hotplugd();
+    c.args([
+        "run",
+        "--rules",
+        &rules,
+        "--coldplug",
+        "synthesize",
+        "--sysfs-root",
+    ])
+    .arg(&root);
+    let p = Proc::spawn(c);
+    assert!(
+        p.wait_stderr("coldplug: ", Duration::from_secs(20)),
+        "{}",
+        p.stderr()
+    );
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+    let want = count_devices(&root, "usb") + count_devices(&root, "tty");
+    assert!(want > 10, "the fixture has USB devices: {want}");
+    assert_eq!(stat(&err, "synthetic_adds"), want as u64, "{err}");
+    // the two FTDI adapters (0403:6001): their usb_device and their tty
+    assert_eq!(err.matches("usb add 0403:6001").count(), 2, "{err}");
+    assert_eq!(
+        err.matches(
+            "info: add /devices/pci0000:00/0000:00:02.0/usb1/1-2/1-2:1.0/ttyUSB0/tty/ttyUSB0 (tty)"
+        )
+        .count(),
+        1,
+        "{err}"
+    );
+}
