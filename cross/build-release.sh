@@ -53,8 +53,10 @@ for target in ${TARGETS:-$host aarch64-unknown-linux-gnu armv7-unknown-linux-gnu
             if [ "$size" -gt "$BUDGET" ]; then note="OVER BUDGET ($BUDGET)"; status=1; else note="within budget ($BUDGET)"; fi
         fi
         # smoke test: it starts, and loads the built-in rules
-        $run "$bin" --version >/dev/null && $run "$bin" check >/dev/null ||
-            { note="$note; DOES NOT RUN"; status=1; }
+        if ! { $run "$bin" --version >/dev/null && $run "$bin" check >/dev/null; }; then
+            note="$note; DOES NOT RUN"
+            status=1
+        fi
         printf '%-32s %-7s %9s  %s\n' "$target" "$flavour" "$size" "$note"
     done
 done

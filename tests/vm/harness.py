@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Boots the guest made by tests/vm/run.sh, plugs USB devices over QMP and
+checks what hotplugd and the board's handlers did, from the serial console.
+
+A USB keyboard is plugged on the QEMU command line, before hotplugd starts:
+coldplug must handle it exactly once. Then, over QMP, one at a time: an FTDI
+USB-serial adapter, a USB stick (FAT, with hello.txt), a keyboard and a USB
+network adapter are plugged, checked, unplugged and checked again.
+
+Every wait has a timeout; QEMU is killed on every exit path. Prints the
+boot-to-ready time and the plug-to-handler latency per device. Exit 0 only
+if every check passed."""
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--arch", required=True, choices=["aarch64", "x86_64"])
+ap.add_argument("--qemu", required=True)
+ap.add_argument("--kernel", required=True)
+ap.add_argument("--initrd", required=True)
+ap.add_argument("--stick", required=True)
+ap.add_argument("--workdir", required=True)
+ap.add_argument("--boot-timeout", type=float, default=240)
+a = ap.parse_args()
+
+qmp_path = os.path.join(a.workdir, f"qmp-{a.arch}.sock")
+if os.path.exists(qmp_path):
+    os.unlink(qmp_path)
+if a.arch == "aarch64":
+    machine = ["-M", "virt", "-cpu", "cortex-a53"]
+    console = "ttyAMA0"
+else:
+    machine = ["-M", "pc", "-cpu", "max"]
+    console = "ttyS0"
+cmd = [
+    a.qemu, "-accel", "tcg", *machine, "-m", "512", "-smp", "1",
+    "-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
+    "-kernel", a.kernel, "-initrd", a.initrd,
+    "-append", f"console={console} quiet panic=-1 printk.devkmsg=on",
+    "-device", "qemu-xhci,id=xhci",
+    # plugged before hotplugd starts: coldplug must handle it once
+    "-device", "usb-kbd,bus=xhci.0,id=ukbd-pre",
+    "-drive", f"if=none,id=stick,format=raw,file={a.stick}",
+    "-chardev", "ringbuf,id=ser0",  # usb-serial attaches only to an open chardev
+    "-netdev", "user,id=net0",
+    "-qmp", f"unix:{qmp_path},server=on,wait=off",
+]
+log_path = os.path.join(a.workdir, f"console-{a.arch}.log")
+console_log = open(log_path, "w")
+t_start = time.monotonic()
+proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=open(os.path.join(a.workdir, f"qemu-{a.arch}.stderr"), "w"))
+lines = []  # (host time, line)
+cv = threading.Condition()
+
+
+def reader():
+    for raw in proc.stdout:
+        s = raw.decode("utf-8", "replace").rstrip("\r\n").replace("\r", "")
+        console_log.write(s + "\n")
+        console_log.flush()
+        with cv:
+            lines.append((time.monotonic(), s))
+            cv.notify_all()
+    with cv:
+        lines.append((time.monotonic(), "<<QEMU EXITED>>"))
+        cv.notify_all()
+
+
+threading.Thread(target=reader, daemon=True).start()
+failures = []
+
+
+def finish(code):
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(timeout=30)
+    if failures:
+        print("FAILED checks:", file=sys.stderr)
+        for f in failures:
+            print("  - " + f, file=sys.stderr)
+        print(f"(console: {log_path})", file=sys.stderr)
+    sys.exit(code if not failures else 1)
+
+
+def wait_for(pred, timeout, since=0):
+    """The first console line from index `since` on that satisfies pred."""
+    end = time.monotonic() + timeout
+    with cv:
+        i = since
+        while True:
+            while i < len(lines):
+                t, s = lines[i]
+                if s == "<<QEMU EXITED>>":
+                    failures.append("QEMU exited early")
+                    finish(1)
+                if pred(s):
+                    return i, t, s
+                i += 1
+            rem = end - time.monotonic()
+            if rem <= 0:
+                return None
+            cv.wait(rem)
+
+
+def check(cond, what):
+    print(("ok    " if cond else "FAIL  ") + what, flush=True)
+    if not cond:
+        failures.append(what)
+    return cond
+
+
+def send(line):
+    proc.stdin.write((line + "\n").encode())
+    proc.stdin.flush()
+
+
+def ask(command, prefix, timeout=30):
+    mark = len(lines)
+    send(command)
+    r = wait_for(lambda s: s.startswith(prefix), timeout, mark)
+    return r[2][len(prefix):].strip() if r else None
+
+
+def quiet(seconds):
+    """Waits until no console line has come for `seconds` (max 20 s)."""
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        with cv:
+            last = lines[-1][0] if lines else t_start
+        if time.monotonic() - last >= seconds:
+            return
+        time.sleep(0.1)
+
+
+try:
+    r = wait_for(lambda s: s.startswith("E2E-READY") or s.startswith("E2E-ERROR"), a.boot_timeout)
+    if not r or not r[2].startswith("E2E-READY"):
+        failures.append(f"hotplugd not ready within {a.boot_timeout}s: {r[2] if r else 'timeout'}")
+        finish(1)
+    boot_s = r[1] - t_start
+    print(f"boot to ready: {boot_s:.1f} s after QEMU start (guest {r[2]})", flush=True)
+    quiet(1.0)
+
+    # the connection to QEMU's monitor
+    qs = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    for _ in range(100):
+        try:
+            qs.connect(qmp_path)
+            break
+        except OSError:
+            time.sleep(0.05)
+    qs.settimeout(30)
+    qf = qs.makefile("rwb", buffering=0)
+
+    def qmp(execute, **args):
+        msg = {"execute": execute}
+        if args:
+            msg["arguments"] = args
+        qf.write((json.dumps(msg) + "\n").encode())
+        while True:
+            m = json.loads(qf.readline())
+            if "return" in m or "error" in m:
+                return m
+
+    json.loads(qf.readline())
+    qmp("qmp_capabilities")
+
+    # coldplug: the keyboard plugged before start, reported exactly once
+    pre = [s for _, s in lines if "E2E-USB ACTION=add" in s and "/usb1/1-1 PRODUCT=627/1/" in s]
+    check(len(pre) == 1, f"coldplug: the pre-plugged keyboard handled exactly once ({len(pre)})")
+    check(all("COLDPLUG=1" in s for s in pre), "coldplug: marked HOTPLUGD_COLDPLUG=1")
+
+    latencies = {}
+
+    def plug(name, spec, expect, timeout=30):
+        mark = len(lines)
+        t0 = time.monotonic()
+        rep = qmp("device_add", **spec)
+        check("error" not in rep, f"{name}: device_add accepted ({rep})")
+        r = wait_for(lambda s: expect(s), timeout, mark)
+        if check(r is not None, f"{name}: handler ran on add"):
+            latencies[name] = (r[1] - t0) * 1000
+        quiet(1.0)
+        return mark
+
+    def unplug(name, spec_id, expect, timeout=30):
+        mark = len(lines)
+        t0 = time.monotonic()
+        rep = qmp("device_del", id=spec_id)
+        check("error" not in rep, f"{name}: device_del accepted")
+        r = wait_for(lambda s: expect(s), timeout, mark)
+        if check(r is not None, f"{name}: handler ran on remove"):
+            latencies[name + " (remove)"] = (r[1] - t0) * 1000
+        quiet(1.0)
+        return mark
+
+    def handler_lines(since, handler):
+        return [s for _, s in lines[since:] if s.startswith(f"E2E-HANDLER {handler} ")]
+
+    # 1. USB-serial adapter (FTDI 0403:6001)
+    m = plug("usb-serial", {"driver": "usb-serial", "id": "userial0", "bus": "xhci.0", "chardev": "ser0"},
+             lambda s: s.startswith("E2E-HANDLER usb-serial-getty ACTION=add"))
+    h = handler_lines(m, "usb-serial-getty")
+    check(len(h) == 1 and "DEVNAME=ttyUSB0" in h[0], f"usb-serial: getty handler saw ttyUSB0 once: {h}")
+    usb = [s for _, s in lines[m:] if s.startswith("E2E-USB ACTION=add")]
+    check(any("PRODUCT=403/6001/" in s for s in usb), f"usb-serial: its USB device carried PRODUCT=403/6001/...: {usb}")
+    m = unplug("usb-serial", "userial0", lambda s: s.startswith("E2E-HANDLER usb-serial-getty ACTION=remove"))
+    check(len(handler_lines(m, "usb-serial-getty")) == 1, "usb-serial: remove handled once")
+
+    # 2. USB stick: mounted read-only, readable, unmounted on removal
+    m = plug("usb-storage", {"driver": "usb-storage", "id": "ustor0", "bus": "xhci.0", "drive": "stick"},
+             lambda s: s.startswith("E2E-HANDLER usb-mount ACTION=add"))
+    h = handler_lines(m, "usb-mount")
+    check(len(h) == 1 and "DEVNAME=sda" in h[0], f"usb-storage: usb-mount saw sda once: {h}")
+    check(ask("cat /media/sda/hello.txt", "E2E-CAT") == "hello from the stick", "usb-storage: a file of the stick is readable")
+    mounts = ask("mounts /media/sda", "E2E-MOUNTS") or ""
+    check(" ro," in mounts and "vfat" in mounts, f"usb-storage: mounted read-only: {mounts}")
+    check(ask("write /media/sda/new", "E2E-WRITE") == "refused", "usb-storage: writing is refused")
+    m = unplug("usb-storage", "ustor0", lambda s: s.startswith("E2E-HANDLER usb-mount ACTION=remove"))
+    check(len(handler_lines(m, "usb-mount")) == 1, "usb-storage: remove handled once")
+    quiet(1.0)
+    check(ask("mounts /media/sda", "E2E-MOUNTS") == "none", "usb-storage: unmounted on removal")
+
+    # 3. keyboard: only the logging rule and the USB report
+    m = plug("usb-kbd", {"driver": "usb-kbd", "id": "ukbd0", "bus": "xhci.0"},
+             lambda s: s.startswith("E2E-USB ACTION=add") and "PRODUCT=627/1/" in s)
+    check(not any(s.startswith("E2E-HANDLER") for _, s in lines[m:]), "usb-kbd: no board handler runs for a keyboard")
+    unplug("usb-kbd", "ukbd0", lambda s: s.startswith("E2E-USB ACTION=remove") and "PRODUCT=627/1/" in s)
+
+    # 4. network adapter: INTERFACE=usb0, brought up
+    m = plug("usb-net", {"driver": "usb-net", "id": "unet0", "bus": "xhci.0", "netdev": "net0"},
+             lambda s: s.startswith("E2E-HANDLER usb-net ACTION=add"))
+    h = handler_lines(m, "usb-net")
+    check(len(h) == 1 and "INTERFACE=usb0" in h[0], f"usb-net: handler saw INTERFACE=usb0 once: {h}")
+    m = unplug("usb-net", "unet0", lambda s: s.startswith("E2E-HANDLER usb-net ACTION=remove"))
+    check(len(handler_lines(m, "usb-net")) == 1, "usb-net: remove handled once")
+
+    # nothing fired twice, over the whole run
+    seen = {}
+    for _, s in lines:
+        if s.startswith("E2E-HANDLER "):
+            key = re.sub(r" COLDPLUG=.*", "", s)
+            seen[key] = seen.get(key, 0) + 1
+    check(all(v == 1 for v in seen.values()), f"no handler fired twice: {[k for k, v in seen.items() if v > 1]}")
+
+    # the counters
+    stats = ask("stats", "E2E-STATS") or ""
+    print("guest " + stats, flush=True)
+
+    def stat(name):
+        mm = re.search(rf"\b{name}=(\d+)", stats)
+        return int(mm.group(1)) if mm else None
+
+    for name in ("overruns", "rejected", "malformed", "truncated", "handlers_failed"):
+        check(stat(name) == 0, f"counters: {name}=0 ({stat(name)})")
+    check((stat("synthetic_adds") or 0) >= 1, f"counters: synthetic_adds={stat('synthetic_adds')} (coldplug)")
+    stopped = ask("stop", "E2E-STOPPED")
+    check(stopped == "0", f"the init script stops hotplugd ({stopped})")
+
+    print(f"boot to ready: {boot_s:.1f} s", flush=True)
+    for k, v in latencies.items():
+        print(f"plug to handler: {k}: {v:.0f} ms", flush=True)
+    try:
+        qmp("quit")
+    except Exception:
+        pass
+    finish(0)
+except SystemExit:
+    raise
+except BaseException as e:  # noqa: BLE001 - report, kill QEMU, fail
+    failures.append(f"harness error: {e!r}")
+    finish(1)

@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# End-to-end: the cross-built hotplugd started by the board's busybox init
+# script inside a QEMU guest running Debian's own kernel, with real USB
+# devices plugged and unplugged over QMP. Asserts, from the guest's serial
+# console, that the board's rules ran the right handlers with the right
+# environment (tests/vm/harness.py says exactly what).
+#
+#   tests/vm/run.sh                 # aarch64 guest (qemu-system-aarch64 -M virt, TCG)
+#   ARCH=x86_64 tests/vm/run.sh     # x86_64 guest (qemu-system-x86_64, TCG)
+#
+# Needs root (apt-get, mknod) and Debian's archive. Packages are fetched with
+# `apt-get download` and unpacked with `dpkg -x` under $W (default
+# tests/vm/work, git-ignored), never installed: Debian's qemu-system 7.2
+# conflicts with the machine's qemu-utils. KVM is not used (it hangs here).
+# Every wait is bounded; QEMU is always killed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ARCH=${ARCH:-aarch64}
+W=${HOTPLUGD_VM_WORK:-$PWD/tests/vm/work}
+mkdir -p "$W/debs" "$W/build"
+export DEBIAN_FRONTEND=noninteractive
+log() { printf 'tests/vm: %s\n' "$*" >&2; }
+t0=$(date +%s)
+
+case $ARCH in
+    aarch64) darch=arm64 qpkg=qemu-system-arm qbin=qemu-system-aarch64 triple=aarch64-unknown-linux-gnu ;;
+    x86_64) darch=amd64 qpkg=qemu-system-x86 qbin=qemu-system-x86_64 triple=x86_64-unknown-linux-gnu ;;
+    *) log "ARCH must be aarch64 or x86_64"; exit 2 ;;
+esac
+
+# ---- packages (found, not hard-coded: the newest 6.1 kernel in the archive)
+if [ "$darch" = arm64 ] && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    dpkg --add-architecture arm64
+    apt-get update -q >/dev/null 2>&1 || log "apt-get update reported errors (tolerated)"
+fi
+KVER=$(apt-cache search --names-only "^linux-image-6\.1\.0-[0-9]+-$darch-unsigned\$" |
+    sed -E "s/^linux-image-(6\.1\.0-[0-9]+)-$darch-unsigned .*/\1/" | sort -V | tail -1)
+[ -n "$KVER" ] || { log "no linux-image-6.1.0-*-$darch-unsigned in the archive"; exit 1; }
+fetch() { # fetch DIR PKG[:ARCH]...: download (cached in $W/debs) and unpack
+    local dir=$1 p n a d; shift
+    mkdir -p "$dir"
+    for p in "$@"; do
+        n=${p%%:*}; a=${p#*:}; [ "$a" = "$p" ] && a=amd64
+        [ -e "$dir/.unpacked-$n-$a" ] && continue
+        if ! ls "$W/debs/${n}_"*"_$a.deb" "$W/debs/${n}_"*_all.deb >/dev/null 2>&1; then
+            (cd "$W/debs" && apt-get download -q "$p" >/dev/null 2>&1) || { log "apt-get download $p failed"; exit 1; }
+        fi
+        for d in "$W/debs/${n}_"*"_$a.deb" "$W/debs/${n}_"*_all.deb; do
+            [ -e "$d" ] && dpkg -x "$d" "$dir"
+        done
+        touch "$dir/.unpacked-$n-$a"
+    done
+}
+fetch "$W/qemu" "$qpkg" qemu-system-common qemu-system-data
+if [ "$ARCH" = x86_64 ]; then fetch "$W/qemu" seabios ipxe-qemu; fi
+if [ ! -e "$W/.libs-$qpkg" ]; then
+    # qemu's plain shared-library dependencies (not qemu-* or firmware packages)
+    libs=$(dpkg-deb -f "$W/debs/${qpkg}_"*_amd64.deb Depends | tr ',' '\n' | sed 's/(.*)//;s/|.*//;s/ //g' |
+        grep -vE '^(qemu-|seabios|ipxe-|$)')
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $libs cpio dosfstools mtools >/dev/null
+    touch "$W/.libs-$qpkg"
+fi
+fetch "$W/guest-$darch" "linux-image-$KVER-$darch-unsigned:$darch" "busybox-static:$darch"
+QEMU=$W/qemu/usr/bin/$qbin
+"$QEMU" --version | head -1 >&2
+KROOT=$W/guest-$darch
+KERNEL=$KROOT/boot/vmlinuz-$KVER-$darch
+log "kernel $KVER-$darch ($(( $(date +%s) - t0 ))s)"
+
+# ---- hotplugd for the guest (Debian's Rust 1.85, as a board would get it)
+cross/setup.sh
+var=$(printf '%s' "$triple" | tr 'a-z-' 'A-Z_')
+case $ARCH in aarch64) linker=aarch64-linux-gnu-gcc ;; *) linker=cc ;; esac
+env "CARGO_TARGET_${var}_LINKER=$linker" RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/cross \
+    /usr/bin/cargo build --locked --release --quiet --target "$triple"
+BIN=target/cross/$triple/release/hotplugd
+
+# ---- the initramfs: busybox, modules, hotplugd, board/generic, /init
+st=$W/initramfs-$ARCH
+rm -rf "$st"
+mkdir -p "$st"/{bin,sbin,dev,proc,sys,run,tmp,media,etc/default,lib/modules,usr/bin,usr/sbin}
+cp "$KROOT/bin/busybox" "$st/bin/busybox"
+# glibc for the dynamically linked hotplugd: copy the loader and the libraries it needs
+case $ARCH in
+    aarch64) libdir=/usr/lib/aarch64-linux-gnu loader=ld-linux-aarch64.so.1 ;;
+    x86_64) libdir=/usr/lib/x86_64-linux-gnu loader=ld-linux-x86-64.so.2 ;;
+esac
+mkdir -p "$st/lib" "$st/lib64" "$st$libdir"
+for lib in libc.so.6 libgcc_s.so.1 "$loader"; do
+    cp -L "$libdir/$lib" "$st$libdir/$lib"
+done
+ln -sf "$libdir/$loader" "$st/lib/$loader"
+[ "$ARCH" = x86_64 ] && ln -sf "$libdir/$loader" "$st/lib64/$loader"
+sh board/install.sh generic "$st" --init busybox --bin "$BIN" >&2
+# Test-only additions: each handler reports what it saw on the console,
+# then runs the board's real handler; one rule reports USB devices.
+for h in "$st"/usr/libexec/hotplugd/*; do
+    mv "$h" "$h.real"
+    cat >"$h" <<'WRAP'
+#!/bin/sh
+echo "E2E-HANDLER ${0##*/} ACTION=$ACTION DEVNAME=${DEVNAME:-} INTERFACE=${INTERFACE:-} PRODUCT=${PRODUCT:-} COLDPLUG=${HOTPLUGD_COLDPLUG:-0} RESYNC=${HOTPLUGD_RESYNC:-0}" >/dev/console
+exec "$0.real"
+WRAP
+    chmod 755 "$h"
+done
+cat >"$st/usr/libexec/hotplugd/e2e-usb-report" <<'WRAP'
+#!/bin/sh
+echo "E2E-USB ACTION=$ACTION DEVPATH=$DEVPATH PRODUCT=${PRODUCT:-} COLDPLUG=${HOTPLUGD_COLDPLUG:-0}" >/dev/console
+WRAP
+chmod 755 "$st/usr/libexec/hotplugd/e2e-usb-report"
+echo 'ACTION=="add|remove", SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", RUN+="/usr/libexec/hotplugd/e2e-usb-report"' \
+    >"$st/etc/hotplugd/rules.d/90-e2e-report.rules"
+echo 'LOG_TARGET=kmsg' >"$st/etc/default/hotplugd"
+
+# modules, in dependency order (busybox depmod: the host has no kmod)
+MODS="xhci-pci usbhid hid-generic evdev usb-storage sd_mod vfat nls_cp437 nls_ascii nls_utf8 usbserial ftdi_sio usbnet cdc_ether rndis_host"
+mdir=$KROOT/lib/modules/$KVER-$darch
+[ -e "$mdir/modules.dep" ] || "$KROOT/bin/busybox" depmod -b "$KROOT" "$KVER-$darch" 2>/dev/null ||
+    qemu-"$ARCH" "$KROOT/bin/busybox" depmod -b "$KROOT" "$KVER-$darch"
+# shellcheck disable=SC2086  # MODS is a word list
+python3 - "$mdir" $MODS >"$st/etc/modules.order" <<'PY'
+import os, sys
+mdir, want = sys.argv[1], sys.argv[2:]
+dep = {}
+for line in open(os.path.join(mdir, "modules.dep")):
+    k, _, v = line.strip().partition(":")
+    dep[k] = v.split()
+norm = lambda s: os.path.basename(s).split(".ko")[0].replace("-", "_")
+by = {norm(k): k for k in dep}
+out, seen = [], set()
+def visit(p):
+    if p in seen:
+        return
+    seen.add(p)
+    for d in dep[p]:
+        visit(d)
+    out.append(p)
+for w in want:
+    if norm(w) in by:
+        visit(by[norm(w)])
+print("\n".join(out))
+PY
+: >"$st/etc/modules.load"
+while read -r p; do
+    b=${p##*/}
+    cp "$mdir/$p" "$st/lib/modules/$b"
+    case $b in *.ko.xz | *.ko.zst) log "compressed module $b: not supported"; exit 1 ;; esac
+    case $b in usb-storage.ko) echo "$b delay_use=0" ;; *) echo "$b" ;; esac >>"$st/etc/modules.load"
+done <"$st/etc/modules.order"
+mknod -m 600 "$st/dev/console" c 5 1
+cat >"$st/init" <<'INIT'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /media; mount -t tmpfs tmpfs /tmp
+dmesg -n 1
+while read -r m args; do insmod "/lib/modules/$m" $args || echo "E2E-ERROR insmod $m"; done </etc/modules.load
+echo "E2E-BOOTED uptime=$(cut -d' ' -f1 /proc/uptime)"
+# the keyboard plugged on QEMU's command line is present before we start
+# (as on a board booted with devices attached): wait for its enumeration
+i=0
+while [ ! -e /sys/bus/usb/devices/1-1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+[ -e /sys/bus/usb/devices/1-1 ] || echo "E2E-ERROR the pre-plugged keyboard did not appear"
+sleep 0.5
+# as init would: the board's busybox init script, which returns when ready
+if /etc/init.d/S10hotplugd start; then
+    echo
+    echo "E2E-READY uptime=$(cut -d' ' -f1 /proc/uptime)"
+else
+    echo "E2E-ERROR hotplugd did not start"; dmesg | tail -20
+fi
+# commands from the harness, one per line on the console
+while read -r cmd arg; do
+    case $cmd in
+        cat) echo "E2E-CAT $(cat "$arg" 2>&1)" ;;
+        mounts) echo "E2E-MOUNTS $(grep " $arg " /proc/mounts || echo none)" ;;
+        write) if touch "$arg" 2>/dev/null; then echo "E2E-WRITE ok"; else echo "E2E-WRITE refused"; fi ;;
+        stats)
+            kill -USR1 "$(cat /run/hotplugd.pid)"; sleep 1
+            echo "E2E-STATS $(dmesg | grep 'stats:' | tail -1)" ;;
+        log) dmesg | grep 'hotplugd\[' | sed 's/^/E2E-LOG /' ;;
+        stop) /etc/init.d/S10hotplugd stop; echo "E2E-STOPPED $?" ;;
+        *) echo "E2E-UNKNOWN $cmd" ;;
+    esac
+done </dev/console >/dev/console 2>&1
+echo "E2E-CONSOLE-CLOSED"
+while :; do sleep 3600; done
+INIT
+chmod 755 "$st/init"
+(cd "$st" && find . | cpio -o -H newc --quiet -R 0:0) >"$W/build/initrd-$ARCH.cpio"
+log "initramfs $(du -h "$W/build/initrd-$ARCH.cpio" | cut -f1) ($(( $(date +%s) - t0 ))s)"
+
+# ---- a FAT stick with a file on it
+img=$W/build/stick.img
+rm -f "$img"
+truncate -s 8M "$img"
+mkfs.vfat -n E2ESTICK "$img" >/dev/null
+printf 'hello from the stick\n' >"$W/build/hello.txt"
+mcopy -i "$img" "$W/build/hello.txt" ::/hello.txt
+
+# ---- boot, plug, assert
+python3 tests/vm/harness.py --arch "$ARCH" --qemu "$QEMU" --kernel "$KERNEL" \
+    --initrd "$W/build/initrd-$ARCH.cpio" --stick "$img" --workdir "$W"
+log "passed; wall time $(( $(date +%s) - t0 ))s"
