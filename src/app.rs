@@ -203,23 +203,80 @@ pub fn monitor(opts: &MonitorOpts) -> Result<(), AppError> {
     ending.map(|_| ())
 }
 
-fn rules_from(paths: &[std::path::PathBuf]) -> RulesFrom {
+fn rules_from(paths: &[std::path::PathBuf], insecure: bool) -> RulesFrom {
     if paths.is_empty() {
         RulesFrom::Default
     } else {
-        RulesFrom::Paths(paths.to_vec())
+        RulesFrom::Paths {
+            paths: paths.to_vec(),
+            insecure,
+        }
     }
 }
 
-fn exec_config(h: &HandlerOpts) -> ExecConfig {
-    ExecConfig {
+/// `--handler-user USER[:GROUP]` → (uid, gid). Names or numbers; without
+/// GROUP, the user's primary group.
+fn handler_creds(spec: &str) -> Result<(u32, u32), AppError> {
+    use nix::unistd::{Group, User};
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let bad = |m: String| AppError::Config(format!("--handler-user {spec}: {m}"));
+    let pw = match user.parse::<u32>() {
+        Ok(n) => User::from_uid(nix::unistd::Uid::from_raw(n)).ok().flatten(),
+        Err(_) => Some(
+            User::from_name(user)
+                .map_err(|e| bad(format!("cannot look up user {user}: {e}")))?
+                .ok_or_else(|| bad(format!("no such user '{user}' (see /etc/passwd)")))?,
+        ),
+    };
+    let uid = match (&pw, user.parse::<u32>()) {
+        (Some(p), _) => p.uid.as_raw(),
+        (None, Ok(n)) => n,
+        (None, Err(_)) => unreachable!("a name resolved above"),
+    };
+    let gid = match group {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => Group::from_name(g)
+                .map_err(|e| bad(format!("cannot look up group {g}: {e}")))?
+                .ok_or_else(|| bad(format!("no such group '{g}' (see /etc/group)")))?
+                .gid
+                .as_raw(),
+        },
+        None => pw.as_ref().map(|p| p.gid.as_raw()).ok_or_else(|| {
+            bad(format!(
+                "uid {uid} has no passwd entry, so no primary group: give one as {uid}:GROUP"
+            ))
+        })?,
+    };
+    if uid == 0 {
+        return Err(bad(
+            "handlers would still run as root; name an unprivileged user".into(),
+        ));
+    }
+    Ok((uid, gid))
+}
+
+fn exec_config(h: &HandlerOpts) -> Result<ExecConfig, AppError> {
+    let handler_creds = match &h.handler_user {
+        Some(spec) => {
+            let (uid, gid) = handler_creds(spec)?;
+            info!("RUN handlers run as uid {uid} gid {gid}, no supplementary groups");
+            Some((uid, gid))
+        }
+        None => None,
+    };
+    Ok(ExecConfig {
         max_children: h.max_children,
         max_queue: h.max_queue,
         timeout: std::time::Duration::from_secs(h.timeout_secs),
         grace: std::time::Duration::from_secs(crate::limits::HANDLER_KILL_GRACE_SECS),
         extra_env: exec::base_env(&h.pass_env),
         sysfs: SysfsRoot::new(&h.sysfs_root),
-    }
+        handler_creds,
+    })
 }
 
 /// Logs every diagnostic; the error says how many.
@@ -239,8 +296,8 @@ pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
     sys::cloexec_inherited();
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
     let mut runner = Runner::new(
-        rules_from(&opts.handlers.rules),
-        exec_config(&opts.handlers),
+        rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),
+        exec_config(&opts.handlers)?,
         builtins,
     )
     .map_err(rules_failed)?;
@@ -260,7 +317,7 @@ pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
 
 /// `hotplugd check`: diagnostics to stderr, the summary to stdout.
 pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
-    match rules_from(&opts.rules).load(&builtins.names()) {
+    match rules_from(&opts.rules, opts.insecure_rules).load(&builtins.names()) {
         Ok(rs) => {
             let mut err = io::stderr().lock();
             for w in &rs.warnings {
@@ -318,8 +375,8 @@ pub fn replay(opts: &ReplayOpts, builtins: Builtins) -> Result<(), AppError> {
     sys::cloexec_inherited();
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
     let runner = Runner::new(
-        rules_from(&opts.handlers.rules),
-        exec_config(&opts.handlers),
+        rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),
+        exec_config(&opts.handlers)?,
         builtins,
     )
     .map_err(rules_failed)?;
@@ -340,10 +397,10 @@ fn quoted(b: &[u8]) -> String {
 }
 
 fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result<(), AppError> {
-    let rules = rules_from(&opts.handlers.rules)
+    let rules = rules_from(&opts.handlers.rules, opts.handlers.insecure_rules)
         .load(&builtins.names())
         .map_err(rules_failed)?;
-    let cfg = exec_config(&opts.handlers);
+    let cfg = exec_config(&opts.handlers)?;
     let mut m = Matched::default();
     let mut out = io::stdout().lock();
     let mut w = |s: String| {

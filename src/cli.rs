@@ -59,6 +59,10 @@ pub struct HandlerOpts {
     pub sysfs_root: PathBuf,
     /// `--pass-env`, in order.
     pub pass_env: Vec<String>,
+    /// `--insecure-rules`.
+    pub insecure_rules: bool,
+    /// `--handler-user USER[:GROUP]`, as given.
+    pub handler_user: Option<String>,
 }
 
 impl Default for HandlerOpts {
@@ -70,6 +74,8 @@ impl Default for HandlerOpts {
             max_queue: DEFAULT_MAX_QUEUE,
             sysfs_root: PathBuf::from("/sys"),
             pass_env: Vec::new(),
+            insecure_rules: false,
+            handler_user: None,
         }
     }
 }
@@ -96,6 +102,8 @@ pub struct RunOpts {
 pub struct CheckOpts {
     /// `--rules`; empty: the built-in default rules.
     pub rules: Vec<PathBuf>,
+    /// `--insecure-rules`.
+    pub insecure_rules: bool,
 }
 
 /// Options of `replay`.
@@ -204,7 +212,12 @@ SIGUSR1 logs the same line at any time.
 const RULES_OPTS: &str = "\
   --rules PATH     a rules file, or a directory whose *.rules files load in
                    lexical order; repeatable. Without it: the built-in
-                   default rules (log every USB device plugged or unplugged)";
+                   default rules (log every USB device plugged or unplugged)
+  --insecure-rules when running as root, rule files, rule directories and
+                   RUN programs (and their directories) must be owned by
+                   root and not writable by group or others, or nothing
+                   loads (each path is named, with the fix); this accepts
+                   them anyway, with a warning each";
 
 const HANDLER_OPTS: &str = "\
   --handler-timeout SECS  SIGTERM to a handler's process group after SECS
@@ -216,7 +229,11 @@ const HANDLER_OPTS: &str = "\
                    and ATTR{}= writes (default /sys; a fixture tree for tests)
   --pass-env NAME  pass the daemon's variable NAME to handlers; repeatable
                    (handlers otherwise get only the event, ENV{} values,
-                   HOTPLUGD_RULE=file:line and PATH)";
+                   HOTPLUGD_RULE=file:line and PATH)
+  --handler-user USER[:GROUP]
+                   run RUN handlers as USER (and its primary group, or
+                   GROUP), with no supplementary groups. Builtins and
+                   ATTR{}= writes still run in the daemon, as root";
 
 /// `hotplugd run --help`.
 pub fn run_help() -> String {
@@ -399,13 +416,15 @@ fn parse_monitor(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, Usag
     Ok(Command::Monitor(o))
 }
 
-const HANDLER_LONGS: [&str; 6] = [
+const HANDLER_LONGS: [&str; 8] = [
     "rules",
     "handler-timeout",
     "max-children",
     "max-queue",
     "sysfs-root",
     "pass-env",
+    "insecure-rules",
+    "handler-user",
 ];
 
 /// Handles a long option shared by `run` and `replay` (one of
@@ -419,6 +438,16 @@ fn handler_opt(name: &str, p: &mut lexopt::Parser, h: &mut HandlerOpts) -> Resul
         "max-children" => h.max_children = number(p, "--max-children", 1, 1024)?,
         "max-queue" => h.max_queue = number(p, "--max-queue", 1, 65_536)?,
         "sysfs-root" => h.sysfs_root = p.value()?.into(),
+        "insecure-rules" => h.insecure_rules = true,
+        "handler-user" => {
+            let v = p.value()?.string()?;
+            if v.is_empty() || v.starts_with(':') || v.ends_with(':') {
+                return Err(UsageError(format!(
+                    "--handler-user '{v}': expected USER or USER:GROUP (names or numbers)"
+                )));
+            }
+            h.handler_user = Some(v);
+        }
         "pass-env" => {
             let name = p.value()?.string()?;
             if !crate::rules::subst::valid_env_name(name.as_bytes()) {
@@ -498,10 +527,14 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
 }
 
 fn parse_check(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
-    let mut o = CheckOpts { rules: Vec::new() };
+    let mut o = CheckOpts {
+        rules: Vec::new(),
+        insecure_rules: false,
+    };
     while let Some(arg) = p.next()? {
         match arg {
             Long("rules") => o.rules.push(p.value()?.into()),
+            Long("insecure-rules") => o.insecure_rules = true,
             Short('h') | Long("help") => return Ok(Command::Help(leak(check_help()))),
             Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
             Long("log-target") => c.log_target(p)?,

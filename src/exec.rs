@@ -166,6 +166,8 @@ pub struct ExecConfig {
     pub extra_env: Vec<(Vec<u8>, Vec<u8>)>,
     /// Where `ATTR{}=` writes go.
     pub sysfs: SysfsRoot,
+    /// `--handler-user`: (uid, gid) that RUN handlers run as.
+    pub handler_creds: Option<(u32, u32)>,
 }
 
 /// A handler process (or, after it exited, what it left in its group).
@@ -362,7 +364,7 @@ impl Exec {
         }
         let started = Instant::now();
         cx.stats.handlers_started += 1;
-        let sp = match spawn::spawn(&argv, &env) {
+        let sp = match spawn::spawn(&argv, &env, self.cfg.handler_creds) {
             Ok(sp) => sp,
             Err(e) => {
                 cx.stats.handlers_failed += 1;

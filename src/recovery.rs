@@ -8,9 +8,9 @@
 //! 1. read `/sys/kernel/uevent_seqnum` (s0), walk `/sys/devices`
 //!    ([`crate::sys::walk`]), read it again (s1);
 //! 2. go on reading the socket: every event that arrives is handled as
-//!    usual, and its devpath is marked *touched*: the event is newer than
-//!    (or as new as) what the walk saw, so for touched devices the events
-//!    are the truth;
+//!    usual, and if it is an add, remove or move its devpath is marked
+//!    *touched*: the event is newer than (or as new as) what the walk saw,
+//!    so for touched devices the events are the truth;
 //! 3. when the socket is empty again ([`Recovery::drained`]): if another
 //!    overrun happened meanwhile, walk again (at most
 //!    [`MAX_RESYNC_ATTEMPTS`] walks, counted in `resync_retries`); if the
@@ -303,7 +303,10 @@ impl Recovery {
     /// A live kernel event, before the rules see it: mark it touched, keep
     /// the table in step, and spot triggered duplicates.
     pub fn event(&mut self, ev: &Uevent<'_>) -> Verdict {
-        if let Some(p) = &mut self.pass {
+        // Only events that change whether a device is present make the
+        // walk's view of it stale (a `change` or `bind` does not).
+        let presence = matches!(ev.action(), "add" | "remove" | "move");
+        if let (Some(p), true) = (&mut self.pass, presence) {
             for path in [Some(ev.devpath()), ev.get_str("DEVPATH_OLD")]
                 .into_iter()
                 .flatten()

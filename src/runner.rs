@@ -25,7 +25,13 @@ use crate::usb::UsbView;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RulesFrom {
     /// `--rules` paths (files, or directories of `*.rules`).
-    Paths(Vec<PathBuf>),
+    Paths {
+        /// The paths, in order.
+        paths: Vec<PathBuf>,
+        /// `--insecure-rules`: files or programs others could change are
+        /// only warned about (see [`parse::check_trust`]).
+        insecure: bool,
+    },
     /// The built-in [`DEFAULT_RULES`].
     Default,
 }
@@ -34,7 +40,22 @@ impl RulesFrom {
     /// Loads and compiles the rules.
     pub fn load(&self, builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
         match self {
-            RulesFrom::Paths(p) => parse::load(p, builtins),
+            RulesFrom::Paths { paths, insecure } => {
+                let mut rs = parse::load(paths, builtins)?;
+                let trust = parse::check_trust(paths, &rs);
+                if trust.is_empty() {
+                    return Ok(rs);
+                }
+                if !insecure {
+                    return Err(trust);
+                }
+                rs.warnings.extend(trust.into_iter().map(|mut d| {
+                    d.warning = true;
+                    d.message = format!("{} [accepted: --insecure-rules]", d.message);
+                    d
+                }));
+                Ok(rs)
+            }
             RulesFrom::Default => parse::compile(
                 &[Source {
                     name: DEFAULT_RULES_NAME.into(),

@@ -7,6 +7,7 @@
 //! are reported at once, each as `file:line:column: message` with the line
 //! and a caret.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::glob::{self, GlobError};
@@ -84,6 +85,14 @@ fn rule_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     let meta =
         std::fs::metadata(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
     if !meta.is_dir() {
+        if !meta.is_file() {
+            // a FIFO or a device would block the loop, or never end
+            return Err(file_error(
+                path,
+                "not a regular file or a directory (a FIFO or device would block the daemon)"
+                    .into(),
+            ));
+        }
         return Ok(vec![path.to_path_buf()]);
     }
     let rd = std::fs::read_dir(path)
@@ -101,14 +110,26 @@ fn rule_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
 }
 
 fn read_source(path: &Path) -> Result<Source, Diagnostic> {
-    let bytes = std::fs::read(path).map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    use std::io::Read;
+    // O_NONBLOCK: a FIFO swapped in after the check must not block us
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(file_error(path, "not a regular file".into()));
+    }
+    // Read at most one byte over the limit, so a huge file is refused
+    // without reading it all.
+    let mut bytes = Vec::new();
+    f.take(MAX_RULES_FILE as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
     if bytes.len() > MAX_RULES_FILE {
         return Err(file_error(
             path,
-            format!(
-                "file is {} bytes; the limit is {MAX_RULES_FILE} (MAX_RULES_FILE)",
-                bytes.len()
-            ),
+            format!("file is larger than the limit of {MAX_RULES_FILE} bytes (MAX_RULES_FILE)"),
         ));
     }
     match String::from_utf8(bytes) {
@@ -163,6 +184,99 @@ fn check_programs(rs: &mut RuleSet) {
         }
     }
     rs.warnings.extend(warnings);
+}
+
+/// What an untrusted user could change, for a daemon that runs as root:
+/// each `--rules` path, each rule file and its directory, and each `RUN`
+/// program and its directory must be owned by root and not writable by
+/// group or others (a directory with the sticky bit may be writable: no one
+/// can replace root's file in it, except that a rules directory must not be
+/// writable at all, since any new `*.rules` file in it would be loaded).
+/// Returns one error per problem, naming the path and the fix; nothing
+/// when we are not root. As cron and sudo do.
+pub fn check_trust(paths: &[PathBuf], rs: &RuleSet) -> Vec<Diagnostic> {
+    if !nix::unistd::geteuid().is_root() {
+        return Vec::new();
+    }
+    let mut out: Vec<Diagnostic> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    let mut check = |p: &Path, what: &str, strict_dir: bool, out: &mut Vec<Diagnostic>| {
+        if seen.iter().any(|s| s == p) {
+            return;
+        }
+        seen.push(p.to_path_buf());
+        if let Some(problem) = untrusted(p, strict_dir) {
+            out.push(file_error(
+                p,
+                format!(
+                    "{what} {problem}: anyone who can change it can make hotplugd run anything as root. Fix: {} (or pass --insecure-rules to accept the risk)",
+                    fix_for(p, &problem)
+                ),
+            ));
+        }
+    };
+    for p in paths {
+        let dir = p.is_dir();
+        check(
+            p,
+            if dir { "rules directory" } else { "rules file" },
+            dir,
+            &mut out,
+        );
+        if !dir {
+            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                check(parent, "directory of a rules file", false, &mut out);
+            }
+        }
+    }
+    for f in &rs.files {
+        check(Path::new(f), "rules file", false, &mut out);
+    }
+    for r in &rs.rules {
+        for a in &rs.actions[r.actions.clone()] {
+            let Action::Run(c) = a else { continue };
+            let Some(prog) = c.argv[0].literal() else {
+                continue;
+            };
+            let prog = PathBuf::from(String::from_utf8_lossy(prog).into_owned());
+            if !prog.exists() {
+                continue; // a warning already says it is missing
+            }
+            check(&prog, "RUN program", false, &mut out);
+            if let Some(parent) = prog.parent() {
+                check(parent, "directory of a RUN program", false, &mut out);
+            }
+        }
+    }
+    out
+}
+
+/// Why `p` is not trustworthy, if it is not.
+fn untrusted(p: &Path, strict_dir: bool) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok()?;
+    let mode = m.mode() & 0o7777;
+    if m.uid() != 0 {
+        return Some(format!("is owned by uid {}, not root", m.uid()));
+    }
+    let sticky_dir = m.is_dir() && mode & 0o1000 != 0 && !strict_dir;
+    if mode & 0o022 != 0 && !sticky_dir {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "group and others",
+            (true, false) => "its group",
+            _ => "others",
+        };
+        return Some(format!("is writable by {who} (mode {mode:04o})"));
+    }
+    None
+}
+
+fn fix_for(p: &Path, problem: &str) -> String {
+    if problem.contains("owned by") {
+        format!("`chown root {}`", p.display())
+    } else {
+        format!("`chmod go-w {}`", p.display())
+    }
 }
 
 /// A logical line: its text and where each piece came from.

@@ -11,7 +11,9 @@
 //! blocks the signals it reads from its signalfd) and SIGPIPE back to its
 //! default (the daemon ignores it; an ignored signal survives exec). An exec
 //! failure (ENOENT, EACCES) is sent back over a close-on-exec pipe, so the
-//! caller gets it as an error, as with `Command`. Every fd hotplugd opens is
+//! caller gets it as an error, as with `Command`. With `--handler-user`, the
+//! child drops to that uid and gid, with no supplementary groups, before
+//! `execve`; a failure to drop is reported like an exec failure. Every fd hotplugd opens is
 //! close-on-exec (and inherited ones are marked so at start-up), so a
 //! handler inherits only 0, 1, 2.
 
@@ -37,9 +39,14 @@ fn cstring(b: &[u8]) -> io::Result<CString> {
 }
 
 /// Starts `argv` (`argv[0]` an absolute path; no PATH search) with exactly
-/// `env`. Allocates (argv and env strings) before forking; the child
-/// allocates nothing.
-pub fn spawn(argv: &[Vec<u8>], env: &[(&[u8], &[u8])]) -> io::Result<Spawned> {
+/// `env`, as `creds` (uid, gid; no supplementary groups) if given.
+/// Allocates (argv and env strings) before forking; the child allocates
+/// nothing.
+pub fn spawn(
+    argv: &[Vec<u8>],
+    env: &[(&[u8], &[u8])],
+    creds: Option<(u32, u32)>,
+) -> io::Result<Spawned> {
     use nix::libc;
     if argv.is_empty() {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
@@ -90,6 +97,15 @@ pub fn spawn(argv: &[Vec<u8>], env: &[(&[u8], &[u8])]) -> io::Result<Spawned> {
             }
             if libc::chdir(c"/".as_ptr()) < 0 {
                 fail(err_fd);
+            }
+            if let Some((uid, gid)) = creds {
+                // groups first, then gid, then uid (after which we could not)
+                if libc::setgroups(0, core::ptr::null()) < 0
+                    || libc::setgid(gid) < 0
+                    || libc::setuid(uid) < 0
+                {
+                    fail(err_fd);
+                }
             }
             let mut set: libc::sigset_t = core::mem::zeroed();
             libc::sigemptyset(&mut set);
