@@ -10,7 +10,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use nix::fcntl::OFlag;
@@ -53,17 +53,6 @@ fn marked_rules(s: &Scratch, id: &str, out: &str) -> String {
         &format!("echo \"$ACTION $SEQNUM\" >> \"{}\"", s.path(out).display()),
     );
     s.rules(&format!("ENV{{SYNTH_UUID}}==\"{id}\", RUN+=\"{h}\"\n"))
-}
-
-fn wait_file(path: &std::path::Path, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
-    let end = Instant::now() + timeout;
-    loop {
-        let s = std::fs::read_to_string(path).unwrap_or_default();
-        if pred(&s) || Instant::now() > end {
-            return s;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

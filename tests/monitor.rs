@@ -141,23 +141,7 @@ fn forged_multicast_is_rejected_and_counted() {
     c.args(["monitor", "--json"]);
     let p = Proc::spawn(c);
     p.wait_listening();
-    ns.run_inside(|| {
-        use nix::sys::socket::*;
-        let fd = socket(
-            AddressFamily::Netlink,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC,
-            SockProtocol::NetlinkKObjectUEvent,
-        )
-        .unwrap();
-        sendto(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            FORGED,
-            &NetlinkAddr::new(0, 1),
-            MsgFlags::empty(),
-        )
-        .expect("root may multicast to group 1");
-    });
+    multicast(&ns, FORGED.to_vec());
     // The next real event is still handled, and the forgery never printed.
     let id = uuid();
     synth(&ns.lo_uevent(), "change", &id, &[]);

@@ -449,3 +449,47 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Waits until `pred` holds for the file's contents (missing = empty), or
+/// the timeout passes; returns the last contents read.
+pub fn wait_file(path: &Path, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    let end = Instant::now() + timeout;
+    loop {
+        let s = std::fs::read_to_string(path).unwrap_or_default();
+        if pred(&s) || Instant::now() > end {
+            return s;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Multicasts `datagram` to uevent group 1 from userspace, inside `ns`
+/// (root may; the kernel marks it with our port id, not 0).
+pub fn multicast(ns: &Netns, datagram: Vec<u8>) {
+    ns.run_inside(move || {
+        use nix::sys::socket::*;
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkKObjectUEvent,
+        )
+        .unwrap();
+        sendto(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &datagram,
+            &NetlinkAddr::new(0, 1),
+            MsgFlags::empty(),
+        )
+        .expect("root may multicast to group 1");
+    });
+}
+
+/// `setpriv` arguments that run the command as root without
+/// CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, so that file modes bind it.
+pub const WITHOUT_DAC_OVERRIDE: [&str; 4] = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--",
+];
