@@ -252,6 +252,11 @@ try:
             seen[key] = seen.get(key, 0) + 1
     check(all(v == 1 for v in seen.values()), f"no handler fired twice: {[k for k, v in seen.items() if v > 1]}")
 
+    # memory of the daemon on this architecture, after all of the above
+    rss = ask("rss", "E2E-RSS") or ""
+    print(f"hotplugd memory in the guest: {rss}", flush=True)
+    check("VmRSS" in rss, f"the guest reports hotplugd's memory ({rss})")
+
     # the counters
     stats = ask("stats", "E2E-STATS") or ""
     print("guest " + stats, flush=True)
@@ -266,7 +271,7 @@ try:
     stopped = ask("stop", "E2E-STOPPED")
     check(stopped == "0", f"the init script stops hotplugd ({stopped})")
 
-    print(f"boot to ready: {boot_s:.1f} s", flush=True)
+    print(f"boot to ready: {boot_s:.1f} s; hotplugd {rss}", flush=True)
     for k, v in latencies.items():
         print(f"plug to handler: {k}: {v:.0f} ms", flush=True)
     try:

@@ -181,6 +181,7 @@ while read -r cmd arg; do
             kill -USR1 "$(cat /run/hotplugd.pid)"; sleep 1
             echo "E2E-STATS $(dmesg | grep 'stats:' | tail -1)" ;;
         log) dmesg | grep 'hotplugd\[' | sed 's/^/E2E-LOG /' ;;
+        rss) echo "E2E-RSS $(grep -E 'VmRSS|VmHWM' "/proc/$(cat /run/hotplugd.pid)/status" | tr -s ' \t\n' ' ')" ;;
         stop) /etc/init.d/S10hotplugd stop; echo "E2E-STOPPED $?" ;;
         *) echo "E2E-UNKNOWN $cmd" ;;
     esac
