@@ -41,5 +41,9 @@ for d in ("tests/rules", "board", "examples"):
     rules += glob.glob(os.path.join(repo, d, "**/*.rules"), recursive=True)
 for path in sorted(rules):
     put("rules_parse", path[len(repo) + 1:].replace("/", "_"), open(path, "rb").read())
+# every input that once crashed a target stays a seed (and a test)
+for path in sorted(glob.glob(os.path.join(here, "regressions/*/*"))):
+    put(os.path.basename(os.path.dirname(path)), "regression-" + os.path.basename(path),
+        open(path, "rb").read())
 for t in ("uevent_parse", "rules_parse", "replay_input"):
     print(f"seeds/{t}: {len(os.listdir(os.path.join(seeds, t)))} files")

@@ -195,6 +195,26 @@ fn every_readme_example_loads_and_round_trips() {
     }
 }
 
+/// Found by the rules_parse fuzzer (fuzz/regressions/rules_parse/): `%p`
+/// glued to a letter rendered as `$devpathtd`, an unknown substitution.
+#[test]
+fn substitutions_glued_to_text_render_back_the_same() {
+    let text = "ACTION==\"add\", RUN+=\"/bin/echo %ptd %kx %n_1 %N9 $kernel-x $devpath/y\"\n";
+    let rs = compile("t.rules", text);
+    let once = rs.render_file(0);
+    assert_eq!(compile("t.rules", &once).render_file(0), once);
+    assert!(
+        once.contains("%ptd %kx %n_1 %N9 $kernel-x $devpath/y"),
+        "{once}"
+    );
+    // and the fuzzer's input itself
+    let crash = common::read(common::repo(
+        "fuzz/regressions/rules_parse/crash-25b2009e5b1a317dcfd3fa988ee75718209a86bd",
+    ));
+    let once = compile("f.rules", &crash).render_file(0);
+    assert_eq!(compile("f.rules", &once).render_file(0), once);
+}
+
 #[test]
 fn rendering_keeps_every_kind_of_term() {
     let text = r#"ACTION=="add|remove", SUBSYSTEM!="net", DEVTYPE=="usb_device", DEVPATH=="/devices/*", KERNEL=="tty[A-Z]*", DRIVER=="", ENV{ID}=="?*", USB{idVendor}=="0403", ATTR{x}=="1 ", ATTRS{serial}=="FT*", KERNELS=="1-1*", SUBSYSTEMS=="usb", DRIVERS=="ftdi_sio", ENV{A}="$kernel %n $$5 100%%", ATTR{power/control}="on", RUN+="/bin/sh -c 'echo $env{A} > /tmp/x'", RUN{builtin}+="log one 'two words'", OPTIONS+="last_rule"

@@ -775,7 +775,19 @@ impl MatchKey {
 
 /// A template as rule text (`$` and `%` doubled in literals).
 fn render_template(t: &Template, out: &mut String) {
-    for p in &t.0 {
+    for (i, p) in t.0.iter().enumerate() {
+        // `$kernel` followed by a letter, digit or `_` would read as a
+        // longer (unknown) name: then the fixed-width udev form (`%k`) is
+        // the one that parses back the same (a fuzzer found `%ptd`).
+        let glued = matches!(t.0.get(i + 1), Some(Piece::Lit(l))
+            if l.first().is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_'));
+        let named = |long: &str, short: &str| {
+            if glued {
+                short.to_string()
+            } else {
+                long.to_string()
+            }
+        };
         match p {
             Piece::Lit(l) => {
                 for c in String::from_utf8_lossy(l).chars() {
@@ -786,10 +798,10 @@ fn render_template(t: &Template, out: &mut String) {
                     }
                 }
             }
-            Piece::Kernel => out.push_str("$kernel"),
-            Piece::Number => out.push_str("$number"),
-            Piece::Devpath => out.push_str("$devpath"),
-            Piece::Devnode => out.push_str("$devnode"),
+            Piece::Kernel => out.push_str(&named("$kernel", "%k")),
+            Piece::Number => out.push_str(&named("$number", "%n")),
+            Piece::Devpath => out.push_str(&named("$devpath", "%p")),
+            Piece::Devnode => out.push_str(&named("$devnode", "%N")),
             Piece::Env(k) => {
                 out.push_str("$env{");
                 out.push_str(k);
