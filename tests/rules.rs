@@ -207,12 +207,25 @@ fn substitutions_glued_to_text_render_back_the_same() {
         once.contains("%ptd %kx %n_1 %N9 $kernel-x $devpath/y"),
         "{once}"
     );
-    // and the fuzzer's input itself
-    let crash = common::read(common::repo(
-        "fuzz/regressions/rules_parse/crash-25b2009e5b1a317dcfd3fa988ee75718209a86bd",
-    ));
-    let once = compile("f.rules", &crash).render_file(0);
-    assert_eq!(compile("f.rules", &once).render_file(0), once);
+    // and the fuzzer's inputs themselves: the second had 150 `%n` in one
+    // value, whose `$number` forms rendered past MAX_VALUE_LEN
+    for crash in [
+        "crash-25b2009e5b1a317dcfd3fa988ee75718209a86bd",
+        "crash-4f0ee0d4e945aa20341315331a8cf1381d09dbdb",
+    ] {
+        let text = common::read(common::repo(&format!(
+            "fuzz/regressions/rules_parse/{crash}"
+        )));
+        let once = compile("f.rules", &text).render_file(0);
+        assert_eq!(compile("f.rules", &once).render_file(0), once, "{crash}");
+    }
+    let long = format!("ENV{{A}}=\"{}\"\n", "%n".repeat(500));
+    let once = compile("t.rules", &long).render_file(0);
+    assert!(
+        once.contains(&"%n".repeat(500)),
+        "short forms when long ones would not fit"
+    );
+    assert_eq!(compile("t.rules", &once).render_file(0), once);
 }
 
 #[test]

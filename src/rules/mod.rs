@@ -774,12 +774,16 @@ impl MatchKey {
 }
 
 /// A template as rule text (`$` and `%` doubled in literals).
-fn render_template(t: &Template, out: &mut String) {
+/// `short`: every substitution in udev's fixed-width form (`%k`, `%E{X}`),
+/// never longer than what was parsed, so the rendered value stays within
+/// `MAX_VALUE_LEN` (the fuzzer found `%n` x 150 rendering past it).
+fn render_template(t: &Template, out: &mut String, short: bool) {
     for (i, p) in t.0.iter().enumerate() {
         // `$kernel` followed by a letter, digit or `_` would read as a
         // longer (unknown) name: then the fixed-width udev form (`%k`) is
         // the one that parses back the same (a fuzzer found `%ptd`).
-        let glued = matches!(t.0.get(i + 1), Some(Piece::Lit(l))
+        let glued = short
+            || matches!(t.0.get(i + 1), Some(Piece::Lit(l))
             if l.first().is_some_and(|&b| b.is_ascii_alphanumeric() || b == b'_'));
         let named = |long: &str, short: &str| {
             if glued {
@@ -803,12 +807,12 @@ fn render_template(t: &Template, out: &mut String) {
             Piece::Devpath => out.push_str(&named("$devpath", "%p")),
             Piece::Devnode => out.push_str(&named("$devnode", "%N")),
             Piece::Env(k) => {
-                out.push_str("$env{");
+                out.push_str(if short { "%E{" } else { "$env{" });
                 out.push_str(k);
                 out.push('}');
             }
             Piece::Attr(a) => {
-                out.push_str("$attr{");
+                out.push_str(if short { "%s{" } else { "$attr{" });
                 out.push_str(a);
                 out.push('}');
             }
@@ -817,13 +821,13 @@ fn render_template(t: &Template, out: &mut String) {
 }
 
 /// RUN words: a word with a space or tab, or an empty word, in `'...'`.
-fn render_words(words: &[Template], out: &mut String) {
+fn render_words(words: &[Template], out: &mut String, short: bool) {
     for (i, w) in words.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
         let mut s = String::new();
-        render_template(w, &mut s);
+        render_template(w, &mut s, short);
         if s.is_empty() || s.contains([' ', '\t']) {
             out.push('\'');
             out.push_str(&s);
@@ -854,29 +858,34 @@ impl RuleSet {
                 ));
             }
             for a in &self.actions[r.actions.clone()] {
-                let mut s = String::new();
-                match a {
-                    Action::Run(c) => {
-                        s.push_str("RUN+=\"");
-                        render_words(&c.argv, &mut s);
-                    }
-                    Action::Builtin { name, args, .. } => {
-                        s.push_str("RUN{builtin}+=\"");
-                        s.push_str(name);
-                        if !args.is_empty() {
-                            s.push(' ');
-                            render_words(args, &mut s);
+                let value = |short: bool| {
+                    let mut v = String::new();
+                    match a {
+                        Action::Run(c) => render_words(&c.argv, &mut v, short),
+                        Action::Builtin { name, args, .. } => {
+                            v.push_str(name);
+                            if !args.is_empty() {
+                                v.push(' ');
+                                render_words(args, &mut v, short);
+                            }
+                        }
+                        Action::SetEnv { value, .. } | Action::WriteAttr { value, .. } => {
+                            render_template(value, &mut v, short)
                         }
                     }
-                    Action::SetEnv { key, value } => {
-                        s.push_str(&format!("ENV{{{key}}}=\""));
-                        render_template(value, &mut s);
-                    }
-                    Action::WriteAttr { name, value } => {
-                        s.push_str(&format!("ATTR{{{name}}}=\""));
-                        render_template(value, &mut s);
-                    }
+                    v
+                };
+                let mut v = value(false);
+                if v.len() > crate::limits::MAX_VALUE_LEN {
+                    v = value(true);
                 }
+                let mut s = match a {
+                    Action::Run(_) => "RUN+=\"".to_string(),
+                    Action::Builtin { .. } => "RUN{builtin}+=\"".to_string(),
+                    Action::SetEnv { key, .. } => format!("ENV{{{key}}}=\""),
+                    Action::WriteAttr { name, .. } => format!("ATTR{{{name}}}=\""),
+                };
+                s.push_str(&v);
                 s.push('"');
                 terms.push(s);
             }
