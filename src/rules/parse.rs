@@ -723,6 +723,13 @@ impl RuleBuilder<'_> {
                 if t.attr.is_some() || !(t.op == "+=" || t.op == "=") {
                     return self.fail(t.op_at, "OPTIONS takes += (OPTIONS+=\"last_rule\")".into());
                 }
+                if t.value.split(',').all(|o| o.trim().is_empty()) {
+                    // a rule of only OPTIONS+="" would do nothing and say nothing
+                    return self.fail(
+                        t.value_at,
+                        "OPTIONS needs an option (only last_rule is supported)".into(),
+                    );
+                }
                 for opt in t.value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
                     if opt == "last_rule" {
                         self.last_rule = true;
