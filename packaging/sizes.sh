@@ -23,7 +23,7 @@
 # Needs the cross toolchain of cross/setup.sh (Debian's Rust and ARM std).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# shellcheck source=PIN
+# shellcheck source=/dev/null
 . packaging/PIN
 rev=${1:-$REVISION}
 work=$(mktemp -d "${TMPDIR:-/tmp}/hotplugd-sizes.XXXXXX")
