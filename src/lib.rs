@@ -21,6 +21,8 @@
 //!   [`recovery`] keeps it in step and runs coldplug and the resync after
 //!   an overrun, walking sysfs through [`sys::walk`].
 //! - [`runner`] and [`exec`] run the rules and the handlers.
+//! - [`broadcast`] encodes handled events for other programs (libudev's
+//!   and the kernel's netlink formats). Pure; [`sys::broadcast`] sends.
 //! - [`app`] runs one command; [`cli`] parses the command line.
 //!
 //! Arrows point one way: pure modules import nothing from `sys`, `daemon`
@@ -38,6 +40,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod broadcast;
 pub mod cli;
 pub mod daemon;
 pub mod devices;
