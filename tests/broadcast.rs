@@ -292,7 +292,12 @@ fn group_mask_listener_gets_the_kernel_format_with_env_values() {
     }
     let ns = Netns::new();
     let s = Scratch::new("bcast-kernel");
-    let rules = s.rules("SUBSYSTEM==\"net\", ENV{HOTPLUG_ROLE}=\"uplink\"\n");
+    // the add's handler takes a while: the tap's queues (its children, no
+    // work of their own) must still be broadcast after the tap's add
+    let rules = s.rules(
+        "SUBSYSTEM==\"net\", ENV{HOTPLUG_ROLE}=\"uplink\"\n\
+         SUBSYSTEM==\"net\", ACTION==\"add\", RUN+=\"/bin/sleep 0.3\"\n",
+    );
     let hp = daemon(&ns, &rules, &["kernel:4", "udev"]);
     let script = s.path("g4.py");
     std::fs::write(&script, GROUP4).unwrap();
@@ -320,6 +325,13 @@ fn group_mask_listener_gets_the_kernel_format_with_env_values() {
     assert!(
         lines.iter().any(|l| l.contains(" queues - ")),
         "every event is rebroadcast, not only matched ones: {lines:?}"
+    );
+    let pos = |p: &str| lines.iter().position(|l| l.starts_with(p));
+    let tap_add = pos(&format!("event add@{dp} ")).unwrap();
+    let queue_add = pos(&format!("event add@{dp}/queues/")).unwrap();
+    assert!(
+        tap_add < queue_add,
+        "a child's event waits for its parent's job: {lines:?}"
     );
     assert!(
         !lines.iter().any(|l| l.contains("event libudev")),
