@@ -155,7 +155,10 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EncodeError::TooLarge { needed } => {
-                write!(f, "the datagram would take {needed} bytes, more than the buffer")
+                write!(
+                    f,
+                    "the datagram would take {needed} bytes, more than the buffer"
+                )
             }
             EncodeError::NoHeader => f.write_str("the event has no ACTION@DEVPATH header"),
         }
@@ -233,7 +236,10 @@ impl<'a> Properties<'a> {
     /// Splits `raw` (`ACTION@DEVPATH\0KEY=VALUE\0...`) and appends the
     /// entries of `extra` (`KEY=VALUE\0...`).
     pub fn new(raw: &'a [u8], extra: &'a [u8]) -> Result<Properties<'a>, EncodeError> {
-        let n = raw.iter().position(|&b| b == 0).ok_or(EncodeError::NoHeader)?;
+        let n = raw
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(EncodeError::NoHeader)?;
         let header = &raw[..n];
         if !header.contains(&b'@') {
             return Err(EncodeError::NoHeader);
@@ -455,7 +461,11 @@ ROLE=uplink\0INTERFACE=wan0\0";
         assert_eq!(&d[8..12], &[0xfe, 0xed, 0xca, 0xfe], "magic, network order");
         assert_eq!(&d[12..16], &40u32.to_ne_bytes(), "header size");
         assert_eq!(&d[16..20], &40u32.to_ne_bytes(), "properties offset");
-        assert_eq!(d[20..24], ((n - 40) as u32).to_ne_bytes(), "properties length");
+        assert_eq!(
+            d[20..24],
+            ((n - 40) as u32).to_ne_bytes(),
+            "properties length"
+        );
         assert_eq!(&d[24..28], &murmur2(b"net").to_be_bytes());
         assert_eq!(&d[28..32], &murmur2(b"wlan").to_be_bytes());
         assert_eq!(&d[32..40], &[0; 8], "no TAGS: empty bloom filter");

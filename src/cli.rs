@@ -9,11 +9,11 @@ use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
+use crate::broadcast::Target;
 use crate::limits::{
     DEFAULT_HANDLER_TIMEOUT_SECS, DEFAULT_MAX_CHILDREN, DEFAULT_MAX_QUEUE, DEFAULT_RCVBUF,
     MIN_RCVBUF,
 };
-use crate::broadcast::Target;
 use crate::recovery::{Coldplug, Track};
 use crate::sys::log::LogTarget;
 
@@ -530,8 +530,8 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
             }
             Long("broadcast") => {
                 let v = p.value()?.string()?;
-                let t = Target::parse(&v)
-                    .map_err(|e| UsageError(format!("--broadcast '{v}': {e}")))?;
+                let t =
+                    Target::parse(&v).map_err(|e| UsageError(format!("--broadcast '{v}': {e}")))?;
                 if o.broadcast.len() == crate::limits::MAX_BROADCAST_TARGETS {
                     return Err(UsageError(format!(
                         "--broadcast: at most {} targets",

@@ -33,7 +33,10 @@
 //! 64 KiB output buffer, the control-message buffer, the poll's event
 //! list, the compiled rules (again on SIGHUP) and the device table. Beyond
 //! the receive → parse → match path: a job for each event with handlers
-//! (argv, environment), and a resync's sysfs snapshot. The receive → parse → print path allocates nothing; a test counts
+//! (argv, environment), and a resync's sysfs snapshot. `--broadcast` allocates
+//! its two 8 KiB buffers at start; encoding and sending allocate nothing,
+//! except that an event with no job waiting behind a related running job
+//! becomes an empty job (so it is broadcast in order). The receive → parse → print path allocates nothing; a test counts
 //! allocations across a burst of real kernel events (`tests/alloc.rs`).
 
 #![deny(unsafe_op_in_unsafe_fn)]

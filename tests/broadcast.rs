@@ -54,7 +54,10 @@ fi
         .status()
         .map_err(|e| format!("sh: {e}"))?;
     if !st.success() {
-        return Err(format!("fetching udev/libudev1/pyudev into {} failed", d.display()));
+        return Err(format!(
+            "fetching udev/libudev1/pyudev into {} failed",
+            d.display()
+        ));
     }
     Ok(x)
 }
@@ -136,7 +139,8 @@ fn udevadm_monitor_prints_the_handled_event_with_the_rules_property() {
     c.stderr(Stdio::inherit());
     let mon = Proc::spawn(c);
     assert!(
-        mon.next_line(T, |l| l.starts_with("UDEV - the event")).is_some(),
+        mon.next_line(T, |l| l.starts_with("UDEV - the event"))
+            .is_some(),
         "udevadm monitor did not start"
     );
     let name = Tap::name("u");
@@ -146,10 +150,7 @@ fn udevadm_monitor_prints_the_handled_event_with_the_rules_property() {
     // UDEV  [t] add  /devices/virtual/net/NAME (net), then KEY=VALUE lines
     let mut seen = Vec::new();
     let mut props = Vec::new();
-    loop {
-        let Some(l) = mon.next_line(T, |_| true) else {
-            break;
-        };
+    while let Some(l) = mon.next_line(T, |_| true) {
         if l.is_empty() && seen.len() == 2 {
             break; // the end of the second event's properties
         }
@@ -198,7 +199,8 @@ while True:
 
 #[test]
 fn pyudev_over_libudev1_gets_add_and_remove_after_the_handler_and_nothing_filtered_out() {
-    let test = "pyudev_over_libudev1_gets_add_and_remove_after_the_handler_and_nothing_filtered_out";
+    let test =
+        "pyudev_over_libudev1_gets_add_and_remove_after_the_handler_and_nothing_filtered_out";
     if !need_root(test) {
         return;
     }
@@ -237,7 +239,9 @@ fn pyudev_over_libudev1_gets_add_and_remove_after_the_handler_and_nothing_filter
     );
     c.stderr(Stdio::inherit());
     let mon = Proc::spawn(c);
-    let lib = mon.next_line(T, |l| l.starts_with("lib ")).expect("pyudev started");
+    let lib = mon
+        .next_line(T, |l| l.starts_with("lib "))
+        .expect("pyudev started");
     assert!(
         lib.contains("target/clients/x/"),
         "pyudev must use the unpacked libudev1: {lib}"
@@ -302,10 +306,7 @@ fn group_mask_listener_gets_the_kernel_format_with_env_values() {
     let script = s.path("g4.py");
     std::fs::write(&script, GROUP4).unwrap();
     let name = Tap::name("k");
-    let mut c = inside(
-        &ns,
-        &["python3", script.to_str().unwrap(), "4", &name],
-    );
+    let mut c = inside(&ns, &["python3", script.to_str().unwrap(), "4", &name]);
     c.stderr(Stdio::inherit());
     let mon = Proc::spawn(c);
     assert!(mon.next_line(T, |l| l == "ready").is_some());

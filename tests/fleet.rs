@@ -77,7 +77,18 @@ fn tap_plug_and_unplug_arrive_at_the_broker_in_order_and_a_dead_broker_is_counte
     let mut c = inside(
         &ns,
         &[
-            "stdbuf", "-oL", "mosquitto_sub", "-d", "-v", "-q", "1", "-h", "127.0.0.1", "-p", &port_s, "-t",
+            "stdbuf",
+            "-oL",
+            "mosquitto_sub",
+            "-d",
+            "-v",
+            "-q",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port_s,
+            "-t",
             "hotplug/#",
         ],
     );
@@ -120,7 +131,11 @@ fn tap_plug_and_unplug_arrive_at_the_broker_in_order_and_a_dead_broker_is_counte
         let (topic, payload) = l.split_once(' ').expect("-v: topic then payload");
         let v = json::parse(payload.as_bytes())
             .unwrap_or_else(|e| panic!("not JSON ({e:?}): {payload}"));
-        let action = v.get("action").and_then(|a| a.as_str()).unwrap().to_string();
+        let action = v
+            .get("action")
+            .and_then(|a| a.as_str())
+            .unwrap()
+            .to_string();
         assert_eq!(topic, format!("hotplug/{host}/net/{action}"), "{l}");
         assert_eq!(v.get("host").and_then(|h| h.as_str()), Some(host.as_str()));
         assert_eq!(v.get("subsystem").and_then(|h| h.as_str()), Some("net"));
@@ -131,7 +146,10 @@ fn tap_plug_and_unplug_arrive_at_the_broker_in_order_and_a_dead_broker_is_counte
             env.get("DEVPATH").and_then(|d| d.as_str()),
             v.get("devpath").and_then(|d| d.as_str())
         );
-        assert!(env.get("PATH").is_none() && env.get("HOTPLUGD_RULE").is_none(), "{l}");
+        assert!(
+            env.get("PATH").is_none() && env.get("HOTPLUGD_RULE").is_none(),
+            "{l}"
+        );
         got.push((ifname.to_string(), action));
     }
     for t in &taps {
@@ -184,7 +202,11 @@ fn the_opt_in_rules_file_loads_and_is_not_loaded_by_default() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.starts_with("rules: 1 rules from 1 files"), "{text}");
     // a directory loads only *.rules: the shipped set does not publish
     let out = hotplugd()

@@ -171,7 +171,13 @@ impl Broadcaster {
     /// Encodes a handled event once per format and sends it to every target
     /// of that format. `raw`, `extra`: see [`crate::broadcast::Properties`].
     /// `label`: for log lines. Never blocks; allocates only for a log line.
-    pub fn send(&mut self, raw: &[u8], extra: &[u8], label: &dyn core::fmt::Display, stats: &mut Stats) {
+    pub fn send(
+        &mut self,
+        raw: &[u8],
+        extra: &[u8],
+        label: &dyn core::fmt::Display,
+        stats: &mut Stats,
+    ) {
         for format in [Format::Udev, Format::Kernel] {
             if !self.targets.iter().any(|t| t.format == format) {
                 continue;
