@@ -176,10 +176,13 @@ fn udevadm_monitor_prints_the_handled_event_with_the_rules_property() {
 
 const PYUDEV: &str = r#"
 import os, sys, pyudev
-marks, want = sys.argv[1], sys.argv[2]
+marks, want, by = sys.argv[1], sys.argv[2], sys.argv[3]
 ctx = pyudev.Context()
 mon = pyudev.Monitor.from_netlink(ctx, source='udev')
-mon.filter_by(subsystem='net')
+if by == 'tag':
+    mon.filter_by_tag('hotplugd')
+else:
+    mon.filter_by(subsystem='net')
 mon.start()
 lib = [l.split()[-1] for l in open('/proc/self/maps') if 'libudev.so' in l]
 print('lib', lib[0] if lib else '?', flush=True)
@@ -235,6 +238,7 @@ fn pyudev_over_libudev1_gets_add_and_remove_after_the_handler_and_nothing_filter
             script.to_str().unwrap(),
             marks.to_str().unwrap(),
             &name,
+            "subsystem",
         ],
     );
     c.stderr(Stdio::inherit());
@@ -381,4 +385,55 @@ fn broadcast_usage_errors() {
         assert_eq!(out.status.code(), Some(2), "{arg}: {err}");
         assert!(err.contains(want), "{arg}: {err}");
     }
+}
+
+#[test]
+fn pyudev_tag_filter_uses_the_bloom_filter_from_env_tags() {
+    let test = "pyudev_tag_filter_uses_the_bloom_filter_from_env_tags";
+    if !need_root(test) {
+        return;
+    }
+    let Some(x) = clients(test) else { return };
+    let ns = Netns::new();
+    let s = Scratch::new("bcast-tag");
+    let marks = s.path("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    // only net devices get the tag; libudev's socket filter tests the bloom
+    // bits of `hotplugd` in the header, its userspace check the TAGS value
+    let rules =
+        s.rules("SUBSYSTEM==\"net\", ENV{TAGS}=\":hotplugd:\", ENV{HOTPLUG_ROLE}=\"uplink\"\n");
+    let hp = daemon(&ns, &rules, &["udev"]);
+    let script = s.path("mon.py");
+    std::fs::write(&script, PYUDEV).unwrap();
+    let name = Tap::name("t");
+    let py = clients_dir().join("venv/bin/python");
+    let mut c = inside(
+        &ns,
+        &[
+            "env",
+            &format!("LD_LIBRARY_PATH={}", libdirs(&x)),
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+            marks.to_str().unwrap(),
+            &name,
+            "tag",
+        ],
+    );
+    c.stderr(Stdio::inherit());
+    let mon = Proc::spawn(c);
+    assert!(mon.next_line(T, |l| l == "ready").is_some());
+    ip_in(&ns, &["tuntap", "add", "dev", &name, "mode", "tap"]);
+    ip_in(&ns, &["link", "del", &name]);
+    let lines = mon.lines_for(T);
+    let events: Vec<&String> = lines.iter().filter(|l| l.starts_with("event ")).collect();
+    let dp = format!("/devices/virtual/net/{name}");
+    assert_eq!(
+        events,
+        [
+            &format!("event add net {dp} uplink done=0"),
+            &format!("event remove net {dp} uplink done=0"),
+        ],
+        "pyudev printed: {lines:?}"
+    );
+    drop(hp);
 }
