@@ -306,6 +306,11 @@ pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
         Readiness::new(opts.ready_fd, opts.pidfile.clone()).map_err(AppError::System)?;
     runner.set_readiness(readiness);
     runner.enable_recovery(opts.track.clone(), opts.coldplug);
+    if !opts.broadcast.is_empty() {
+        let b = crate::sys::broadcast::Broadcaster::new(opts.broadcast.clone())
+            .map_err(|e| AppError::System(format!("--broadcast socket: {}", e.desc())))?;
+        runner.enable_broadcast(b);
+    }
     let socket = open_socket(opts.rcvbuf)?;
     let mut d = Daemon::new(socket, signals, runner).map_err(system("event loop"))?;
     info!("listening for kernel uevents");

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use lexopt::prelude::*;
 
+use crate::broadcast::Target;
 use crate::limits::{
     DEFAULT_HANDLER_TIMEOUT_SECS, DEFAULT_MAX_CHILDREN, DEFAULT_MAX_QUEUE, DEFAULT_RCVBUF,
     MIN_RCVBUF,
@@ -95,6 +96,8 @@ pub struct RunOpts {
     pub coldplug: Coldplug,
     /// `--track`; `None`: the subsystems the rules can match.
     pub track: Option<Track>,
+    /// `--broadcast`, in order.
+    pub broadcast: Vec<Target>,
 }
 
 /// Options of `check`.
@@ -264,6 +267,11 @@ Options:
                    and overrun recovery: usb,tty,... or all (default: the
                    SUBSYSTEM== values of rules with handlers; all if some
                    rule with handlers has none)
+  --broadcast TO   once handled, send each event on to other programs;
+                   repeatable. udev: libudev's format to group 2 (libudev,
+                   pyudev, libusb, udevadm monitor --udev); kernel:MASK: the
+                   kernel's format to group mask MASK, as mdevd -O
+                   (libudev-zero: kernel:4). ENV{{}} values included
   -v, --verbose    more log output (repeatable)
   -h, --help       this help
 
@@ -284,7 +292,9 @@ stop: queued work is dropped (logged), handlers get SIGTERM, then SIGKILL
 On exit one line goes to stderr:
   stats: received=N ... matched=N handlers_started=N handlers_failed=N
   handlers_timed_out=N queue_full=N output_lines_cut=N limits_hit=N attr_write_failed=N
-  resyncs=N resync_retries=N synthetic_adds=N synthetic_removes=N table_full=N log_dropped=N
+  resyncs=N resync_retries=N synthetic_adds=N synthetic_removes=N table_full=N
+  broadcast_sent=N broadcast_again=N broadcast_nobufs=N broadcast_refused=N
+  broadcast_failed=N broadcast_too_large=N log_dropped=N
 "
     )
 }
@@ -480,6 +490,7 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
         pidfile: None,
         coldplug: Coldplug::None,
         track: None,
+        broadcast: Vec::new(),
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -516,6 +527,18 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
                     }
                     Track::Only(list)
                 });
+            }
+            Long("broadcast") => {
+                let v = p.value()?.string()?;
+                let t =
+                    Target::parse(&v).map_err(|e| UsageError(format!("--broadcast '{v}': {e}")))?;
+                if o.broadcast.len() == crate::limits::MAX_BROADCAST_TARGETS {
+                    return Err(UsageError(format!(
+                        "--broadcast: at most {} targets",
+                        crate::limits::MAX_BROADCAST_TARGETS
+                    )));
+                }
+                o.broadcast.push(t);
             }
             Short('h') | Long("help") => return Ok(Command::Help(leak(run_help()))),
             Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),

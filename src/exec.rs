@@ -203,6 +203,10 @@ pub struct Exec {
     next_token: usize,
     stopping: bool,
     full_logged: bool,
+    /// BROADCAST HOOK (issue 16, `--broadcast`): `Some` once
+    /// [`Exec::keep_finished`] was called; jobs whose steps are all done
+    /// wait here for [`Exec::take_finished`].
+    finished: Option<VecDeque<Job>>,
 }
 
 impl Exec {
@@ -216,7 +220,20 @@ impl Exec {
             next_token: FIRST_MODE_TOKEN + 1,
             stopping: false,
             full_logged: false,
+            finished: None,
         }
+    }
+
+    /// BROADCAST HOOK (issue 16): from now on, keep each finished job (all
+    /// its steps done: ATTR writes, builtins, every handler reaped) for
+    /// [`Exec::take_finished`], in the order they finish.
+    pub fn keep_finished(&mut self) {
+        self.finished.get_or_insert_with(VecDeque::new);
+    }
+
+    /// BROADCAST HOOK (issue 16): the oldest finished job not taken yet.
+    pub fn take_finished(&mut self) -> Option<Job> {
+        self.finished.as_mut()?.pop_front()
     }
 
     /// The builtin names (for the rules loader).
@@ -347,6 +364,10 @@ impl Exec {
             }
         }
         debug!("done: {}", job.label);
+        // BROADCAST HOOK (issue 16): the job is fully handled
+        if let Some(f) = self.finished.as_mut() {
+            f.push_back(job);
+        }
     }
 
     /// Starts one handler process; false if it could not start (logged and

@@ -21,6 +21,8 @@
 //!   [`recovery`] keeps it in step and runs coldplug and the resync after
 //!   an overrun, walking sysfs through [`sys::walk`].
 //! - [`runner`] and [`exec`] run the rules and the handlers.
+//! - [`broadcast`] encodes handled events for other programs (libudev's
+//!   and the kernel's netlink formats). Pure; [`sys::broadcast`] sends.
 //! - [`app`] runs one command; [`cli`] parses the command line.
 //!
 //! Arrows point one way: pure modules import nothing from `sys`, `daemon`
@@ -31,13 +33,17 @@
 //! 64 KiB output buffer, the control-message buffer, the poll's event
 //! list, the compiled rules (again on SIGHUP) and the device table. Beyond
 //! the receive → parse → match path: a job for each event with handlers
-//! (argv, environment), and a resync's sysfs snapshot. The receive → parse → print path allocates nothing; a test counts
+//! (argv, environment), and a resync's sysfs snapshot. `--broadcast` allocates
+//! its two 8 KiB buffers at start; encoding and sending allocate nothing,
+//! except that an event with no job waiting behind a related running job
+//! becomes an empty job (so it is broadcast in order). The receive → parse → print path allocates nothing; a test counts
 //! allocations across a burst of real kernel events (`tests/alloc.rs`).
 
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod broadcast;
 pub mod cli;
 pub mod daemon;
 pub mod devices;

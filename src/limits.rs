@@ -105,3 +105,18 @@ pub const HANDLER_KILL_GRACE_SECS: u64 = 2;
 /// Bytes of one line of handler output kept for the log. Longer lines are cut
 /// there, logged with a marker and counted (`output_lines_cut`).
 pub const HANDLER_LINE: usize = 512;
+
+/// Bytes of one `--broadcast` datagram (one buffer, allocated when a
+/// broadcast is configured).
+///
+/// The receivers decide: systemd's libudev (`device_monitor_receive_device`)
+/// and libudev-zero both receive into an 8192-byte buffer and drop a
+/// truncated datagram, so a longer one would be lost at every client.
+/// A kernel event alone is at most ~2.1 KiB (`UEVENT_BUFFER_SIZE` 2048 +
+/// header), which leaves ~6 KiB for `ENV{}` values and libudev's 40-byte
+/// header. Exceeded: the event is not broadcast in that format; logged
+/// (rate-limited) and counted (`broadcast_too_large`).
+pub const BROADCAST_BUFFER: usize = 8192;
+
+/// Most `--broadcast` targets. Exceeded: a usage error at start.
+pub const MAX_BROADCAST_TARGETS: usize = 8;

@@ -16,6 +16,7 @@ use crate::recovery::{Coldplug, Recovery, Track, Verdict};
 use crate::rules::parse::{self, Source, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use crate::rules::{Action, Diagnostic, Matched, RuleSet};
 use crate::stats::Scope;
+use crate::sys::broadcast::Broadcaster;
 use crate::sys::notify::Readiness;
 use crate::sys::sysfs::SysfsRoot;
 use crate::uevent::Uevent;
@@ -111,6 +112,8 @@ pub struct Runner {
     recovery: Option<Recovery>,
     /// `--track`, if given (else the rules decide).
     track_override: Option<Track>,
+    /// `--broadcast` targets, if any (issue 16).
+    broadcaster: Option<Broadcaster>,
 }
 
 impl Runner {
@@ -131,7 +134,45 @@ impl Runner {
             readiness: Readiness::default(),
             recovery: None,
             track_override: None,
+            broadcaster: None,
         })
+    }
+
+    /// `--broadcast`: from now on every event is sent to the broadcaster's
+    /// targets once fully handled: after its job finished (ATTR writes,
+    /// builtins, every handler exited), or right after the rules when it
+    /// made no job. An event with no job waits (as an empty job) behind a
+    /// running job of the same device, its parents or children, so clients
+    /// see each device's events in order.
+    pub fn enable_broadcast(&mut self, b: Broadcaster) {
+        self.exec.keep_finished();
+        self.broadcaster = Some(b);
+    }
+
+    /// BROADCAST HOOK (issue 16): sends the jobs the engine has finished.
+    fn broadcast_finished(&mut self, cx: &mut Cx<'_>) {
+        let Some(b) = self.broadcaster.as_mut() else {
+            return;
+        };
+        while let Some(job) = self.exec.take_finished() {
+            b.send(&job.raw, b"", &job.label, cx.stats);
+        }
+    }
+
+    /// BROADCAST HOOK (issue 16): an event the rules gave no work to is
+    /// handled now, unless a job it must follow is still waiting or running.
+    fn broadcast_unworked(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) {
+        let Some(b) = self.broadcaster.as_mut() else {
+            return;
+        };
+        if self.exec.idle() {
+            let env = self.rules.env_assignments(&self.matched);
+            let label = format_args!("{} {}", ev.action(), ev.devpath());
+            b.send_with_env(ev.raw(), env, &label, cx.stats);
+        } else {
+            let (job, _) = build_job(&self.rules, ev, &self.matched, &self.sysfs);
+            self.exec.push(job, cx);
+        }
     }
 
     /// Who to tell when the loop starts (pidfile, `--ready-fd`,
@@ -301,6 +342,8 @@ impl Runner {
         self.rules.evaluate(ev, &self.sysfs, &mut self.matched);
         let m = &self.matched;
         if m.count == 0 {
+            self.broadcast_unworked(ev, cx);
+            self.broadcast_finished(cx);
             return Flow::Continue;
         }
         cx.stats.matched += 1;
@@ -319,7 +362,10 @@ impl Runner {
             if !self.exec.has_room() {
                 self.exec.note_full(cx);
             }
+        } else {
+            self.broadcast_unworked(ev, cx);
         }
+        self.broadcast_finished(cx);
         if hit > 0 {
             cx.stats.limits_hit += hit as u64;
             warn!(
@@ -382,7 +428,10 @@ impl Mode for Runner {
 
     fn signal(&mut self, sig: Signal, cx: &mut Cx<'_>) {
         match sig {
-            Signal::SIGCHLD => self.exec.sigchld(cx),
+            Signal::SIGCHLD => {
+                self.exec.sigchld(cx);
+                self.broadcast_finished(cx);
+            }
             Signal::SIGHUP => self.reload(cx.stats),
             _ => {}
         }

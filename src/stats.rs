@@ -59,6 +59,23 @@ pub struct Stats {
     /// Resyncs that could only add because the device table had overflowed.
     pub table_full: u64,
 
+    /// `--broadcast` datagrams sent (one per event and target).
+    pub broadcast_sent: u64,
+    /// `--broadcast` sends refused with EAGAIN (not retried).
+    pub broadcast_again: u64,
+    /// `--broadcast` sends refused with ENOBUFS (not retried).
+    pub broadcast_nobufs: u64,
+    /// `--broadcast` sends answered with ECONNREFUSED: kernels before 4.18
+    /// say so when their own socket takes no input; the multicast went out
+    /// (also counted in `broadcast_sent`).
+    pub broadcast_refused: u64,
+    /// `--broadcast` sends that failed otherwise (EPERM without
+    /// CAP_NET_ADMIN, ...).
+    pub broadcast_failed: u64,
+    /// Events not broadcast because their datagram would not fit
+    /// `BROADCAST_BUFFER`.
+    pub broadcast_too_large: u64,
+
     /// Log records dropped because the log target would have blocked or
     /// refused them (filled in from [`crate::sys::log::dropped`] when the
     /// line is printed).
@@ -112,6 +129,11 @@ impl fmt::Display for StatsLine<'_> {
                 f,
                 " resyncs={} resync_retries={} synthetic_adds={} synthetic_removes={} table_full={}",
                 s.resyncs, s.resync_retries, s.synthetic_adds, s.synthetic_removes, s.table_full
+            )?;
+            write!(
+                f,
+                " broadcast_sent={} broadcast_again={} broadcast_nobufs={} broadcast_refused={} broadcast_failed={} broadcast_too_large={}",
+                s.broadcast_sent, s.broadcast_again, s.broadcast_nobufs, s.broadcast_refused, s.broadcast_failed, s.broadcast_too_large
             )?;
         }
         write!(f, " log_dropped={}", s.log_dropped)

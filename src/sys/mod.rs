@@ -5,6 +5,7 @@
 //!
 //! Pure modules (`uevent`, `usb`, `rules`, `monitor`) never import this one.
 
+pub mod broadcast;
 pub mod log;
 pub mod netlink;
 pub mod notify;
