@@ -21,6 +21,8 @@
 //!   [`recovery`] keeps it in step and runs coldplug and the resync after
 //!   an overrun, walking sysfs through [`sys::walk`].
 //! - [`runner`] and [`exec`] run the rules and the handlers.
+//! - [`identity`] computes udev's `usb_id` / `path_id` properties over a
+//!   sysfs view (pure; [`sys::sysfs_view`] reads a real tree).
 //! - [`app`] runs one command; [`cli`] parses the command line.
 //!
 //! Arrows point one way: pure modules import nothing from `sys`, `daemon`
@@ -42,6 +44,7 @@ pub mod cli;
 pub mod daemon;
 pub mod devices;
 pub mod exec;
+pub mod identity;
 pub mod json;
 pub mod limits;
 pub mod monitor;
