@@ -13,8 +13,8 @@
 //! copied): `src/udev/udev-builtin-usb_id.c`, `udev-builtin-path_id.c`,
 //! `src/shared/udev-util.c`, `src/shared/device-nodes.c`,
 //! `src/basic/utf8.c`, `src/libsystemd/sd-device/sd-device.c` (how a
-//! parent is found, what an attribute's value is). See [`usb_id`] and
-//! [`path_id`] for the properties and the few cases that differ.
+//! parent is found, what an attribute's value is). See [`usb_id`](mod@usb_id) and
+//! [`path_id`](mod@path_id) for the properties and the few cases that differ.
 //!
 //! `input_id` is not built: it decodes the `capabilities/*` bitmaps with
 //! the kernel's word size and a table of key ranges (about 400 lines of
