@@ -10,7 +10,7 @@ use log::{info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use crate::cli::{CheckOpts, HandlerOpts, MonitorOpts, ReplayOpts, RunOpts};
+use crate::cli::{CheckOpts, HandlerOpts, MonitorOpts, ReplayOpts, RunOpts, TestBuiltinOpts};
 use crate::daemon::{Cx, Daemon, Flow, Mode, FIRST_MODE_TOKEN};
 use crate::exec::{self, printable, Builtins, ExecConfig};
 use crate::monitor::{self, OutBuf};
@@ -353,6 +353,37 @@ pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
             )))
         }
     }
+}
+
+/// `hotplugd test-builtin`: runs an identity builtin on one device and
+/// prints its properties as `KEY=VALUE` lines (bytes as they are).
+pub fn test_builtin(opts: &TestBuiltinOpts) -> Result<(), AppError> {
+    use crate::identity::SysfsView;
+    let view = SysfsRoot::new(&opts.sysfs_root);
+    // "/sys/..." names a path under the root; anything else is a devpath
+    let rel = match opts.device.strip_prefix("/sys") {
+        Some(r) if r.starts_with('/') => r,
+        _ => opts.device.as_str(),
+    };
+    let devpath = view.canonical(rel).ok_or_else(|| {
+        AppError::Config(format!(
+            "{}: no such device under {}",
+            opts.device,
+            opts.sysfs_root.display()
+        ))
+    })?;
+    let props = crate::identity::run_builtin(&opts.name, &view, &devpath, false)
+        .map_err(|e| AppError::Config(format!("{} {devpath}: {e}", opts.name)))?;
+    let mut out = Vec::new();
+    for (k, v) in props.iter() {
+        out.extend_from_slice(k.as_bytes());
+        out.push(b'=');
+        out.extend_from_slice(v);
+        out.push(b'\n');
+    }
+    io::stdout()
+        .write_all(&out)
+        .map_err(|e| AppError::System(format!("standard output: {e}")))
 }
 
 /// `hotplugd replay`.

@@ -43,6 +43,19 @@ pub enum Command {
     Check(CheckOpts),
     /// `hotplugd replay`.
     Replay(ReplayOpts),
+    /// `hotplugd test-builtin`.
+    TestBuiltin(TestBuiltinOpts),
+}
+
+/// Options of `test-builtin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestBuiltinOpts {
+    /// The builtin: `usb_id` or `path_id`.
+    pub name: String,
+    /// The device: a `/sys/...` path or a devpath (`/devices/...`).
+    pub device: String,
+    /// `--sysfs-root` (default `/sys`).
+    pub sysfs_root: PathBuf,
 }
 
 /// Options shared by `run` and `replay` that govern handlers.
@@ -156,6 +169,7 @@ Commands:
   run        the daemon: match events against rules and run their handlers
   check      check rule files; print every error and exit
   replay     run recorded events through the rules, as the daemon would
+  test-builtin  print what a builtin (usb_id, path_id) computes for a device
 
 Options for every command:
   -v, --verbose    more log output (repeat: -v debug, -vv trace); RUST_LOG
@@ -344,6 +358,32 @@ Options:
     )
 }
 
+/// `hotplugd test-builtin --help`.
+pub const TEST_BUILTIN_HELP: &str = "\
+hotplugd test-builtin: print what a builtin computes for a device
+
+Usage: hotplugd test-builtin NAME DEVICE [--sysfs-root DIR]
+
+Runs the builtin NAME on DEVICE and prints its properties, one KEY=VALUE
+per line, in the order udev 252's `udevadm test-builtin` prints them:
+  usb_id    ID_BUS, ID_VENDOR, ID_VENDOR_ENC, ID_VENDOR_ID, ID_MODEL,
+            ID_MODEL_ENC, ID_MODEL_ID, ID_REVISION, ID_SERIAL,
+            ID_SERIAL_SHORT, ID_TYPE, ID_INSTANCE, their ID_USB_* copies,
+            ID_USB_INTERFACES, ID_USB_INTERFACE_NUM, ID_USB_DRIVER
+  path_id   ID_PATH, ID_PATH_TAG (ID_PATH_ATA_COMPAT for ATA disks)
+DEVICE is a sysfs path (/sys/class/tty/ttyUSB0, /sys/devices/...) or a
+devpath (/devices/...); links are followed. Nothing is written anywhere.
+
+Options:
+  --sysfs-root DIR sysfs to read (default /sys; a fixture tree for tests):
+                   /sys/... in DEVICE is read under DIR
+  -v, --verbose    more log output (repeatable)
+  -h, --help       this help
+
+Exit status: 0 with the properties; 1 when the builtin sets nothing (not a
+USB device, no persistent path: the reason is logged); 2 usage error.
+";
+
 /// Parses the arguments after the program name.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError> {
     let mut p = lexopt::Parser::from_args(args);
@@ -372,9 +412,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError
         "run" => parse_run(&mut p, &mut c)?,
         "check" => parse_check(&mut p, &mut c)?,
         "replay" => parse_replay(&mut p, &mut c)?,
+        "test-builtin" => parse_test_builtin(&mut p, &mut c)?,
         other => {
             return Err(UsageError(format!(
-                "unknown command '{other}': the commands are monitor, run, check and replay (see `hotplugd --help`)"
+                "unknown command '{other}': the commands are monitor, run, check, replay and test-builtin (see `hotplugd --help`)"
             )))
         }
     };
@@ -567,6 +608,35 @@ fn parse_check(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageE
     Ok(Command::Check(o))
 }
 
+fn parse_test_builtin(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
+    let mut sysfs_root = PathBuf::from("/sys");
+    let mut pos: Vec<String> = Vec::new();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) => pos.push(v.string()?),
+            Long("sysfs-root") => sysfs_root = p.value()?.into(),
+            Short('h') | Long("help") => return Ok(Command::Help(TEST_BUILTIN_HELP)),
+            Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
+            Long("log-target") => c.log_target(p)?,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let [name, device] = <[String; 2]>::try_from(pos).map_err(|_| {
+        UsageError("test-builtin needs NAME and DEVICE: hotplugd test-builtin usb_id /sys/class/tty/ttyUSB0".into())
+    })?;
+    if !crate::identity::BUILTINS.contains(&name.as_str()) {
+        return Err(UsageError(format!(
+            "test-builtin '{name}': the builtins are {}",
+            crate::identity::BUILTINS.join(", ")
+        )));
+    }
+    Ok(Command::TestBuiltin(TestBuiltinOpts {
+        name,
+        device,
+        sysfs_root,
+    }))
+}
+
 fn parse_replay(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
     let mut o = ReplayOpts {
         handlers: HandlerOpts::default(),
@@ -671,6 +741,24 @@ mod tests {
                 rcvbuf: 65536
             })
         );
+    }
+
+    #[test]
+    fn test_builtin_takes_a_name_and_a_device() {
+        let c = args("test-builtin path_id /sys/class/tty/ttyUSB0 --sysfs-root /tmp/f").unwrap();
+        assert_eq!(
+            c.command,
+            Command::TestBuiltin(TestBuiltinOpts {
+                name: "path_id".into(),
+                device: "/sys/class/tty/ttyUSB0".into(),
+                sysfs_root: PathBuf::from("/tmp/f"),
+            })
+        );
+        assert!(args("test-builtin usb_id").is_err());
+        assert!(args("test-builtin input_id /sys/x")
+            .unwrap_err()
+            .0
+            .contains("usb_id"));
     }
 
     #[test]

@@ -23,6 +23,8 @@
 //! - [`runner`] and [`exec`] run the rules and the handlers.
 //! - [`broadcast`] encodes handled events for other programs (libudev's
 //!   and the kernel's netlink formats). Pure; [`sys::broadcast`] sends.
+//! - [`identity`] computes udev's `usb_id` / `path_id` properties over a
+//!   sysfs view (pure; [`sys::sysfs_view`] reads a real tree).
 //! - [`app`] runs one command; [`cli`] parses the command line.
 //!
 //! Arrows point one way: pure modules import nothing from `sys`, `daemon`
@@ -48,6 +50,7 @@ pub mod cli;
 pub mod daemon;
 pub mod devices;
 pub mod exec;
+pub mod identity;
 pub mod json;
 pub mod limits;
 pub mod monitor;

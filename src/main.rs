@@ -43,6 +43,7 @@ fn main() -> ExitCode {
         Command::Run(opts) => app::run(opts, default_builtins()),
         Command::Check(opts) => app::check(opts, &default_builtins()),
         Command::Replay(opts) => app::replay(opts, default_builtins()),
+        Command::TestBuiltin(opts) => app::test_builtin(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

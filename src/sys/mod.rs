@@ -12,6 +12,7 @@ pub mod notify;
 pub mod signals;
 pub mod spawn;
 pub mod sysfs;
+pub mod sysfs_view;
 pub mod walk;
 
 use std::fs::File;

@@ -1,0 +1,198 @@
+//! The identity builtins against the real thing: for every device node of
+//! every sysfs fixture tree (each device whose `uevent` has `DEVNAME`), and
+//! for `usb_id` and `path_id`, `hotplugd test-builtin` must print exactly
+//! the properties Debian's udev 252 prints (`udevadm test-builtin`, run
+//! unpacked, with the fixture bind-mounted over /sys in a private mount
+//! namespace; see ../shared/notes/udev-reference.md), key for key, both
+//! ways. Needs root, `unshare`, `apt-get` and `dpkg`; in CI a missing
+//! piece is a failure.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const TEST: &str = "identity_matches_udev_252";
+const BUILTINS: [&str; 2] = ["usb_id", "path_id"];
+
+/// Debian's udev, unpacked under target/ once; the udevadm path and its
+/// library directory.
+fn udev() -> Option<(PathBuf, PathBuf)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/udev-reference");
+    let udevadm = dir.join("x/bin/udevadm");
+    let lib = dir.join("x/usr/lib/x86_64-linux-gnu/systemd");
+    if udevadm.is_file() {
+        return Some((udevadm, lib));
+    }
+    fs::create_dir_all(&dir).ok()?;
+    let download = || {
+        Command::new("apt-get")
+            .args(["download", "udev", "libsystemd-shared"])
+            .current_dir(&dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !download() {
+        let _ = Command::new("apt-get").arg("update").status();
+        if !download() {
+            return None;
+        }
+    }
+    for e in fs::read_dir(&dir).ok()?.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "deb") {
+            let ok = Command::new("dpkg")
+                .arg("-x")
+                .arg(&p)
+                .arg(dir.join("x"))
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                return None;
+            }
+        }
+    }
+    udevadm.is_file().then_some((udevadm, lib))
+}
+
+/// Every devpath under `root/devices` whose uevent names a device node,
+/// found by walking the tree (links not followed).
+fn nodes(root: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                walk(root, &p, out);
+            } else if t.is_file() && e.file_name() == "uevent" {
+                let text = fs::read_to_string(&p).unwrap_or_default();
+                if text.lines().any(|l| l.starts_with("DEVNAME=")) {
+                    let rel = dir.strip_prefix(root).unwrap();
+                    out.push(format!("/{}", rel.display()));
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, &root.join("devices"), &mut out);
+    out.sort();
+    out
+}
+
+fn parse(out: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// udev's output for every (builtin, node) of one tree, from one
+/// namespace: `@@ builtin devpath` headers split it.
+fn udev_outputs(
+    udevadm: &Path,
+    lib: &Path,
+    root: &Path,
+    nodes: &[String],
+) -> BTreeMap<(String, String), BTreeMap<String, String>> {
+    let mut script = format!("mount --bind '{}' /sys || exit 99\n", root.display());
+    for n in nodes {
+        for b in BUILTINS {
+            script.push_str(&format!(
+                "echo '@@ {b} {n}'; '{}' test-builtin {b} '/sys{n}' 2>/dev/null\n",
+                udevadm.display()
+            ));
+        }
+    }
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("LD_LIBRARY_PATH", lib)
+        .env("SYSTEMD_DEVICE_VERIFY_SYSFS", "0")
+        .env("SYSTEMD_LOG_LEVEL", "err")
+        .output()
+        .expect("run unshare");
+    assert_ne!(
+        out.status.code(),
+        Some(99),
+        "bind mount of {} failed",
+        root.display()
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut res = BTreeMap::new();
+    for chunk in text.split("@@ ").skip(1) {
+        let (head, body) = chunk.split_once('\n').unwrap_or((chunk, ""));
+        let (b, n) = head.split_once(' ').unwrap();
+        res.insert((b.to_string(), n.to_string()), parse(body.as_bytes()));
+    }
+    res
+}
+
+#[test]
+fn identity_matches_udev_252() {
+    if !common::need_root(TEST) || !common::need_tool(TEST, "unshare") {
+        return;
+    }
+    let Some((udevadm, lib)) = udev() else {
+        if common::in_ci() {
+            panic!("{TEST}: cannot get Debian's udev (apt-get download udev libsystemd-shared); CI=true, so this is a failure");
+        }
+        eprintln!("SKIPPED {TEST}: cannot get Debian's udev");
+        return;
+    };
+    let base = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/sysfs");
+    let mut trees: Vec<PathBuf> = fs::read_dir(&base)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("devices").is_dir())
+        .collect();
+    trees.sort();
+    assert!(
+        trees.len() >= 2,
+        "fixture trees missing under {}",
+        base.display()
+    );
+    let (mut compared, mut with_props, mut diffs) = (0, 0, Vec::new());
+    for root in &trees {
+        let nodes = nodes(root);
+        assert!(!nodes.is_empty(), "no device nodes in {}", root.display());
+        let want = udev_outputs(&udevadm, &lib, root, &nodes);
+        for n in &nodes {
+            for b in BUILTINS {
+                let out = common::hotplugd()
+                    .args(["test-builtin", b, &format!("/sys{n}"), "--sysfs-root"])
+                    .arg(root)
+                    .env("RUST_LOG", "off")
+                    .output()
+                    .unwrap();
+                let got = parse(&out.stdout);
+                let exp = want
+                    .get(&(b.to_string(), n.clone()))
+                    .unwrap_or_else(|| panic!("no udev output for {b} {n}"));
+                compared += 1;
+                if !exp.is_empty() {
+                    with_props += 1;
+                }
+                if &got != exp {
+                    diffs.push(format!(
+                        "{} {b} {n}:\n  udev:     {exp:?}\n  hotplugd: {got:?}",
+                        root.file_name().unwrap().to_string_lossy()
+                    ));
+                }
+            }
+        }
+        eprintln!("{}: {} device nodes", root.display(), nodes.len());
+    }
+    eprintln!(
+        "{TEST}: {compared} (builtin, node) pairs compared, {with_props} with properties, {} differ",
+        diffs.len()
+    );
+    assert!(
+        with_props > 0,
+        "udev printed nothing at all: the reference did not run"
+    );
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+}
