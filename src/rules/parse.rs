@@ -317,6 +317,11 @@ fn logical_lines(text: &str) -> Vec<Logical> {
     let mut cur: Option<Logical> = None;
     for (n, raw) in text.lines().enumerate() {
         let line_no = n + 1;
+        // udev skips a `#` line wherever it is, even inside a continuation
+        // and even when it ends in `\`: a comment never swallows a rule.
+        if raw.trim_start().starts_with('#') {
+            continue;
+        }
         let (content, cont) = match raw.strip_suffix('\\') {
             Some(c) => (c, true),
             None => (raw, false),
@@ -1038,4 +1043,51 @@ fn cannot_match(key: &MatchKey, alt: &[u8]) -> Option<String> {
         _ => {}
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> usize {
+        let src = Source {
+            name: "t.rules".into(),
+            text: text.into(),
+        };
+        compile(&[src], &[])
+            .map(|rs| rs.len())
+            .unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn a_comment_ending_in_a_backslash_is_only_a_comment() {
+        // as udev: the `#` line is skipped, the next line is a rule of its own
+        assert_eq!(
+            rules("# a comment \\\nSUBSYSTEM==\"tty\", RUN+=\"/bin/true\"\n"),
+            1
+        );
+        // a comment inside a continuation is skipped; the rule goes on
+        assert_eq!(
+            rules("SUBSYSTEM==\"tty\", \\\n# note\n  RUN+=\"/bin/true\"\n"),
+            1
+        );
+    }
+
+    #[test]
+    fn private_properties_are_set_and_read_but_not_exported() {
+        let src = Source {
+            name: "t.rules".into(),
+            text: "SUBSYSTEM==\"tty\", ENV{.seen}=\"1\"\nENV{.seen}==\"1\", ENV{SEEN}=\"$env{.seen}\", RUN+=\"/bin/true\"\n".into(),
+        };
+        let rs = compile(&[src], &[]).expect("loads");
+        let raw = b"change@/devices/virtual/tty/tty1\0ACTION=change\0DEVPATH=/devices/virtual/tty/tty1\0SUBSYSTEM=tty\0SEQNUM=1\0";
+        let ev = crate::uevent::Uevent::parse(raw).expect("event");
+        let mut m = super::super::Matched::default();
+        rs.evaluate(&ev, &super::super::NoSysfs, &mut m);
+        assert_eq!(m.count, 2);
+        let env = rs.env(&ev, &m);
+        assert!(env.iter().any(|(k, v)| k == "SEEN" && v == b"1"));
+        assert!(!env.iter().any(|(k, _)| k.starts_with('.')));
+        assert!(rs.env_assignments(&m).all(|(k, _)| !k.starts_with('.')));
+    }
 }
