@@ -102,7 +102,6 @@ fn every_error_file_gives_exactly_its_golden_diagnostics() {
         "RUN needs a program",
         "has no LABEL=",
         "GOTO only jumps forward",
-        "LABEL must stand alone",
         "is not supported (only last_rule)",
         "LABEL needs a name",
         "is defined twice",

@@ -648,6 +648,9 @@ impl RuleSet {
         }
         for e in &m.env {
             if let Action::SetEnv { key, .. } = &self.actions[e.action] {
+                if subst::is_private(key) {
+                    continue;
+                }
                 match out.iter_mut().find(|(k, _)| k == key.as_ref()) {
                     Some(x) => x.1 = e.value.to_vec(),
                     None => out.push((key.to_string(), e.value.to_vec())),
@@ -657,7 +660,8 @@ impl RuleSet {
         out
     }
 
-    /// The `ENV{}` assignments collected, as (key, value), for dry runs.
+    /// The `ENV{}` assignments collected, as (key, value), for dry runs and
+    /// the handler's event; private ones (`ENV{.NAME}`) are left out.
     pub fn env_assignments<'a>(
         &'a self,
         m: &'a Matched,
@@ -665,7 +669,9 @@ impl RuleSet {
         m.env
             .iter()
             .filter_map(move |e| match &self.actions[e.action] {
-                Action::SetEnv { key, .. } => Some((key.as_ref(), &e.value[..])),
+                Action::SetEnv { key, .. } if !subst::is_private(key) => {
+                    Some((key.as_ref(), &e.value[..]))
+                }
                 _ => None,
             })
     }

@@ -317,6 +317,11 @@ fn logical_lines(text: &str) -> Vec<Logical> {
     let mut cur: Option<Logical> = None;
     for (n, raw) in text.lines().enumerate() {
         let line_no = n + 1;
+        // udev skips a `#` line wherever it is, even inside a continuation
+        // and even when it ends in `\`: a comment never swallows a rule.
+        if raw.trim_start().starts_with('#') {
+            continue;
+        }
         let (content, cont) = match raw.strip_suffix('\\') {
             Some(c) => (c, true),
             None => (raw, false),
@@ -462,7 +467,7 @@ pub fn compile(sources: &[Source], builtins: &[&str]) -> Result<RuleSet, Vec<Dia
                 label: None,
             };
             for t in &terms {
-                b.term(t, terms.len());
+                b.term(t);
             }
             if b.matches.len() > MAX_MATCHES_PER_RULE {
                 let e = b.err(terms[0].key_at, format!("more than {MAX_MATCHES_PER_RULE} match terms in one rule (MAX_MATCHES_PER_RULE)"));
@@ -517,6 +522,7 @@ pub fn compile(sources: &[Source], builtins: &[&str]) -> Result<RuleSet, Vec<Dia
                 }
                 labels.push((name.clone(), idx));
             }
+            let goto_set = goto.is_some();
             if let Some((target, at)) = goto {
                 let d = l.diag(
                     &src.name,
@@ -550,7 +556,13 @@ pub fn compile(sources: &[Source], builtins: &[&str]) -> Result<RuleSet, Vec<Dia
                 goto_name: None,
                 last_rule,
                 action_mask,
-                label: label.is_some(),
+                // udev: LABEL may share a line; a GOTO lands on that line and
+                // evaluates it. Only a line of LABEL alone never matches.
+                label: label.is_some()
+                    && m0 == rs.matches.len()
+                    && a0 == rs.actions.len()
+                    && !last_rule
+                    && !goto_set,
                 label_name: label.map(Into::into),
             });
         }
@@ -621,7 +633,7 @@ impl RuleBuilder<'_> {
         self.errors.push(d);
     }
 
-    fn term(&mut self, t: &Term<'_>, n_terms: usize) {
+    fn term(&mut self, t: &Term<'_>) {
         if t.value.len() > MAX_VALUE_LEN {
             return self.fail(
                 t.value_at,
@@ -751,9 +763,6 @@ impl RuleBuilder<'_> {
             "LABEL" => {
                 if t.op != "=" || t.attr.is_some() {
                     return self.fail(t.op_at, "LABEL takes = (LABEL=\"name\")".into());
-                }
-                if n_terms != 1 {
-                    return self.fail(t.key_at, "LABEL must stand alone on its line".into());
                 }
                 if t.value.is_empty() {
                     return self.fail(t.value_at, "LABEL needs a name".into());
@@ -1038,4 +1047,77 @@ fn cannot_match(key: &MatchKey, alt: &[u8]) -> Option<String> {
         _ => {}
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> usize {
+        let src = Source {
+            name: "t.rules".into(),
+            text: text.into(),
+        };
+        compile(&[src], &[])
+            .map(|rs| rs.len())
+            .unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn a_comment_ending_in_a_backslash_is_only_a_comment() {
+        // as udev: the `#` line is skipped, the next line is a rule of its own
+        assert_eq!(
+            rules("# a comment \\\nSUBSYSTEM==\"tty\", RUN+=\"/bin/true\"\n"),
+            1
+        );
+        // a comment inside a continuation is skipped; the rule goes on
+        assert_eq!(
+            rules("SUBSYSTEM==\"tty\", \\\n# note\n  RUN+=\"/bin/true\"\n"),
+            1
+        );
+    }
+
+    #[test]
+    fn private_properties_are_set_and_read_but_not_exported() {
+        let src = Source {
+            name: "t.rules".into(),
+            text: "SUBSYSTEM==\"tty\", ENV{.seen}=\"1\"\nENV{.seen}==\"1\", ENV{SEEN}=\"$env{.seen}\", RUN+=\"/bin/true\"\n".into(),
+        };
+        let rs = compile(&[src], &[]).expect("loads");
+        let raw = b"change@/devices/virtual/tty/tty1\0ACTION=change\0DEVPATH=/devices/virtual/tty/tty1\0SUBSYSTEM=tty\0SEQNUM=1\0";
+        let ev = crate::uevent::Uevent::parse(raw).expect("event");
+        let mut m = super::super::Matched::default();
+        rs.evaluate(&ev, &super::super::NoSysfs, &mut m);
+        assert_eq!(m.count, 2);
+        let env = rs.env(&ev, &m);
+        assert!(env.iter().any(|(k, v)| k == "SEEN" && v == b"1"));
+        assert!(!env.iter().any(|(k, _)| k.starts_with('.')));
+        assert!(rs.env_assignments(&m).all(|(k, _)| !k.starts_with('.')));
+    }
+
+    #[test]
+    fn a_label_may_share_its_line_and_a_goto_lands_on_it() {
+        let src = Source {
+            name: "t.rules".into(),
+            text: "SUBSYSTEM==\"tty\", GOTO=\"x\"\nENV{SKIPPED}=\"1\"\nLABEL=\"x\", SUBSYSTEM==\"tty\", ENV{LANDED}=\"1\"\n".into(),
+        };
+        let rs = compile(&[src], &[]).expect("loads");
+        let raw = b"change@/devices/virtual/tty/tty1\0ACTION=change\0DEVPATH=/devices/virtual/tty/tty1\0SUBSYSTEM=tty\0SEQNUM=1\0";
+        let ev = crate::uevent::Uevent::parse(raw).expect("event");
+        let mut m = super::super::Matched::default();
+        rs.evaluate(&ev, &super::super::NoSysfs, &mut m);
+        let env = rs.env(&ev, &m);
+        assert!(env.iter().any(|(k, _)| k == "LANDED"));
+        assert!(!env.iter().any(|(k, _)| k == "SKIPPED"));
+        // the round trip keeps the label with its terms
+        let again = compile(
+            &[Source {
+                name: "t.rules".into(),
+                text: rs.render_file(0),
+            }],
+            &[],
+        )
+        .expect("rendered rules load");
+        assert_eq!(again.render_file(0), rs.render_file(0));
+    }
 }

@@ -169,11 +169,19 @@ fn braced(v: &[u8], at: usize) -> Option<(&[u8], usize)> {
     Some((&v[at + 1..at + 1 + close], close + 2))
 }
 
-/// Environment variable names: `[A-Za-z_][A-Za-z0-9_]*`.
+/// Environment variable names: `[A-Za-z_][A-Za-z0-9_]*`, optionally after
+/// one leading `.`: udev's private properties (`ENV{.NAME}`), which rules
+/// can set and read but handlers never see (see [`is_private`]).
 pub fn valid_env_name(n: &[u8]) -> bool {
+    let n = n.strip_prefix(b".").unwrap_or(n);
     !n.is_empty()
         && !n[0].is_ascii_digit()
         && n.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A private property (`ENV{.NAME}`): kept out of handlers' environment.
+pub fn is_private(name: &str) -> bool {
+    name.starts_with('.')
 }
 
 /// sysfs attribute names: relative paths without `..`, e.g. `idVendor`,
