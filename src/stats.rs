@@ -46,6 +46,12 @@ pub struct Stats {
     pub limits_hit: u64,
     /// `ATTR{file}="value"` writes that failed.
     pub attr_write_failed: u64,
+    /// Lines of handler output not logged because the handler wrote more
+    /// than `LOG_LINES_PER_SEC` lines a second (summarised in the log).
+    pub output_lines_suppressed: u64,
+    /// Handlers that a SIGKILL did not end within the grace period
+    /// (uninterruptible sleep); their slot was given back.
+    pub handlers_unkillable: u64,
 
     /// Resyncs from sysfs after an overrun.
     pub resyncs: u64,
@@ -58,6 +64,12 @@ pub struct Stats {
     pub synthetic_removes: u64,
     /// Resyncs that could only add because the device table had overflowed.
     pub table_full: u64,
+    /// Devices a resync could not check because their sysfs subtree was
+    /// unreadable or the walk was cut short; no synthetic `remove` is sent
+    /// for them.
+    pub resync_unchecked: u64,
+    /// Synthetic events (coldplug, resync) that failed to parse, dropped.
+    pub synthetic_malformed: u64,
 
     /// `--broadcast` datagrams sent (one per event and target).
     pub broadcast_sent: u64,
@@ -115,20 +127,22 @@ impl fmt::Display for StatsLine<'_> {
         if self.scope == Scope::Daemon {
             write!(
                 f,
-                " matched={} handlers_started={} handlers_failed={} handlers_timed_out={} queue_full={} output_lines_cut={} limits_hit={} attr_write_failed={}",
+                 " matched={} handlers_started={} handlers_failed={} handlers_timed_out={} handlers_unkillable={} queue_full={} output_lines_cut={} output_lines_suppressed={} limits_hit={} attr_write_failed={}",
                 s.matched,
                 s.handlers_started,
                 s.handlers_failed,
                 s.handlers_timed_out,
+                s.handlers_unkillable,
                 s.queue_full,
                 s.output_lines_cut,
+                s.output_lines_suppressed,
                 s.limits_hit,
                 s.attr_write_failed
             )?;
             write!(
                 f,
-                " resyncs={} resync_retries={} synthetic_adds={} synthetic_removes={} table_full={}",
-                s.resyncs, s.resync_retries, s.synthetic_adds, s.synthetic_removes, s.table_full
+                 " resyncs={} resync_retries={} synthetic_adds={} synthetic_removes={} table_full={} resync_unchecked={} synthetic_malformed={}",
+                s.resyncs, s.resync_retries, s.synthetic_adds, s.synthetic_removes, s.table_full, s.resync_unchecked, s.synthetic_malformed
             )?;
             write!(
                 f,
