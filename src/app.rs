@@ -273,8 +273,9 @@ fn exec_config(h: &HandlerOpts) -> Result<ExecConfig, AppError> {
         max_queue: h.max_queue,
         timeout: std::time::Duration::from_secs(h.timeout_secs),
         grace: std::time::Duration::from_secs(crate::limits::HANDLER_KILL_GRACE_SECS),
-        extra_env: exec::base_env(&h.pass_env),
-        sysfs: SysfsRoot::new(&h.sysfs_root),
+        extra_env: exec::base_env(&h.pass_env, |name| {
+            std::env::var_os(name).map(std::os::unix::ffi::OsStringExt::into_vec)
+        }),
         handler_creds,
     })
 }
@@ -299,6 +300,7 @@ pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
         rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),
         exec_config(&opts.handlers)?,
         builtins,
+        SysfsRoot::new(&opts.handlers.sysfs_root),
     )
     .map_err(rules_failed)?;
     runner.log_loaded();
@@ -313,6 +315,8 @@ pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
     }
     let socket = open_socket(opts.rcvbuf)?;
     let mut d = Daemon::new(socket, signals, runner).map_err(system("event loop"))?;
+    d.children_mut().set_sysfs_root(&opts.handlers.sysfs_root);
+    d.children_mut().reserve(opts.handlers.max_children);
     info!("listening for kernel uevents");
     let ending = d.run().map_err(system("event loop"));
     d.refresh_dropped();
@@ -414,12 +418,15 @@ pub fn replay(opts: &ReplayOpts, builtins: Builtins) -> Result<(), AppError> {
         rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),
         exec_config(&opts.handlers)?,
         builtins,
+        SysfsRoot::new(&opts.handlers.sysfs_root),
     )
     .map_err(rules_failed)?;
     runner.log_loaded();
     info!("replaying {} events from {name}", events.len());
     let mut d = Daemon::with_source(ReplaySource::new(events), signals, runner)
         .map_err(system("event loop"))?;
+    d.children_mut().set_sysfs_root(&opts.handlers.sysfs_root);
+    d.children_mut().reserve(opts.handlers.max_children);
     let ending = d.run().map_err(system("event loop"));
     print_stats(d.stats(), Scope::Daemon);
     ending.map(|_| ())
@@ -437,6 +444,7 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
         .load(&builtins.names())
         .map_err(rules_failed)?;
     let cfg = exec_config(&opts.handlers)?;
+    let sysfs = SysfsRoot::new(&opts.handlers.sysfs_root);
     let mut m = Matched::default();
     let mut out = io::stdout().lock();
     let mut w = |s: String| {
@@ -459,7 +467,7 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
             ev.seqnum()
                 .map_or(String::new(), |s| format!(" seqnum {s}"))
         ));
-        rules.evaluate(&ev, &cfg.sysfs, &mut m);
+        rules.evaluate(&ev, &sysfs, &mut m);
         if m.count == 0 {
             w("  no rule matched\n".into());
             continue;
@@ -470,7 +478,7 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
         for (k, v) in rules.env_assignments(&m) {
             w(format!("  ENV{{{k}}}={}\n", quoted(v)));
         }
-        let (job, _) = build_job(&rules, &ev, &m, &cfg.sysfs);
+        let (job, _) = build_job(&rules, &ev, &m, &sysfs);
         for (wi, step) in m.work.iter().zip(job.steps.iter()) {
             let loc = rules.location(wi.rule);
             match step {

@@ -1,33 +1,52 @@
 //! The one event loop: a `mio::Poll` that owns the uevent socket, the
-//! signalfd, and whatever the running command adds (stdout for `monitor`;
-//! handler pipes and timers for `run`). Nothing in it blocks.
+//! signalfd, every handler process and its output pipe ([`Children`]), and
+//! whatever the running command adds (stdout for `monitor`). Nothing in it
+//! blocks, and no source can starve another.
 //!
-//! Duties, as mio documents them: every readable source is read until
-//! `WouldBlock` (readiness is edge-triggered), and a wake-up may be spurious.
-//! A drain of the socket stops after [`BATCH`] datagrams so signals and
-//! handler pipes are served during a flood; the loop then polls again with a
-//! zero timeout until the socket is empty.
+//! One turn of the loop (one wake-up) reads the clock once and serves, in
+//! order, with a budget each:
+//!
+//! 1. the signalfd, read to its end (signals coalesce: at most one of each
+//!    kind is pending); SIGCHLD reaps every exited child and tells the mode
+//!    how each ended ([`Mode::exited`]);
+//! 2. every handler pipe with data: at most [`PIPE_BUDGET`] bytes each
+//!    ([`Mode::output`]), end of file ([`Mode::output_closed`]);
+//! 3. the uevent socket: at most [`BATCH`] datagrams;
+//! 4. the mode's timers ([`Mode::tick`]), with the same `now`.
+//!
+//! Readiness is edge-triggered (mio), so a source left with data when its
+//! budget ran out is remembered and the next poll does not wait. A flooding
+//! handler therefore gets 16 KiB per turn, the socket 256 events, and
+//! timeouts and SIGTERM are seen on every turn.
 //!
 //! What a command does with events is a [`Mode`]; the loop does the rest:
 //! receive → check the sender → parse → count → hand to the mode.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
-use nix::sys::signal::Signal;
 
+use crate::exec::{Exit, Kill, ProcIo};
 use crate::limits::RECV_BUFFER;
 use crate::stats::{Scope, Stats};
 use crate::sys::netlink::{Recv, Sender, UeventSocket};
-use crate::sys::signals::Signals;
+use crate::sys::signals::{Sig, Signals};
+use crate::sys::spawn::{self, PipeRead};
+use crate::sys::sysfs::SysfsRoot;
 use crate::uevent::Uevent;
 
 /// Datagrams handled per drain before the loop looks at its other sources.
 pub const BATCH: usize = 256;
+
+/// Bytes read from one handler's output pipe per turn of the loop.
+pub const PIPE_BUDGET: usize = 16 * 1024;
+
+/// Tokens of handler pipes start here (below: the loop's and the mode's).
+const FIRST_CHILD_TOKEN: usize = 1 << 20;
 
 /// The socket's token.
 pub const SOCKET: Token = Token(0);
@@ -53,6 +72,160 @@ pub struct Cx<'a> {
     pub registry: &'a Registry,
     /// The signalfd, for output that must wait without missing a signal.
     pub signals: BorrowedFd<'a>,
+    /// Starts, signals and watches handler processes for the engine.
+    pub procs: &'a mut Children,
+    /// The time of this turn of the loop (read once per wake-up).
+    pub now: Instant,
+}
+
+/// One process the loop started for the handler engine.
+#[derive(Debug)]
+struct Child {
+    pid: i32,
+    token: Token,
+    /// Its stdout+stderr pipe, until end of file or the engine gives up.
+    output: Option<OwnedFd>,
+    /// Its exec-error pipe, read once it is reaped.
+    exec_error: Option<OwnedFd>,
+    /// Data may be waiting in `output` (edge-triggered: set by a readiness
+    /// event, cleared by `WouldBlock`).
+    readable: bool,
+    reaped: bool,
+}
+
+/// The handler processes and pipes the loop owns; the engine's
+/// [`ProcIo`]. Every call returns at once: starting a process does not wait
+/// for its `execve` (a failure is read after it is reaped), and an
+/// attribute write happens in a child of its own.
+#[derive(Debug)]
+pub struct Children {
+    registry: Registry,
+    sysfs: SysfsRoot,
+    list: Vec<Child>,
+    next_token: usize,
+    /// Pids to serve this turn (kept to avoid allocating per turn).
+    scratch: Vec<i32>,
+}
+
+impl Children {
+    fn new(registry: Registry) -> Children {
+        Children {
+            registry,
+            sysfs: SysfsRoot::new(std::path::Path::new("/sys")),
+            list: Vec::with_capacity(64),
+            next_token: FIRST_CHILD_TOKEN,
+            scratch: Vec::with_capacity(64),
+        }
+    }
+
+    /// Reserves room for `n` processes at once (`--max-children`; each
+    /// may leave a group behind, so twice that).
+    pub fn reserve(&mut self, n: usize) {
+        self.list.reserve(n * 2);
+        self.scratch.reserve(n * 2);
+    }
+
+    /// Where `ATTR{}=` writes go (`--sysfs-root`).
+    pub fn set_sysfs_root(&mut self, root: &std::path::Path) {
+        self.sysfs = SysfsRoot::new(root);
+    }
+
+    fn by_pid(&mut self, pid: i32) -> Option<&mut Child> {
+        self.list.iter_mut().find(|c| c.pid == pid)
+    }
+
+    fn mark_readable(&mut self, token: Token) -> bool {
+        match self.list.iter_mut().find(|c| c.token == token) {
+            Some(c) => {
+                c.readable = true;
+                true
+            }
+            None => token.0 >= FIRST_CHILD_TOKEN,
+        }
+    }
+
+    fn any_readable(&self) -> bool {
+        self.list.iter().any(|c| c.readable && c.output.is_some())
+    }
+
+    fn close_output_of(&mut self, pid: i32) {
+        let fd = self.by_pid(pid).and_then(|c| c.output.take());
+        if let Some(fd) = fd {
+            let _ = self.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+        }
+        self.forget(pid);
+    }
+
+    fn forget(&mut self, pid: i32) {
+        self.list
+            .retain(|c| !(c.pid == pid && c.reaped && c.output.is_none()));
+    }
+
+    fn add(&mut self, pid: i32, output: Option<OwnedFd>, exec_error: Option<OwnedFd>) {
+        let token = Token(self.next_token);
+        self.next_token = self.next_token.wrapping_add(1).max(FIRST_CHILD_TOKEN);
+        let output = output.and_then(|fd| {
+            match self
+                .registry
+                .register(&mut SourceFd(&fd.as_raw_fd()), token, Interest::READABLE)
+            {
+                Ok(()) => Some(fd),
+                Err(e) => {
+                    warn!("handler [{pid}]: cannot watch its output ({e}); it is not logged");
+                    None
+                }
+            }
+        });
+        self.list.push(Child {
+            pid,
+            token,
+            readable: output.is_some(),
+            output,
+            exec_error,
+            reaped: false,
+        });
+    }
+}
+
+impl ProcIo for Children {
+    fn spawn(
+        &mut self,
+        argv: &[Vec<u8>],
+        env: &[(&[u8], &[u8])],
+        creds: Option<(u32, u32)>,
+    ) -> Result<i32, String> {
+        let sp = spawn::spawn(argv, env, creds).map_err(|e| e.to_string())?;
+        self.add(sp.pid, Some(sp.output), Some(sp.exec_error));
+        Ok(sp.pid)
+    }
+
+    fn write_attr(&mut self, devpath: &str, name: &str, value: &[u8]) -> Result<i32, String> {
+        let pid = self
+            .sysfs
+            .spawn_write_attr(devpath, name, value)
+            .map_err(|e| e.to_string())?;
+        self.add(pid, None, None);
+        Ok(pid)
+    }
+
+    fn signal_group(&mut self, pgid: i32, sig: Kill) -> bool {
+        let sig = match sig {
+            Kill::Probe => None,
+            Kill::Term => Some(spawn::Sig::Term),
+            Kill::Kill => Some(spawn::Sig::Kill),
+        };
+        match spawn::signal_group(pgid, sig) {
+            Ok(alive) => alive,
+            Err(e) => {
+                warn!("signal to process group {pgid}: {e}");
+                false
+            }
+        }
+    }
+
+    fn close_output(&mut self, pid: i32) {
+        self.close_output_of(pid);
+    }
 }
 
 /// What a command does with the events the loop receives.
@@ -85,8 +258,16 @@ pub trait Mode {
     fn ready(&mut self, _token: Token, _cx: &mut Cx<'_>) -> Flow {
         Flow::Continue
     }
-    /// A signal other than SIGINT, SIGTERM and SIGUSR1.
-    fn signal(&mut self, _sig: Signal, _cx: &mut Cx<'_>) {}
+    /// Bytes read from the output pipe of child `pid` (at most
+    /// [`PIPE_BUDGET`] per turn).
+    fn output(&mut self, _pid: i32, _data: &[u8], _cx: &mut Cx<'_>) {}
+    /// The output pipe of child `pid` reached its end; the loop closed it.
+    fn output_closed(&mut self, _pid: i32, _cx: &mut Cx<'_>) {}
+    /// Child `pid` was reaped (what was in its pipe has been passed on).
+    fn exited(&mut self, _pid: i32, _exit: Exit, _cx: &mut Cx<'_>) {}
+    /// SIGHUP or SIGUSR2 (the loop handles SIGINT, SIGTERM, SIGUSR1 and
+    /// SIGCHLD itself).
+    fn signal(&mut self, _sig: Sig, _cx: &mut Cx<'_>) {}
     /// The earliest time [`Mode::tick`] must be called, if any.
     fn deadline(&self) -> Option<Instant> {
         None
@@ -112,7 +293,7 @@ pub trait Mode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ending {
     /// SIGINT or SIGTERM.
-    Signal(Signal),
+    Signal(Sig),
     /// The mode asked to stop (e.g. `monitor`'s stdout was closed).
     Mode,
     /// The source ran out of events and the mode finished its work.
@@ -218,6 +399,8 @@ struct ModeSink<'a, M> {
     mode: &'a mut M,
     registry: &'a Registry,
     signals: BorrowedFd<'a>,
+    procs: &'a mut Children,
+    now: Instant,
 }
 
 impl<M: Mode> Sink for ModeSink<'_, M> {
@@ -229,6 +412,8 @@ impl<M: Mode> Sink for ModeSink<'_, M> {
             stats,
             registry: self.registry,
             signals: self.signals,
+            procs: self.procs,
+            now: self.now,
         };
         self.mode.event(ev, &mut cx)
     }
@@ -361,11 +546,13 @@ impl core::fmt::Display for SenderDisplay {
 /// A [`Cx`] from the daemon's fields, borrowing them one by one so that
 /// `self.mode` stays free to be called.
 macro_rules! cx {
-    ($d:ident) => {
+    ($d:ident, $now:expr) => {
         Cx {
             stats: &mut $d.stats,
             registry: $d.poll.registry(),
             signals: $d.signals.as_fd(),
+            procs: &mut $d.children,
+            now: $now,
         }
     };
 }
@@ -375,6 +562,8 @@ pub struct Daemon<M: Mode, S: Source = Listener> {
     poll: Poll,
     source: S,
     signals: Signals,
+    children: Children,
+    pipe_buf: Box<[u8]>,
     stats: Stats,
     mode: M,
 }
@@ -400,10 +589,13 @@ impl<M: Mode, S: Source> Daemon<M, S> {
             SIGNALS,
             Interest::READABLE,
         )?;
+        let children = Children::new(poll.registry().try_clone()?);
         Ok(Daemon {
             poll,
             source,
             signals,
+            children,
+            pipe_buf: vec![0u8; PIPE_BUDGET].into_boxed_slice(),
             stats: Stats::default(),
             mode,
         })
@@ -424,6 +616,12 @@ impl<M: Mode, S: Source> Daemon<M, S> {
         &mut self.mode
     }
 
+    /// The handler processes (to set where `ATTR{}=` writes go and how
+    /// many to reserve room for).
+    pub fn children_mut(&mut self) -> &mut Children {
+        &mut self.children
+    }
+
     /// Refreshes `dropped` from the kernel (for a final stats line).
     pub fn refresh_dropped(&mut self) {
         if let Some(d) = self.source.kernel_drops() {
@@ -436,15 +634,17 @@ impl<M: Mode, S: Source> Daemon<M, S> {
     pub fn run(&mut self) -> io::Result<Ending> {
         let mut events = Events::with_capacity(64);
         {
-            let mut cx = cx!(self);
+            let mut cx = cx!(self, Instant::now());
             self.mode.start(&mut cx)?;
         }
         // The socket may already hold events (it was bound before start).
         let mut socket_pending = true;
         let mut finished = false;
-        let mut stopping: Option<Signal> = None;
+        let mut stopping: Option<Sig> = None;
         loop {
-            let timeout = if socket_pending && stopping.is_none() && self.mode.has_room() {
+            let busy = (socket_pending && stopping.is_none() && self.mode.has_room())
+                || self.children.any_readable();
+            let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
                 self.mode
@@ -456,32 +656,42 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            let now = Instant::now();
+            let mut signals_ready = false;
             for event in events.iter() {
                 match event.token() {
                     SOCKET => socket_pending = true,
-                    SIGNALS => {
-                        if let Some(sig) = self.read_signals()? {
-                            if stopping.is_none() {
-                                info!("{sig}: stopping");
-                                stopping = Some(sig);
-                                let mut cx = cx!(self);
-                                self.mode.stop(&mut cx);
-                            }
-                        }
-                    }
+                    SIGNALS => signals_ready = true,
+                    token if self.children.mark_readable(token) => {}
                     token => {
-                        let mut cx = cx!(self);
+                        let mut cx = cx!(self, now);
                         if self.mode.ready(token, &mut cx) == Flow::Stop {
                             return Ok(Ending::Mode);
                         }
                     }
                 }
             }
+            // 1. signals (a stop is seen on every turn)
+            if signals_ready {
+                if let Some(sig) = self.read_signals(now)? {
+                    if stopping.is_none() {
+                        info!("{sig}: stopping");
+                        stopping = Some(sig);
+                        let mut cx = cx!(self, now);
+                        self.mode.stop(&mut cx);
+                    }
+                }
+            }
+            // 2. handler pipes, PIPE_BUDGET bytes each
+            self.serve_pipes(now);
+            // 3. the socket, BATCH datagrams
             if socket_pending && stopping.is_none() {
                 let mut sink = ModeSink {
                     mode: &mut self.mode,
                     registry: self.poll.registry(),
                     signals: self.signals.as_fd(),
+                    procs: &mut self.children,
+                    now,
                 };
                 let drained = self.source.drain(&mut self.stats, &mut sink)?;
                 match drained {
@@ -494,7 +704,7 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                     Drained::Stop => return Ok(Ending::Mode),
                 }
                 if drained == Drained::Empty {
-                    let mut cx = cx!(self);
+                    let mut cx = cx!(self, now);
                     if self.source.take_overrun() {
                         self.mode.overrun(&mut cx);
                     }
@@ -504,9 +714,14 @@ impl<M: Mode, S: Source> Daemon<M, S> {
             if self.mode.wants_drain() {
                 socket_pending = true;
             }
-            let now = Instant::now();
-            let mut cx = cx!(self);
+            // 4. timers
+            let mut cx = cx!(self, now);
             self.mode.tick(now, &mut cx);
+            let turn = now.elapsed();
+            let us = u64::try_from(turn.as_micros()).unwrap_or(u64::MAX);
+            if us > self.stats.longest_turn_us {
+                self.stats.longest_turn_us = us;
+            }
             if let Some(sig) = stopping {
                 if self.mode.stopped() {
                     return Ok(Ending::Signal(sig));
@@ -518,19 +733,99 @@ impl<M: Mode, S: Source> Daemon<M, S> {
         }
     }
 
+    /// Reads up to [`PIPE_BUDGET`] bytes from each handler pipe that has
+    /// data, and hands them to the mode; a pipe at its end is closed.
+    fn serve_pipes(&mut self, now: Instant) {
+        let mut pids = core::mem::take(&mut self.children.scratch);
+        pids.clear();
+        pids.extend(
+            self.children
+                .list
+                .iter()
+                .filter(|c| c.readable && c.output.is_some())
+                .map(|c| c.pid),
+        );
+        for &pid in &pids {
+            self.read_pipe(pid, now);
+        }
+        self.children.scratch = pids;
+    }
+
+    /// Reads one budget from the pipe of `pid`.
+    fn read_pipe(&mut self, pid: i32, now: Instant) {
+        let mut used = 0;
+        while used < PIPE_BUDGET {
+            let Some(c) = self.children.by_pid(pid) else {
+                return;
+            };
+            let Some(fd) = c.output.as_ref() else {
+                return;
+            };
+            match spawn::read_pipe(fd, &mut self.pipe_buf[..PIPE_BUDGET - used]) {
+                PipeRead::Data(n) => {
+                    used += n;
+                    let mut cx = cx!(self, now);
+                    self.mode.output(pid, &self.pipe_buf[..n], &mut cx);
+                }
+                PipeRead::WouldBlock => {
+                    c.readable = false;
+                    return;
+                }
+                PipeRead::End => {
+                    self.children.close_output_of(pid);
+                    let mut cx = cx!(self, now);
+                    self.mode.output_closed(pid, &mut cx);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// SIGCHLD: reaps every exited child; passes on what is left in its
+    /// pipe (one budget) and how it ended.
+    fn reap(&mut self, now: Instant) {
+        loop {
+            let (pid, how) = match spawn::reap() {
+                Ok(Some(x)) => x,
+                Ok(None) => return,
+                Err(e) => {
+                    warn!("waitpid: {}", e.desc());
+                    return;
+                }
+            };
+            let mut exit = match how {
+                spawn::Exit::Code(c) => Exit::Code(c),
+                spawn::Exit::Signal(s) => Exit::Signal(s),
+            };
+            if let Some(c) = self.children.by_pid(pid) {
+                c.reaped = true;
+                if let Some(errno) = c.exec_error.take().and_then(|fd| spawn::exec_error(&fd)) {
+                    exit = Exit::NotStarted(io::Error::from_raw_os_error(errno).to_string());
+                }
+                if c.output.is_some() {
+                    self.read_pipe(pid, now);
+                }
+                self.children.forget(pid);
+            }
+            let mut cx = cx!(self, now);
+            self.mode.exited(pid, exit, &mut cx);
+        }
+    }
+
     /// Reads every pending signal; returns SIGINT/SIGTERM if one came.
-    fn read_signals(&mut self) -> io::Result<Option<Signal>> {
+    fn read_signals(&mut self, now: Instant) -> io::Result<Option<Sig>> {
         let mut stop = None;
         while let Some(sig) = self.signals.pending()? {
             match sig {
-                Signal::SIGINT | Signal::SIGTERM => stop = Some(sig),
-                Signal::SIGUSR1 => {
+                Sig::Int | Sig::Term => stop = Some(sig),
+                Sig::Usr1 => {
                     self.refresh_dropped();
                     self.stats.log_dropped = crate::sys::log::dropped();
                     info!("{}", self.stats.line(self.mode.scope()));
                 }
+                Sig::Chld => self.reap(now),
                 other => {
-                    let mut cx = cx!(self);
+                    let mut cx = cx!(self, now);
                     self.mode.signal(other, &mut cx);
                 }
             }

@@ -1,10 +1,18 @@
-//! Handlers: the job queue, its ordering, the child table, output pipes and
-//! timeouts. Driven by the loop; nothing here blocks.
+//! Handlers: the job queue, its ordering, the child table, output and
+//! timeouts, as a state machine with **no I/O and no clock**.
+//!
+//! The loop ([`crate::daemon`]) owns every process and pipe. It lends this
+//! engine a [`ProcIo`] to start processes and signal process groups, and
+//! feeds back what happened: [`Exec::exited`] after it reaps a child,
+//! [`Exec::output`] with bytes it read from a handler's pipe (at most a
+//! budget per wake-up), [`Exec::output_closed`], and [`Exec::tick`] with the
+//! current time. So the engine can be driven by a test with a virtual clock
+//! and fake processes (see the tests below), and nothing here can block.
 //!
 //! - A **job** is the work one event collected from the rules: `ATTR{}`
 //!   writes, builtin calls and external programs, run in rule order, one at a
-//!   time. Building a job allocates (argv and environment strings), as
-//!   starting a process does anyway.
+//!   time. An `ATTR{}` write runs in a short-lived child like a handler, so a
+//!   driver whose `store` blocks holds a handler slot, not the loop.
 //! - **Ordering.** A job starts only when no earlier job, waiting or
 //!   running, is for the same device, one of its parents or one of its
 //!   children (compared by DEVPATH, and DEVPATH_OLD for `move`). So a
@@ -13,27 +21,31 @@
 //!   parallel, at most `max_children` processes at once.
 //! - **Bounded.** At most `max_queue` jobs wait; when full, the loop stops
 //!   reading the socket ([`Exec::has_room`]) and the kernel's queue holds the
-//!   rest.
-//! - **Processes.** Each handler gets its own process group. After
-//!   `timeout` the group gets SIGTERM, then SIGKILL after a grace period. A
-//!   handler's job is done when the handler exits; whatever it left running
-//!   in its group is killed when its timeout comes (to keep a service
-//!   running, hand it to the init system or `setsid`).
+//!   rest. The queue and the child table are allocated at start.
+//! - **Timeouts.** Each handler gets its own process group. At `timeout`
+//!   the group gets SIGTERM, after `grace` SIGKILL. A handler that a SIGKILL
+//!   cannot end (uninterruptible sleep: a hung FUSE or NFS mount, a wedged
+//!   driver) gives its slot back after one more `grace`, counted as
+//!   `handlers_unkillable`; its job goes on, and it is reaped whenever it
+//!   finally exits. So a stop of the daemon takes at most `2 × grace` after
+//!   the signal.
+//! - **Output** is logged line by line, at most [`LOG_LINES_PER_SEC`]
+//!   lines a second per handler; the rest is counted
+//!   (`output_lines_suppressed`) and summarised, so a flooding handler
+//!   cannot grow the log without bound.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
-use mio::unix::SourceFd;
-use mio::{Interest, Token};
-use nix::sys::signal::Signal;
 
-use crate::daemon::{Cx, FIRST_MODE_TOKEN};
 use crate::limits::HANDLER_LINE;
-use crate::sys::spawn::{self, Exit};
-use crate::sys::sysfs::SysfsRoot;
+use crate::stats::Stats;
 use crate::uevent::Uevent;
+
+/// Lines of one handler's output logged per second; the rest are counted
+/// and summarised once a second.
+pub const LOG_LINES_PER_SEC: u32 = 20;
 
 /// What a builtin handler is given.
 pub struct BuiltinCall<'a> {
@@ -123,7 +135,7 @@ pub struct Job {
     /// DEVPATH_OLD of a `move`.
     pub devpath_old: Option<String>,
     /// The event in wire form with `ENV{}` assignments appended (what a
-    /// builtin sees).
+    /// builtin sees; it parses: see [`crate::limits::MAX_FIELDS`]).
     pub raw: Vec<u8>,
     /// The handler environment, without HOTPLUGD_RULE and PATH.
     pub env: Vec<(String, Vec<u8>)>,
@@ -160,37 +172,97 @@ pub struct ExecConfig {
     pub max_queue: usize,
     /// Time a handler may run before SIGTERM to its group.
     pub timeout: Duration,
-    /// Time between SIGTERM and SIGKILL.
+    /// Time between SIGTERM and SIGKILL, and between SIGKILL and giving
+    /// the slot of a process that did not die back.
     pub grace: Duration,
     /// Added to every handler's environment: PATH and `--pass-env` variables.
     pub extra_env: Vec<(Vec<u8>, Vec<u8>)>,
-    /// Where `ATTR{}=` writes go.
-    pub sysfs: SysfsRoot,
     /// `--handler-user`: (uid, gid) that RUN handlers run as.
     pub handler_creds: Option<(u32, u32)>,
 }
 
-/// A handler process (or, after it exited, what it left in its group).
+/// A signal the engine asks the loop to send to a process group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kill {
+    /// Signal 0: only ask whether the group still has a process.
+    Probe,
+    /// SIGTERM.
+    Term,
+    /// SIGKILL.
+    Kill,
+}
+
+/// How a reaped child ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `exit(status)`.
+    Code(i32),
+    /// Killed by a signal (its name).
+    Signal(&'static str),
+    /// `execve` failed (or the privilege drop before it); the reason.
+    NotStarted(String),
+}
+
+/// The I/O the engine asks of the loop. Every call returns at once.
+pub trait ProcIo {
+    /// Starts `argv` (no shell, no PATH search) with exactly `env`, in a
+    /// process group of its own, its output into a pipe the loop watches
+    /// and reports with [`Exec::output`] under the returned pid.
+    fn spawn(
+        &mut self,
+        argv: &[Vec<u8>],
+        env: &[(&[u8], &[u8])],
+        creds: Option<(u32, u32)>,
+    ) -> Result<i32, String>;
+    /// Writes `value` to the attribute `name` of `devpath` in a short-lived
+    /// child (process group of its own); its exit code is 0 or the errno.
+    fn write_attr(&mut self, devpath: &str, name: &str, value: &[u8]) -> Result<i32, String>;
+    /// Sends `sig` to process group `pgid`; false if the group is empty.
+    fn signal_group(&mut self, pgid: i32, sig: Kill) -> bool;
+    /// Stops watching the output pipe of `pid` and closes it.
+    fn close_output(&mut self, pid: i32);
+}
+
+/// What a child is.
+#[derive(Clone, Debug)]
+enum Kind {
+    Handler { program: String },
+    Attr { name: String, value: String },
+}
+
+/// A running handler (or what it left in its group after it exited).
 struct Proc {
     pid: i32,
+    kind: Kind,
+    /// The job this process belongs to; it goes on when the process exits
+    /// (or is given up on).
     job: Option<Job>,
     rule: String,
-    token: Token,
-    pipe: Option<OwnedFd>,
+    label: String,
     line: heapless::Vec<u8, HANDLER_LINE>,
     cutting: bool,
+    pipe_open: bool,
+    /// Output rate limit: start of the current one-second window, lines
+    /// logged in it, and what was not logged since the last summary.
+    window: Instant,
+    window_lines: u32,
+    quiet_lines: u64,
+    quiet_bytes: u64,
     started: Instant,
     deadline: Instant,
+    term_sent: bool,
     kill_at: Option<Instant>,
-    killed: bool,
+    give_up_at: Option<Instant>,
     reaped: bool,
     timed_out: bool,
+    /// SIGKILL did not end it within the grace: its slot was given back.
+    abandoned: bool,
 }
 
 impl Proc {
-    /// Still holds a handler slot (the leader has not been reaped).
-    fn running(&self) -> bool {
-        !self.reaped
+    /// Still holds a handler slot.
+    fn holds_slot(&self) -> bool {
+        !self.reaped && !self.abandoned
     }
 }
 
@@ -200,7 +272,6 @@ pub struct Exec {
     builtins: Builtins,
     pending: VecDeque<Job>,
     procs: Vec<Proc>,
-    next_token: usize,
     stopping: bool,
     full_logged: bool,
     /// BROADCAST HOOK (issue 16, `--broadcast`): `Some` once
@@ -210,14 +281,13 @@ pub struct Exec {
 }
 
 impl Exec {
-    /// An idle engine.
+    /// An idle engine; the queue and child table are allocated here.
     pub fn new(cfg: ExecConfig, builtins: Builtins) -> Exec {
         Exec {
+            pending: VecDeque::with_capacity(cfg.max_queue + 1),
+            procs: Vec::with_capacity(cfg.max_children * 2),
             cfg,
             builtins,
-            pending: VecDeque::new(),
-            procs: Vec::new(),
-            next_token: FIRST_MODE_TOKEN + 1,
             stopping: false,
             full_logged: false,
             finished: None,
@@ -251,39 +321,44 @@ impl Exec {
         self.pending.len() < self.cfg.max_queue
     }
 
+    /// Jobs waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Call when [`Exec::has_room`] was false and the loop paused reading:
     /// counts it once per pause.
-    pub fn note_full(&mut self, cx: &mut Cx<'_>) {
+    pub fn note_full(&mut self, stats: &mut Stats) {
         if !self.full_logged {
             self.full_logged = true;
-            cx.stats.queue_full += 1;
+            stats.queue_full += 1;
             warn!(
                 "handler queue full ({} jobs waiting, {} running): pausing the socket until one finishes (queue_full={})",
                 self.pending.len(),
                 self.running(),
-                cx.stats.queue_full
+                stats.queue_full
             );
         }
     }
 
-    /// Handler processes running now.
+    /// Handler processes holding a slot now.
     pub fn running(&self) -> usize {
-        self.procs.iter().filter(|p| p.running()).count()
+        self.procs.iter().filter(|p| p.holds_slot()).count()
     }
 
     /// True if nothing waits or runs.
     pub fn idle(&self) -> bool {
-        self.pending.is_empty() && self.procs.is_empty()
+        self.pending.is_empty() && self.procs.iter().all(|p| p.abandoned)
     }
 
     /// Queues a job and starts what may start.
-    pub fn push(&mut self, job: Job, cx: &mut Cx<'_>) {
+    pub fn push(&mut self, job: Job, now: Instant, io: &mut dyn ProcIo, stats: &mut Stats) {
         self.pending.push_back(job);
-        self.pump(cx);
+        self.pump(now, io, stats);
     }
 
     /// Starts waiting jobs that may start, in arrival order.
-    fn pump(&mut self, cx: &mut Cx<'_>) {
+    fn pump(&mut self, now: Instant, io: &mut dyn ProcIo, stats: &mut Stats) {
         let mut k = 0;
         while k < self.pending.len() {
             if self.stopping || self.running() >= self.cfg.max_children {
@@ -303,8 +378,10 @@ impl Exec {
                 k += 1;
                 continue;
             }
-            let job = self.pending.remove(k).expect("k < len");
-            self.run_steps(job, cx);
+            let Some(job) = self.pending.remove(k) else {
+                break;
+            };
+            self.run_steps(job, now, io, stats);
         }
         if self.has_room() {
             self.full_logged = false;
@@ -313,20 +390,21 @@ impl Exec {
 
     /// Runs a job's steps until one starts a process (the job then waits in
     /// the child table) or none are left.
-    fn run_steps(&mut self, mut job: Job, cx: &mut Cx<'_>) {
+    fn run_steps(&mut self, mut job: Job, now: Instant, io: &mut dyn ProcIo, stats: &mut Stats) {
         while let Some(step) = job.steps.pop_front() {
-            match step {
+            let (started, rule, kind) = match step {
                 Step::WriteAttr { name, value, rule } => {
-                    if let Err(e) = self.cfg.sysfs.write_attr(&job.devpath, &name, &value) {
-                        cx.stats.attr_write_failed += 1;
-                        warn!(
-                            "{rule}: ATTR{{{name}}}=\"{}\" for {}: {}",
-                            printable(&value),
-                            job.label,
-                            e.desc()
-                        );
-                    } else {
-                        debug!("{rule}: wrote ATTR{{{name}}} for {}", job.label);
+                    let shown = printable(&value);
+                    match io.write_attr(&job.devpath, &name, &value) {
+                        Ok(pid) => (pid, rule, Kind::Attr { name, value: shown }),
+                        Err(e) => {
+                            stats.attr_write_failed += 1;
+                            warn!(
+                                "{rule}: ATTR{{{name}}}=\"{shown}\" for {}: cannot start the write: {e}",
+                                job.label
+                            );
+                            continue;
+                        }
                     }
                 }
                 Step::Builtin {
@@ -335,7 +413,7 @@ impl Exec {
                     args,
                     rule,
                 } => {
-                    cx.stats.handlers_started += 1;
+                    stats.handlers_started += 1;
                     let r = match Uevent::parse(&job.raw) {
                         Ok(ev) => self.builtins.call(
                             id,
@@ -348,20 +426,61 @@ impl Exec {
                         Err(e) => Err(format!("internal: job event does not parse: {e}")),
                     };
                     if let Err(e) = r {
-                        cx.stats.handlers_failed += 1;
+                        stats.handlers_failed += 1;
                         warn!("{rule}: builtin {name} failed for {}: {e}", job.label);
                     }
+                    continue;
                 }
                 Step::Exec { argv, rule } => {
-                    if self.start(&job, argv, rule, cx) {
-                        // the job continues when this process exits
-                        if let Some(p) = self.procs.last_mut() {
-                            p.job = Some(job);
+                    stats.handlers_started += 1;
+                    let program = printable(&argv[0]);
+                    let hotplugd_rule = rule.as_bytes().to_vec();
+                    let mut env: Vec<(&[u8], &[u8])> = job
+                        .env
+                        .iter()
+                        .map(|(k, v)| (k.as_bytes(), v.as_slice()))
+                        .collect();
+                    env.push((b"HOTPLUGD_RULE", &hotplugd_rule));
+                    for (k, v) in &self.cfg.extra_env {
+                        env.push((k, v));
+                    }
+                    match io.spawn(&argv, &env, self.cfg.handler_creds) {
+                        Ok(pid) => {
+                            info!("{rule}: started {program} [{pid}] for {}", job.label);
+                            (pid, rule, Kind::Handler { program })
                         }
-                        return;
+                        Err(e) => {
+                            stats.handlers_failed += 1;
+                            warn!("{rule}: cannot start {program} for {}: {e}", job.label);
+                            continue;
+                        }
                     }
                 }
-            }
+            };
+            let pipe_open = matches!(kind, Kind::Handler { .. });
+            self.procs.push(Proc {
+                pid: started,
+                kind,
+                rule,
+                label: job.label.clone(),
+                job: Some(job),
+                line: heapless::Vec::new(),
+                cutting: false,
+                pipe_open,
+                window: now,
+                window_lines: 0,
+                quiet_lines: 0,
+                quiet_bytes: 0,
+                started: now,
+                deadline: now + self.cfg.timeout,
+                term_sent: false,
+                kill_at: None,
+                give_up_at: None,
+                reaped: false,
+                timed_out: false,
+                abandoned: false,
+            });
+            return; // the job goes on when this process exits
         }
         debug!("done: {}", job.label);
         // BROADCAST HOOK (issue 16): the job is fully handled
@@ -370,170 +489,103 @@ impl Exec {
         }
     }
 
-    /// Starts one handler process; false if it could not start (logged and
-    /// counted).
-    fn start(&mut self, job: &Job, argv: Vec<Vec<u8>>, rule: String, cx: &mut Cx<'_>) -> bool {
-        let hotplugd_rule = rule.as_bytes().to_vec();
-        let mut env: Vec<(&[u8], &[u8])> = job
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_bytes(), v.as_slice()))
-            .collect();
-        env.push((b"HOTPLUGD_RULE", &hotplugd_rule));
-        for (k, v) in &self.cfg.extra_env {
-            env.push((k, v));
-        }
-        let started = Instant::now();
-        cx.stats.handlers_started += 1;
-        let sp = match spawn::spawn(&argv, &env, self.cfg.handler_creds) {
-            Ok(sp) => sp,
-            Err(e) => {
-                cx.stats.handlers_failed += 1;
-                warn!(
-                    "{rule}: cannot start {} for {}: {e}",
-                    printable(&argv[0]),
-                    job.label
-                );
-                return false;
-            }
-        };
-        let token = Token(self.next_token);
-        self.next_token += 1;
-        let pipe = match cx.registry.register(
-            &mut SourceFd(&sp.output.as_raw_fd()),
-            token,
-            Interest::READABLE,
-        ) {
-            Ok(()) => Some(sp.output),
-            Err(e) => {
-                warn!("handler {}: cannot watch its output: {e}", sp.pid);
-                None
-            }
-        };
-        info!(
-            "{rule}: started {} [{}] for {}",
-            printable(&argv[0]),
-            sp.pid,
-            job.label
-        );
-        self.procs.push(Proc {
-            pid: sp.pid,
-            job: None,
-            rule,
-            token,
-            pipe,
-            line: heapless::Vec::new(),
-            cutting: false,
-            started,
-            deadline: started + self.cfg.timeout,
-            kill_at: None,
-            killed: false,
-            reaped: false,
-            timed_out: false,
-        });
-        true
+    fn find(&self, pid: i32) -> Option<usize> {
+        self.procs.iter().position(|p| p.pid == pid)
     }
 
-    /// A handler's output pipe is readable.
-    pub fn ready(&mut self, token: Token, cx: &mut Cx<'_>) {
-        let Some(i) = self.procs.iter().position(|p| p.token == token) else {
+    /// Bytes the loop read from the output pipe of `pid`.
+    pub fn output(&mut self, pid: i32, data: &[u8], now: Instant, stats: &mut Stats) {
+        if let Some(i) = self.find(pid) {
+            feed(&mut self.procs[i], data, now, stats);
+        }
+    }
+
+    /// The output pipe of `pid` reached its end (the handler and everything
+    /// it started closed it); the loop has closed it.
+    pub fn output_closed(&mut self, pid: i32, io: &mut dyn ProcIo) {
+        if let Some(i) = self.find(pid) {
+            let p = &mut self.procs[i];
+            flush_line(p);
+            p.pipe_open = false;
+        }
+        self.forget_finished(io);
+    }
+
+    /// The loop reaped `pid`: log how it ended, go on with its job, start
+    /// more. The loop reads what is left in its pipe first.
+    pub fn exited(
+        &mut self,
+        pid: i32,
+        exit: Exit,
+        now: Instant,
+        io: &mut dyn ProcIo,
+        stats: &mut Stats,
+    ) {
+        let Some(i) = self.find(pid) else {
+            debug!("reaped unknown child {pid}");
             return;
         };
         let p = &mut self.procs[i];
-        let mut buf = [0u8; 4096];
-        while let Some(fd) = p.pipe.as_ref() {
-            match nix::unistd::read(fd.as_fd(), &mut buf) {
-                Ok(0) => {
-                    flush_line(p, cx);
-                    close_pipe(p, cx);
-                    break;
+        p.reaped = true;
+        flush_line(p);
+        summarise_quiet(p);
+        let ms = now.saturating_duration_since(p.started).as_millis();
+        let (rule, label) = (&p.rule, &p.label);
+        let late = if p.abandoned {
+            " (it had been given up on)"
+        } else {
+            ""
+        };
+        match (&p.kind, &exit) {
+            (Kind::Attr { name, value }, Exit::Code(0)) => {
+                debug!("{rule}: wrote ATTR{{{name}}}=\"{value}\" for {label}")
+            }
+            (Kind::Attr { name, value }, e) => {
+                stats.attr_write_failed += 1;
+                let why = match e {
+                    Exit::Code(c) => errno_text(*c),
+                    Exit::Signal(s) => format!("killed by {s} after {ms} ms"),
+                    Exit::NotStarted(s) => s.clone(),
+                };
+                warn!("{rule}: ATTR{{{name}}}=\"{value}\" for {label}: {why}");
+            }
+            (Kind::Handler { .. }, Exit::Code(0)) => {
+                info!("{rule}: handler [{pid}] for {label} exited 0 after {ms} ms{late}")
+            }
+            (Kind::Handler { .. }, Exit::Code(c)) => {
+                stats.handlers_failed += 1;
+                warn!("{rule}: handler [{pid}] for {label} exited {c} after {ms} ms{late}");
+            }
+            (Kind::Handler { .. }, Exit::Signal(s)) => {
+                if !p.timed_out {
+                    stats.handlers_failed += 1;
                 }
-                Ok(n) => feed(p, &buf[..n], cx),
-                Err(nix::errno::Errno::EAGAIN) => break,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => {
-                    warn!("handler {}: reading its output: {}", p.pid, e.desc());
-                    close_pipe(p, cx);
-                    break;
-                }
+                warn!(
+                    "{rule}: handler [{pid}] for {label} killed by {s} after {ms} ms{}{late}",
+                    if p.timed_out { " (timeout)" } else { "" }
+                );
+            }
+            (Kind::Handler { program }, Exit::NotStarted(e)) => {
+                stats.handlers_failed += 1;
+                warn!("{rule}: cannot start {program} for {label}: {e}");
             }
         }
-        self.forget_finished();
-    }
-
-    /// SIGCHLD: reap every exited child, continue their jobs, start more.
-    pub fn sigchld(&mut self, cx: &mut Cx<'_>) {
-        loop {
-            let (pid, exit) = match spawn::reap() {
-                Ok(Some(x)) => x,
-                Ok(None) => break,
-                Err(e) => {
-                    warn!("waitpid: {}", e.desc());
-                    break;
-                }
-            };
-            let Some(i) = self.procs.iter().position(|p| p.pid == pid && !p.reaped) else {
-                debug!("reaped unknown child {pid}");
-                continue;
-            };
-            self.procs[i].reaped = true;
-            // log what it wrote before saying how it ended
-            if self.procs[i].pipe.is_some() {
-                let t = self.procs[i].token;
-                self.ready(t, cx);
-            }
-            let Some(i) = self.procs.iter().position(|p| p.pid == pid) else {
-                continue;
-            };
-            let p = &mut self.procs[i];
-            let ms = p.started.elapsed().as_millis();
-            let label = p.job.as_ref().map_or(String::new(), |j| j.label.clone());
-            match exit {
-                Exit::Code(0) => info!(
-                    "{}: handler [{pid}] for {label} exited 0 after {ms} ms",
-                    p.rule
-                ),
-                Exit::Code(c) => {
-                    cx.stats.handlers_failed += 1;
-                    warn!(
-                        "{}: handler [{pid}] for {label} exited {c} after {ms} ms",
-                        p.rule
-                    );
-                }
-                Exit::Signal(s) => {
-                    if !p.timed_out {
-                        cx.stats.handlers_failed += 1;
-                    }
-                    warn!(
-                        "{}: handler [{pid}] for {label} killed by {s} after {ms} ms{}",
-                        p.rule,
-                        if p.timed_out { " (timeout)" } else { "" }
-                    );
-                }
-            }
-            let Some(i) = self.procs.iter().position(|p| p.pid == pid) else {
-                continue;
-            };
-            if let Some(job) = self.procs[i].job.take() {
-                self.run_steps(job, cx);
-            }
+        if let Some(job) = p.job.take() {
+            self.run_steps(job, now, io, stats);
         }
-        self.forget_finished();
-        self.pump(cx);
+        self.forget_finished(io);
+        self.pump(now, io, stats);
     }
 
-    /// Drops entries whose leader was reaped, whose pipe is closed and whose
-    /// group is empty.
-    fn forget_finished(&mut self) {
+    /// Drops entries whose leader was reaped (or given up on), whose job
+    /// went on, whose pipe is closed and whose group is empty. A group
+    /// with processes left stays until its deadline kills them.
+    fn forget_finished(&mut self, io: &mut dyn ProcIo) {
         self.procs.retain(|p| {
-            if !p.reaped || p.job.is_some() {
+            if !p.reaped || p.job.is_some() || p.pipe_open {
                 return true;
             }
-            if p.pipe.is_some() {
-                return true;
-            }
-            // anything left in its group? (killed at the deadline if so)
-            matches!(spawn::signal_group(p.pid, None), Ok(true)) && !p.killed
+            p.kill_at.is_none() && io.signal_group(p.pid, Kill::Probe)
         });
     }
 
@@ -541,111 +593,169 @@ impl Exec {
     pub fn deadline(&self) -> Option<Instant> {
         self.procs
             .iter()
-            .filter(|p| !p.killed)
-            .map(|p| p.kill_at.unwrap_or(p.deadline))
+            .filter_map(|p| {
+                if p.abandoned {
+                    None
+                } else if let Some(g) = p.give_up_at {
+                    (!p.reaped).then_some(g)
+                } else if let Some(k) = p.kill_at {
+                    Some(k)
+                } else {
+                    Some(p.deadline)
+                }
+            })
+            .chain(
+                self.procs
+                    .iter()
+                    .filter(|p| p.quiet_lines > 0)
+                    .map(|p| p.window + Duration::from_secs(1)),
+            )
             .min()
     }
 
-    /// Timeouts: SIGTERM at the deadline, SIGKILL after the grace period.
-    pub fn tick(&mut self, now: Instant, cx: &mut Cx<'_>) {
+    /// Timeouts: SIGTERM at the deadline, SIGKILL after the grace period,
+    /// the slot given back after another; summaries of unlogged output.
+    pub fn tick(&mut self, now: Instant, io: &mut dyn ProcIo, stats: &mut Stats) {
+        let grace = self.cfg.grace;
+        let mut resume = Vec::new();
         for p in &mut self.procs {
-            if p.killed {
+            if p.quiet_lines > 0 && now >= p.window + Duration::from_secs(1) {
+                summarise_quiet(p);
+            }
+            if p.abandoned {
                 continue;
             }
-            match p.kill_at {
-                None if now >= p.deadline => {
-                    p.kill_at = Some(now + self.cfg.grace);
-                    let alive =
-                        matches!(spawn::signal_group(p.pid, Some(Signal::SIGTERM)), Ok(true));
-                    if !p.reaped {
-                        p.timed_out = true;
-                        cx.stats.handlers_timed_out += 1;
-                        warn!(
-                            "{}: handler [{}] still running after {:?}: SIGTERM to its process group (handlers_timed_out={})",
-                            p.rule, p.pid, self.cfg.timeout, cx.stats.handlers_timed_out
-                        );
-                    } else if alive {
-                        warn!(
-                            "{}: processes left behind by handler [{}] still running at its timeout: SIGTERM to its process group",
-                            p.rule, p.pid
-                        );
+            if !p.term_sent && now >= p.deadline {
+                p.term_sent = true;
+                p.kill_at = Some(now + grace);
+                let alive = io.signal_group(p.pid, Kill::Term);
+                if !p.reaped {
+                    p.timed_out = true;
+                    stats.handlers_timed_out += 1;
+                    warn!(
+                        "{}: handler [{}] for {} still running after {:?}: SIGTERM to its process group (handlers_timed_out={})",
+                        p.rule, p.pid, p.label, self.cfg.timeout, stats.handlers_timed_out
+                    );
+                } else if alive {
+                    warn!(
+                        "{}: processes left behind by handler [{}] still running at its timeout: SIGTERM to its process group",
+                        p.rule, p.pid
+                    );
+                } else {
+                    // only a pipe held open from outside the group is left
+                    if p.pipe_open {
+                        io.close_output(p.pid);
+                        p.pipe_open = false;
                     }
                 }
-                Some(k) if now >= k => {
-                    p.killed = true;
-                    if matches!(spawn::signal_group(p.pid, Some(Signal::SIGKILL)), Ok(true)) {
-                        warn!("{}: SIGKILL to process group {}", p.rule, p.pid);
-                    }
-                    if p.reaped {
-                        // what is left was killed; stop watching it
-                        if let Some(fd) = p.pipe.take() {
-                            let _ = cx.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
-                        }
-                    }
+            } else if p.give_up_at.is_none() && p.kill_at.is_some_and(|k| now >= k) {
+                p.give_up_at = Some(now + grace);
+                if io.signal_group(p.pid, Kill::Kill) {
+                    warn!("{}: SIGKILL to process group {}", p.rule, p.pid);
                 }
-                _ => {}
+                if p.reaped && p.pipe_open {
+                    // what is left was killed; stop watching it
+                    io.close_output(p.pid);
+                    p.pipe_open = false;
+                }
+            } else if !p.reaped && p.give_up_at.is_some_and(|g| now >= g) {
+                p.abandoned = true;
+                stats.handlers_unkillable += 1;
+                warn!(
+                    "{}: handler [{}] for {} did not die {:?} after SIGKILL (uninterruptible sleep: a hung \
+                     mount or driver?); giving its slot back and going on with its job \
+                     (handlers_unkillable={}); it is reaped if it ever exits",
+                    p.rule, p.pid, p.label, grace, stats.handlers_unkillable
+                );
+                if p.pipe_open {
+                    io.close_output(p.pid);
+                    p.pipe_open = false;
+                }
+                if let Some(job) = p.job.take() {
+                    resume.push(job);
+                }
             }
         }
-        self.forget_finished();
+        for job in resume {
+            self.run_steps(job, now, io, stats);
+        }
+        self.procs
+            .retain(|p| !(p.reaped && p.job.is_none() && !p.pipe_open && p.give_up_at.is_some()));
+        self.forget_finished(io);
+        self.pump(now, io, stats);
     }
 
     /// SIGTERM/SIGINT: drop waiting jobs (logged), SIGTERM every handler
-    /// group, SIGKILL after the grace period.
-    pub fn stop(&mut self, cx: &mut Cx<'_>) {
+    /// group now; SIGKILL and giving up follow from [`Exec::tick`].
+    pub fn stop(&mut self, now: Instant, io: &mut dyn ProcIo, stats: &mut Stats) {
         self.stopping = true;
         if !self.pending.is_empty() {
             warn!("stopping: {} queued jobs will not run", self.pending.len());
             self.pending.clear();
         }
-        let now = Instant::now();
         for p in &mut self.procs {
-            if p.killed {
-                continue;
+            if !p.term_sent {
+                p.deadline = now;
             }
-            let _ = spawn::signal_group(p.pid, Some(Signal::SIGTERM));
-            p.deadline = now;
-            p.kill_at = Some(now + self.cfg.grace);
+            // no further steps of a job once stopping
+            if let Some(j) = p.job.as_mut() {
+                j.steps.clear();
+            }
         }
-        self.tick(now, cx);
+        self.tick(now, io, stats);
     }
 
-    /// True once every handler has been reaped.
+    /// True once every handler has been reaped or given up on.
     pub fn stopped(&self) -> bool {
-        self.procs.iter().all(|p| p.reaped)
+        self.procs.iter().all(|p| p.reaped || p.abandoned)
     }
 }
 
-fn close_pipe(p: &mut Proc, cx: &mut Cx<'_>) {
-    if let Some(fd) = p.pipe.take() {
-        let _ = cx.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
-    }
+/// `exit(errno)` of an attribute-writing child, as text.
+fn errno_text(code: i32) -> String {
+    format!("{} (errno {code})", std::io::Error::from_raw_os_error(code))
 }
 
-/// Splits output into lines and logs each; a line longer than
-/// [`HANDLER_LINE`] is logged cut, marked and counted.
-fn feed(p: &mut Proc, mut data: &[u8], cx: &mut Cx<'_>) {
+/// Splits output into lines and logs each, within the rate limit; a line
+/// longer than [`HANDLER_LINE`] is logged cut, marked and counted.
+fn feed(p: &mut Proc, mut data: &[u8], now: Instant, stats: &mut Stats) {
+    if now >= p.window + Duration::from_secs(1) {
+        summarise_quiet(p);
+        p.window = now;
+        p.window_lines = 0;
+    }
     while !data.is_empty() {
         let nl = data.iter().position(|&b| b == b'\n');
         let chunk = &data[..nl.unwrap_or(data.len())];
-        if !p.cutting {
+        if p.window_lines >= LOG_LINES_PER_SEC {
+            // over the rate: count, don't keep
+            p.quiet_bytes += (chunk.len() + usize::from(nl.is_some())) as u64;
+            if nl.is_some() {
+                p.quiet_lines += 1;
+                stats.output_lines_suppressed += 1;
+                p.line.clear();
+                p.cutting = false;
+            }
+        } else if !p.cutting {
             let room = p.line.capacity() - p.line.len();
             let take = chunk.len().min(room);
             let _ = p.line.extend_from_slice(&chunk[..take]);
             if take < chunk.len() {
-                cx.stats.output_lines_cut += 1;
+                stats.output_lines_cut += 1;
                 info!(
                     "[{}] {} [line cut at {HANDLER_LINE} bytes]",
                     p.pid,
                     printable(&p.line)
                 );
+                p.window_lines += 1;
                 p.line.clear();
                 p.cutting = true;
             }
         }
         match nl {
             Some(i) => {
-                if !p.cutting {
-                    flush_line(p, cx);
+                if !p.cutting && p.window_lines < LOG_LINES_PER_SEC {
+                    flush_line(p);
                 }
                 p.cutting = false;
                 data = &data[i + 1..];
@@ -655,10 +765,23 @@ fn feed(p: &mut Proc, mut data: &[u8], cx: &mut Cx<'_>) {
     }
 }
 
-fn flush_line(p: &mut Proc, _cx: &mut Cx<'_>) {
+fn flush_line(p: &mut Proc) {
     if !p.line.is_empty() {
         info!("[{}] {}", p.pid, printable(&p.line));
+        p.window_lines += 1;
         p.line.clear();
+    }
+}
+
+fn summarise_quiet(p: &mut Proc) {
+    if p.quiet_lines > 0 {
+        warn!(
+            "[{}] {} more lines ({} bytes) of output not logged (over {LOG_LINES_PER_SEC} lines/s; \
+             output_lines_suppressed counts them)",
+            p.pid, p.quiet_lines, p.quiet_bytes
+        );
+        p.quiet_lines = 0;
+        p.quiet_bytes = 0;
     }
 }
 
@@ -681,18 +804,20 @@ pub fn printable(b: &[u8]) -> String {
     s
 }
 
-/// Makes the environment list for `--pass-env` names from the daemon's own
-/// environment, plus the fixed PATH.
-pub fn base_env(pass: &[String]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    use std::os::unix::ffi::OsStrExt;
+/// The environment list for `--pass-env` names, given the daemon's own
+/// environment (`(name, value)` pairs), plus the fixed PATH.
+pub fn base_env(
+    pass: &[String],
+    lookup: impl Fn(&str) -> Option<Vec<u8>>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut v = vec![(
         b"PATH".to_vec(),
         b"/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_vec(),
     )];
     for name in pass {
-        if let Some(val) = std::env::var_os(name) {
+        if let Some(val) = lookup(name) {
             v.retain(|(k, _)| k != name.as_bytes());
-            v.push((name.as_bytes().to_vec(), val.as_bytes().to_vec()));
+            v.push((name.as_bytes().to_vec(), val));
         }
     }
     v
@@ -713,6 +838,76 @@ mod tests {
         }
     }
 
+    fn run_job(devpath: &str, prog: &str) -> Job {
+        let mut j = job(devpath, None);
+        j.steps.push_back(Step::Exec {
+            argv: vec![prog.as_bytes().to_vec()],
+            rule: "t.rules:1".into(),
+        });
+        j
+    }
+
+    /// Fake processes: records what the engine asked for.
+    #[derive(Default)]
+    struct Fake {
+        next: i32,
+        spawned: Vec<(i32, String)>,
+        signals: Vec<(i32, Kill)>,
+        closed: Vec<i32>,
+        /// Groups that still have a process.
+        alive: Vec<i32>,
+    }
+
+    impl ProcIo for Fake {
+        fn spawn(
+            &mut self,
+            argv: &[Vec<u8>],
+            _env: &[(&[u8], &[u8])],
+            _creds: Option<(u32, u32)>,
+        ) -> Result<i32, String> {
+            self.next += 1;
+            let pid = 100 + self.next;
+            self.spawned
+                .push((pid, String::from_utf8_lossy(&argv[0]).into_owned()));
+            self.alive.push(pid);
+            Ok(pid)
+        }
+        fn write_attr(&mut self, _d: &str, name: &str, _v: &[u8]) -> Result<i32, String> {
+            self.next += 1;
+            let pid = 100 + self.next;
+            self.spawned.push((pid, format!("attr:{name}")));
+            self.alive.push(pid);
+            Ok(pid)
+        }
+        fn signal_group(&mut self, pgid: i32, sig: Kill) -> bool {
+            if sig != Kill::Probe {
+                self.signals.push((pgid, sig));
+            }
+            self.alive.contains(&pgid)
+        }
+        fn close_output(&mut self, pid: i32) {
+            self.closed.push(pid);
+        }
+    }
+
+    fn cfg(max_children: usize) -> ExecConfig {
+        ExecConfig {
+            max_children,
+            max_queue: 16,
+            timeout: Duration::from_secs(10),
+            grace: Duration::from_secs(2),
+            extra_env: Vec::new(),
+            handler_creds: None,
+        }
+    }
+
+    /// The process exits and its pipe closes (what the loop reports).
+    fn finish(e: &mut Exec, io: &mut Fake, pid: i32, now: Instant, st: &mut Stats) {
+        io.alive.retain(|&p| p != pid);
+        e.output_closed(pid, io);
+        e.exited(pid, Exit::Code(0), now, io, st);
+    }
+
     #[test]
     fn related_means_same_device_parent_or_child() {
         let dev = job("/devices/pci0/usb1/1-2", None);
@@ -727,6 +922,211 @@ mod tests {
             Some("/devices/virtual/net/usb0")
         )
         .related(&job("/devices/virtual/net/usb0", None)));
+    }
+
+    #[test]
+    fn a_parent_runs_before_its_child_and_unrelated_devices_in_parallel() {
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = (
+            Exec::new(cfg(4), Builtins::default()),
+            Fake::default(),
+            Stats::default(),
+        );
+        e.push(
+            run_job("/devices/usb1/1-1", "/bin/parent"),
+            t0,
+            &mut io,
+            &mut st,
+        );
+        e.push(
+            run_job("/devices/usb1/1-1/1-1:1.0", "/bin/child"),
+            t0,
+            &mut io,
+            &mut st,
+        );
+        e.push(
+            run_job("/devices/usb2/2-1", "/bin/other"),
+            t0,
+            &mut io,
+            &mut st,
+        );
+        let names: Vec<&str> = io.spawned.iter().map(|(_, n)| n.as_str()).collect();
+        assert_eq!(names, ["/bin/parent", "/bin/other"]);
+        let parent = io.spawned[0].0;
+        finish(&mut e, &mut io, parent, t0, &mut st);
+        assert_eq!(io.spawned[2].1, "/bin/child");
+        assert_eq!(st.handlers_started, 3);
+    }
+
+    #[test]
+    fn max_children_holds_jobs_back_until_a_slot_frees() {
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = (
+            Exec::new(cfg(1), Builtins::default()),
+            Fake::default(),
+            Stats::default(),
+        );
+        e.push(run_job("/devices/a", "/bin/a"), t0, &mut io, &mut st);
+        e.push(run_job("/devices/b", "/bin/b"), t0, &mut io, &mut st);
+        assert_eq!((io.spawned.len(), e.queued(), e.running()), (1, 1, 1));
+        let first = io.spawned[0].0;
+        finish(&mut e, &mut io, first, t0, &mut st);
+        assert_eq!((io.spawned.len(), e.queued()), (2, 0));
+    }
+
+    #[test]
+    fn timeout_sends_term_then_kill_then_gives_the_slot_of_an_unkillable_back() {
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = (
+            Exec::new(cfg(1), Builtins::default()),
+            Fake::default(),
+            Stats::default(),
+        );
+        e.push(run_job("/devices/a", "/bin/stuck"), t0, &mut io, &mut st);
+        e.push(run_job("/devices/b", "/bin/next"), t0, &mut io, &mut st);
+        let pid = io.spawned[0].0;
+        assert_eq!(e.deadline(), Some(t0 + Duration::from_secs(10)));
+        e.tick(t0 + Duration::from_secs(9), &mut io, &mut st);
+        assert!(io.signals.is_empty());
+        let t = t0 + Duration::from_secs(10);
+        e.tick(t, &mut io, &mut st);
+        assert_eq!(io.signals, [(pid, Kill::Term)]);
+        assert_eq!(st.handlers_timed_out, 1);
+        assert_eq!(e.deadline(), Some(t + Duration::from_secs(2)));
+        e.tick(t + Duration::from_secs(2), &mut io, &mut st);
+        assert_eq!(io.signals[1], (pid, Kill::Kill));
+        // it does not die (uninterruptible sleep): after one more grace the
+        // slot is given back and the next job starts
+        assert_eq!(io.spawned.len(), 1);
+        e.tick(t + Duration::from_secs(4), &mut io, &mut st);
+        assert_eq!(st.handlers_unkillable, 1);
+        assert_eq!(io.spawned.len(), 2, "the next job got the slot");
+        assert_eq!(e.running(), 1);
+        // and when it finally dies it is reaped without fuss
+        io.alive.retain(|&p| p != pid);
+        e.exited(
+            pid,
+            Exit::Signal("SIGKILL"),
+            t + Duration::from_secs(60),
+            &mut io,
+            &mut st,
+        );
+        assert_eq!(e.procs.len(), 1);
+    }
+
+    #[test]
+    fn stop_is_bounded_even_with_an_unkillable_handler() {
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = (
+            Exec::new(cfg(2), Builtins::default()),
+            Fake::default(),
+            Stats::default(),
+        );
+        e.push(run_job("/devices/a", "/bin/stuck"), t0, &mut io, &mut st);
+        e.push(run_job("/devices/a", "/bin/queued"), t0, &mut io, &mut st);
+        e.stop(t0, &mut io, &mut st);
+        assert_eq!(e.queued(), 0);
+        assert_eq!(io.signals, [(101, Kill::Term)]);
+        assert!(!e.stopped());
+        e.tick(t0 + Duration::from_secs(2), &mut io, &mut st);
+        e.tick(t0 + Duration::from_secs(4), &mut io, &mut st);
+        assert!(e.stopped(), "given up after 2 x grace");
+        assert_eq!(io.spawned.len(), 1, "nothing new starts while stopping");
+    }
+
+    #[test]
+    fn leftovers_in_the_group_are_killed_at_the_deadline() {
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = (
+            Exec::new(cfg(1), Builtins::default()),
+            Fake::default(),
+            Stats::default(),
+        );
+        e.push(
+            run_job("/devices/a", "/bin/daemonizes"),
+            t0,
+            &mut io,
+            &mut st,
+        );
+        let pid = io.spawned[0].0;
+        // the leader exits; a child of it keeps the group and the pipe
+        e.exited(pid, Exit::Code(0), t0, &mut io, &mut st);
+        assert_eq!(e.running(), 0);
+        assert!(!e.idle());
+        e.tick(t0 + Duration::from_secs(10), &mut io, &mut st);
+        e.tick(t0 + Duration::from_secs(12), &mut io, &mut st);
+        assert_eq!(io.signals, [(pid, Kill::Term), (pid, Kill::Kill)]);
+        assert_eq!(io.closed, [pid]);
+        assert!(e.idle());
+    }
+
+    #[test]
+    fn a_flood_of_output_is_rate_limited_and_counted() {
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = (
+            Exec::new(cfg(1), Builtins::default()),
+            Fake::default(),
+            Stats::default(),
+        );
+        e.push(run_job("/devices/a", "/usr/bin/yes"), t0, &mut io, &mut st);
+        let pid = io.spawned[0].0;
+        let chunk = b"y\n".repeat(8192);
+        e.output(pid, &chunk, t0, &mut st);
+        assert_eq!(
+            st.output_lines_suppressed,
+            8192 - u64::from(LOG_LINES_PER_SEC)
+        );
+        assert_eq!(e.deadline(), Some(t0 + Duration::from_secs(1)));
+        e.output(pid, &chunk, t0 + Duration::from_secs(1), &mut st);
+        assert_eq!(
+            st.output_lines_suppressed,
+            2 * (8192 - u64::from(LOG_LINES_PER_SEC))
+        );
+    }
+
+    #[test]
+    fn a_failed_spawn_is_counted_and_the_job_goes_on() {
+        struct NoFork(Fake);
+        impl ProcIo for NoFork {
+            fn spawn(
+                &mut self,
+                a: &[Vec<u8>],
+                e: &[(&[u8], &[u8])],
+                c: Option<(u32, u32)>,
+            ) -> Result<i32, String> {
+                if a[0] == b"/bin/fails" {
+                    return Err("Resource temporarily unavailable".into());
+                }
+                self.0.spawn(a, e, c)
+            }
+            fn write_attr(&mut self, d: &str, n: &str, v: &[u8]) -> Result<i32, String> {
+                self.0.write_attr(d, n, v)
+            }
+            fn signal_group(&mut self, g: i32, s: Kill) -> bool {
+                self.0.signal_group(g, s)
+            }
+            fn close_output(&mut self, p: i32) {
+                self.0.close_output(p)
+            }
+        }
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = (
+            Exec::new(cfg(1), Builtins::default()),
+            NoFork(Fake::default()),
+            Stats::default(),
+        );
+        let mut j = run_job("/devices/a", "/bin/fails");
+        j.steps.push_back(Step::WriteAttr {
+            name: "power/control".into(),
+            value: b"auto".to_vec(),
+            rule: "t:2".into(),
+        });
+        e.push(j, t0, &mut io, &mut st);
+        assert_eq!(st.handlers_failed, 1);
+        assert_eq!(io.0.spawned, [(101, "attr:power/control".to_string())]);
+        // the write's child fails with EACCES
+        e.exited(101, Exit::Code(13), t0, &mut io, &mut st);
+        assert_eq!(st.attr_write_failed, 1);
     }
 
     #[test]

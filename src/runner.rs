@@ -7,17 +7,16 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use log::{debug, error, info, warn};
-use mio::Token;
-use nix::sys::signal::Signal;
 
-use crate::daemon::{Cx, Flow, Mode};
-use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Job, Step};
+use crate::daemon::{Cx, Flow, Mode, BATCH};
+use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Exit, Job, Step};
 use crate::recovery::{Coldplug, Recovery, Track, Verdict};
 use crate::rules::parse::{self, Source, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use crate::rules::{Action, Diagnostic, Matched, RuleSet};
 use crate::stats::Scope;
 use crate::sys::broadcast::Broadcaster;
 use crate::sys::notify::Readiness;
+use crate::sys::signals::Sig;
 use crate::sys::sysfs::SysfsRoot;
 use crate::uevent::Uevent;
 use crate::usb::UsbView;
@@ -122,9 +121,9 @@ impl Runner {
         from: RulesFrom,
         cfg: ExecConfig,
         builtins: Builtins,
+        sysfs: SysfsRoot,
     ) -> Result<Runner, Vec<Diagnostic>> {
         let rules = from.load(&builtins.names())?;
-        let sysfs = cfg.sysfs.clone();
         Ok(Runner {
             rules,
             from,
@@ -171,7 +170,7 @@ impl Runner {
             b.send_with_env(ev.raw(), env, &label, cx.stats);
         } else {
             let (job, _) = build_job(&self.rules, ev, &self.matched, &self.sysfs);
-            self.exec.push(job, cx);
+            self.exec.push(job, cx.now, cx.procs, cx.stats);
         }
     }
 
@@ -217,7 +216,12 @@ impl Runner {
     /// Dispatches waiting synthetic events while the handler queue has
     /// room; signals readiness once coldplug is done.
     fn pump(&mut self, cx: &mut Cx<'_>) {
-        while self.exec.has_room() {
+        // at most BATCH per turn, like the socket: the loop comes back at
+        // once (see `deadline`) after serving its other sources
+        for _ in 0..BATCH {
+            if !self.exec.has_room() {
+                break;
+            }
             let Some(d) = self.recovery.as_mut().and_then(Recovery::next_synthetic) else {
                 break;
             };
@@ -228,7 +232,13 @@ impl Runner {
                     }
                     self.handle(&ev, cx);
                 }
-                Err(e) => warn!("a synthetic event was not built right ({e}); skipped"),
+                Err(e) => {
+                    cx.stats.synthetic_malformed += 1;
+                    warn!(
+                        "a synthetic event did not parse ({e}); dropped (synthetic_malformed={})",
+                        cx.stats.synthetic_malformed
+                    );
+                }
             };
         }
         if self.recovery.as_mut().is_some_and(Recovery::take_ready) {
@@ -358,9 +368,9 @@ impl Runner {
         if m.has_work() {
             let (job, h) = build_job(&self.rules, ev, m, &self.sysfs);
             hit += h;
-            self.exec.push(job, cx);
+            self.exec.push(job, cx.now, cx.procs, cx.stats);
             if !self.exec.has_room() {
-                self.exec.note_full(cx);
+                self.exec.note_full(cx.stats);
             }
         } else {
             self.broadcast_unworked(ev, cx);
@@ -421,19 +431,22 @@ impl Mode for Runner {
             .is_some_and(Recovery::take_want_drain)
     }
 
-    fn ready(&mut self, token: Token, cx: &mut Cx<'_>) -> Flow {
-        self.exec.ready(token, cx);
-        Flow::Continue
+    fn output(&mut self, pid: i32, data: &[u8], cx: &mut Cx<'_>) {
+        self.exec.output(pid, data, cx.now, cx.stats);
     }
 
-    fn signal(&mut self, sig: Signal, cx: &mut Cx<'_>) {
-        match sig {
-            Signal::SIGCHLD => {
-                self.exec.sigchld(cx);
-                self.broadcast_finished(cx);
-            }
-            Signal::SIGHUP => self.reload(cx.stats),
-            _ => {}
+    fn output_closed(&mut self, pid: i32, cx: &mut Cx<'_>) {
+        self.exec.output_closed(pid, cx.procs);
+    }
+
+    fn exited(&mut self, pid: i32, exit: Exit, cx: &mut Cx<'_>) {
+        self.exec.exited(pid, exit, cx.now, cx.procs, cx.stats);
+        self.broadcast_finished(cx);
+    }
+
+    fn signal(&mut self, sig: Sig, cx: &mut Cx<'_>) {
+        if sig == Sig::Hup {
+            self.reload(cx.stats);
         }
     }
 
@@ -454,7 +467,8 @@ impl Mode for Runner {
     }
 
     fn tick(&mut self, now: Instant, cx: &mut Cx<'_>) {
-        self.exec.tick(now, cx);
+        self.exec.tick(now, cx.procs, cx.stats);
+        self.broadcast_finished(cx);
         if let Some(r) = self.recovery.as_mut() {
             r.tick(now, cx.stats);
         }
@@ -463,7 +477,7 @@ impl Mode for Runner {
 
     fn stop(&mut self, cx: &mut Cx<'_>) {
         self.readiness.stopping();
-        self.exec.stop(cx);
+        self.exec.stop(cx.now, cx.procs, cx.stats);
     }
 
     fn stopped(&self) -> bool {

@@ -88,6 +88,10 @@ pub struct Stats {
     /// `BROADCAST_BUFFER`.
     pub broadcast_too_large: u64,
 
+    /// The longest turn of the loop so far, in microseconds: from a
+    /// wake-up to the next wait (how long the socket could not be read).
+    pub longest_turn_us: u64,
+
     /// Log records dropped because the log target would have blocked or
     /// refused them (filled in from [`crate::sys::log::dropped`] when the
     /// line is printed).
@@ -150,7 +154,11 @@ impl fmt::Display for StatsLine<'_> {
                 s.broadcast_sent, s.broadcast_again, s.broadcast_nobufs, s.broadcast_refused, s.broadcast_failed, s.broadcast_too_large
             )?;
         }
-        write!(f, " log_dropped={}", s.log_dropped)
+        write!(
+            f,
+            " longest_turn_us={} log_dropped={}",
+            s.longest_turn_us, s.log_dropped
+        )
     }
 }
 
@@ -172,7 +180,7 @@ mod tests {
         };
         assert_eq!(
             s.line(Scope::Listener).to_string(),
-            "stats: received=5 accepted=2 rejected=1 truncated=1 malformed=1 overruns=3 seqnum_gaps=4 dropped=0 log_dropped=0"
+            "stats: received=5 accepted=2 rejected=1 truncated=1 malformed=1 overruns=3 seqnum_gaps=4 dropped=0 longest_turn_us=0 log_dropped=0"
         );
         assert!(s
             .line(Scope::Daemon)

@@ -6,7 +6,7 @@
 //! The mask stays in place for the life of the process: unblocking it while
 //! a signal is pending would deliver it with its default action.
 //!
-//! Children do not inherit any of this: `std::process::Command` empties the
+//! Children do not inherit any of this: [`crate::sys::spawn`] empties the
 //! signal mask and restores SIGPIPE's default action in the child before exec.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -14,6 +14,51 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use nix::errno::Errno;
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+/// A handled signal, as the rest of the daemon sees it (no `nix` types
+/// outside `sys/`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sig {
+    /// SIGINT
+    Int,
+    /// SIGTERM
+    Term,
+    /// SIGHUP
+    Hup,
+    /// SIGUSR1
+    Usr1,
+    /// SIGUSR2
+    Usr2,
+    /// SIGCHLD
+    Chld,
+}
+
+impl Sig {
+    fn of(s: Signal) -> Option<Sig> {
+        Some(match s {
+            Signal::SIGINT => Sig::Int,
+            Signal::SIGTERM => Sig::Term,
+            Signal::SIGHUP => Sig::Hup,
+            Signal::SIGUSR1 => Sig::Usr1,
+            Signal::SIGUSR2 => Sig::Usr2,
+            Signal::SIGCHLD => Sig::Chld,
+            _ => return None,
+        })
+    }
+}
+
+impl core::fmt::Display for Sig {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Sig::Int => "SIGINT",
+            Sig::Term => "SIGTERM",
+            Sig::Hup => "SIGHUP",
+            Sig::Usr1 => "SIGUSR1",
+            Sig::Usr2 => "SIGUSR2",
+            Sig::Chld => "SIGCHLD",
+        })
+    }
+}
 
 /// The blocked signals and the signalfd that delivers them.
 #[derive(Debug)]
@@ -48,12 +93,15 @@ impl Signals {
     }
 
     /// The next pending signal, or `None` when there is none.
-    pub fn pending(&mut self) -> Result<Option<Signal>, Errno> {
+    pub fn pending(&mut self) -> Result<Option<Sig>, Errno> {
         loop {
             match self.fd.read_signal() {
-                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(s) => return Ok(Some(s)),
-                    Err(_) => continue,
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32)
+                    .ok()
+                    .and_then(Sig::of)
+                {
+                    Some(s) => return Ok(Some(s)),
+                    None => continue,
                 },
                 Ok(None) => return Ok(None),
                 Err(Errno::EINTR) => continue,

@@ -10,8 +10,10 @@
 //! pipe on stdout and stderr, `chdir("/")`, an empty signal mask (the daemon
 //! blocks the signals it reads from its signalfd) and SIGPIPE back to its
 //! default (the daemon ignores it; an ignored signal survives exec). An exec
-//! failure (ENOENT, EACCES) is sent back over a close-on-exec pipe, so the
-//! caller gets it as an error, as with `Command`. With `--handler-user`, the
+//! failure (ENOENT, EACCES) is sent back over a close-on-exec pipe that the
+//! loop reads after it reaps the child (so `spawn` never waits for the
+//! child: a slow `execve` from a hung mount cannot hold the loop); an exit
+//! with 4 bytes in that pipe was a failure to start. With `--handler-user`, the
 //! child drops to that uid and gid, with no supplementary groups, before
 //! `execve`; a failure to drop is reported like an exec failure. Every fd hotplugd opens is
 //! close-on-exec (and inherited ones are marked so at start-up), so a
@@ -32,6 +34,10 @@ pub struct Spawned {
     pub pid: i32,
     /// The read end of its stdout+stderr pipe (nonblocking, close-on-exec).
     pub output: OwnedFd,
+    /// The read end of its exec-error pipe (nonblocking, close-on-exec):
+    /// after the child is reaped, 4 bytes (an errno) if `execve` or the
+    /// set-up before it failed, end of file if the program started.
+    pub exec_error: OwnedFd,
 }
 
 fn cstring(b: &[u8]) -> io::Result<CString> {
@@ -119,28 +125,117 @@ pub fn spawn(
     // handler and its children close it, and the error pipe when exec works.
     drop(w);
     drop(err_w);
-    let mut errno = [0u8; 4];
-    let n = loop {
-        match nix::unistd::read(&err_r, &mut errno) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            other => break other.unwrap_or(0),
-        }
-    };
-    if n == 4 {
-        // exec failed: the child has exited 127; reap it now.
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(pid), None);
-        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
-    }
-    let flags = OFlag::from_bits_truncate(fcntl(r.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(r.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
-    Ok(Spawned { pid, output: r })
+    set_nonblocking(&r)?;
+    set_nonblocking(&err_r)?;
+    Ok(Spawned {
+        pid,
+        output: r,
+        exec_error: err_r,
+    })
 }
 
-/// Sends `sig` to process group `pgid`. `Ok(false)` if the group no longer
-/// has any process (ESRCH).
-pub fn signal_group(pgid: i32, sig: Option<Signal>) -> nix::Result<bool> {
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// The result of one read of a handler's output pipe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipeRead {
+    /// This many bytes.
+    Data(usize),
+    /// Nothing now.
+    WouldBlock,
+    /// End of file (or an error, which ends it the same way; logged).
+    End,
+}
+
+/// One nonblocking read of a pipe.
+pub fn read_pipe(fd: &OwnedFd, buf: &mut [u8]) -> PipeRead {
+    loop {
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return PipeRead::End,
+            Ok(n) => return PipeRead::Data(n),
+            Err(nix::errno::Errno::EAGAIN) => return PipeRead::WouldBlock,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::warn!("reading a handler's output: {}", e.desc());
+                return PipeRead::End;
+            }
+        }
+    }
+}
+
+/// What the exec-error pipe of a reaped child says: `Some(errno)` if it
+/// never started. Reads without waiting (the child is gone, so the pipe
+/// holds its 4 bytes or is at its end).
+pub fn exec_error(fd: &OwnedFd) -> Option<i32> {
+    let mut errno = [0u8; 4];
+    loop {
+        match nix::unistd::read(fd, &mut errno) {
+            Ok(4) => return Some(i32::from_ne_bytes(errno)),
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Writes `value` to the file `path` (a sysfs attribute) in a short-lived
+/// child in a process group of its own, so a driver whose `store` blocks
+/// holds the child, never the loop. The child exits 0, or with the errno
+/// of the failed `open` or `write` (a short write is `EIO`).
+pub fn spawn_attr_write(path: &[u8], value: &[u8]) -> io::Result<i32> {
+    use nix::libc;
+    let path = cstring(path)?;
+    let (p, v, n) = (path.as_ptr(), value.as_ptr(), value.len());
+    // SAFETY: single-threaded daemon; the child calls only async-signal-safe
+    // functions on memory prepared before the fork and never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: child side, as above.
+        unsafe {
+            libc::setpgid(0, 0);
+            let mut set: libc::sigset_t = core::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
+            let fd = libc::open(p, libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW);
+            if fd < 0 {
+                libc::_exit(*libc::__errno_location());
+            }
+            let w = libc::write(fd, v.cast(), n);
+            if w < 0 {
+                libc::_exit(*libc::__errno_location());
+            }
+            libc::_exit(if w as usize == n { 0 } else { libc::EIO });
+        }
+    }
+    Ok(pid)
+}
+
+/// A signal the loop sends to a handler's process group.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sig {
+    /// SIGTERM
+    Term,
+    /// SIGKILL
+    Kill,
+}
+
+/// Sends `sig` to process group `pgid` (`None`: signal 0, only ask).
+/// `Ok(false)` if the group no longer has any process (ESRCH).
+pub fn signal_group(pgid: i32, sig: Option<Sig>) -> nix::Result<bool> {
     let r = match sig {
-        Some(s) => killpg(Pid::from_raw(pgid), s),
+        Some(s) => killpg(
+            Pid::from_raw(pgid),
+            match s {
+                Sig::Term => Signal::SIGTERM,
+                Sig::Kill => Signal::SIGKILL,
+            },
+        ),
         // signal 0: only ask whether the group exists
         None => nix::sys::signal::kill(Pid::from_raw(-pgid), None),
     };
@@ -156,8 +251,8 @@ pub fn signal_group(pgid: i32, sig: Option<Signal>) -> nix::Result<bool> {
 pub enum Exit {
     /// exit(status)
     Code(i32),
-    /// killed by a signal
-    Signal(Signal),
+    /// killed by a signal (its name, e.g. `SIGKILL`)
+    Signal(&'static str),
 }
 
 /// Reaps one exited child, if any: `Ok(None)` when none is waiting.
@@ -167,7 +262,7 @@ pub fn reap() -> nix::Result<Option<(i32, Exit)>> {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) => return Ok(Some((pid.as_raw(), Exit::Code(code)))),
             Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                return Ok(Some((pid.as_raw(), Exit::Signal(sig))))
+                return Ok(Some((pid.as_raw(), Exit::Signal(sig.as_str()))))
             }
             Ok(WaitStatus::StillAlive) => return Ok(None),
             Ok(_) => continue, // stopped/continued: not an exit

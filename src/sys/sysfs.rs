@@ -55,23 +55,20 @@ impl SysfsRoot {
         CStr::from_bytes_with_nul(&buf[..=n]).ok()
     }
 
-    /// Writes `value` to attribute `name` of the device at `devpath` (for
-    /// `ATTR{file}="value"`), in one `write`, as sysfs expects.
-    pub fn write_attr(&self, devpath: &str, name: &str, value: &[u8]) -> Result<(), Errno> {
+    /// Starts a child that writes `value` to attribute `name` of the
+    /// device at `devpath` (for `ATTR{file}="value"`), in one `write`, as
+    /// sysfs expects (see [`crate::sys::spawn::spawn_attr_write`]). Its pid.
+    pub fn spawn_write_attr(
+        &self,
+        devpath: &str,
+        name: &str,
+        value: &[u8],
+    ) -> std::io::Result<i32> {
         let mut pbuf = [0u8; MAX_PATH];
         let path = self
             .path(devpath, name, &mut pbuf)
-            .ok_or(Errno::ENAMETOOLONG)?;
-        let fd = open(
-            path,
-            OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
-            Mode::empty(),
-        )?;
-        let n = nix::unistd::write(fd.as_fd(), value)?;
-        if n != value.len() {
-            return Err(Errno::EIO);
-        }
-        Ok(())
+            .ok_or(std::io::Error::from_raw_os_error(nix::libc::ENAMETOOLONG))?;
+        crate::sys::spawn::spawn_attr_write(path.to_bytes(), value)
     }
 }
 
