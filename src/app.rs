@@ -292,9 +292,37 @@ fn rules_failed(errors: Vec<Diagnostic>) -> AppError {
     ))
 }
 
-/// `hotplugd run`.
+/// The descriptors the process was started with, taken before anything
+/// else is opened (see [`Inherited::claim`]).
+#[derive(Debug)]
+pub struct Inherited {
+    ready: Option<std::os::fd::OwnedFd>,
+}
+
+impl Inherited {
+    /// Takes `--ready-fd` (it must be open: else the error, exit 3) and
+    /// marks every other inherited descriptor above 2 close-on-exec (0, 1
+    /// and 2 are opened on `/dev/null` if init left them closed). Call it
+    /// first, before logging or signals open anything: otherwise an unopened
+    /// `--ready-fd 3` is silently the signalfd's number.
+    pub fn claim(ready_fd: Option<i32>) -> Result<Inherited, AppError> {
+        let ready = ready_fd
+            .map(crate::sys::notify::claim_ready_fd)
+            .transpose()
+            .map_err(AppError::System)?;
+        sys::cloexec_inherited();
+        Ok(Inherited { ready })
+    }
+}
+
+/// `hotplugd run`, for embedders: claims the inherited descriptors
+/// ([`Inherited::claim`]) and runs. Call it before opening anything.
 pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
-    sys::cloexec_inherited();
+    run_with(opts, builtins, Inherited::claim(opts.ready_fd)?)
+}
+
+/// `hotplugd run` with descriptors already claimed.
+pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Result<(), AppError> {
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
     let mut runner = Runner::new(
         rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),
@@ -305,7 +333,7 @@ pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
     .map_err(rules_failed)?;
     runner.log_loaded();
     let readiness =
-        Readiness::new(opts.ready_fd, opts.pidfile.clone()).map_err(AppError::System)?;
+        Readiness::new(inherited.ready, opts.pidfile.clone()).map_err(AppError::System)?;
     runner.set_readiness(readiness);
     runner.enable_recovery(opts.track.clone(), opts.coldplug);
     if !opts.broadcast.is_empty() {
@@ -412,7 +440,7 @@ pub fn replay(opts: &ReplayOpts, builtins: Builtins) -> Result<(), AppError> {
     if opts.dry_run {
         return dry_run(opts, &builtins, &events);
     }
-    sys::cloexec_inherited();
+    Inherited::claim(None)?;
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
     let runner = Runner::new(
         rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),

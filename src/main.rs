@@ -26,6 +26,19 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // Before anything is opened: take --ready-fd (exit 3 if it is not
+    // open) and mark inherited descriptors close-on-exec.
+    let ready_fd = match &cli.command {
+        Command::Run(o) => o.ready_fd,
+        _ => None,
+    };
+    let inherited = match app::Inherited::claim(ready_fd) {
+        Ok(i) => i,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "hotplugd: error: {e}");
+            return ExitCode::from(EXIT_SYSTEM);
+        }
+    };
     if let Err(e) = init_logging(cli.verbose, &cli.log_target) {
         let _ = writeln!(std::io::stderr(), "hotplugd: --log-target: {e}");
         return ExitCode::from(EXIT_SYSTEM);
@@ -40,7 +53,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Monitor(opts) => app::monitor(opts),
-        Command::Run(opts) => app::run(opts, default_builtins()),
+        Command::Run(opts) => app::run_with(opts, default_builtins(), inherited),
         Command::Check(opts) => app::check(opts, &default_builtins()),
         Command::Replay(opts) => app::replay(opts, default_builtins()),
         Command::TestBuiltin(opts) => app::test_builtin(opts),

@@ -386,3 +386,48 @@ fn a_full_stderr_pipe_does_not_stall_the_daemon() {
         "{logged} written + {dropped} dropped for {N} events: {err}"
     );
 }
+
+/// Issue 12: an unopened `--ready-fd 3` used to be the signalfd's number:
+/// readiness wrote into the signalfd, closed it, and the daemon then ignored
+/// SIGTERM for ever. Each of these must exit 3 at once, naming the fd.
+#[test]
+fn an_unopened_ready_fd_exits_3_at_once_whatever_its_number() {
+    if !need_root("ready_fd_unopened") {
+        return;
+    }
+    let s = Scratch::new("readyfd");
+    let rules = s.rules("SUBSYSTEM==\"nothing-here\", RUN{builtin}+=\"log\"\n");
+    for fd in ["3", "4", "1000"] {
+        let mut c = hotplugd();
+        c.args(["run", "--rules", &rules, "--ready-fd", fd])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn hotplugd");
+        let t0 = std::time::Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break Some(st);
+            }
+            if t0.elapsed() > Duration::from_secs(5) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let Some(status) = status else {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "--ready-fd {fd}: still running after 5 s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(3), "--ready-fd {fd}: {err}");
+        assert!(
+            err.contains(&format!("descriptor {fd} is not open")),
+            "--ready-fd {fd}: {err}"
+        );
+    }
+}

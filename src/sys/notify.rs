@@ -34,30 +34,32 @@ fn tmp_name(p: &std::path::Path) -> PathBuf {
     p.with_file_name(name)
 }
 
+/// Takes `--ready-fd` descriptor `fd`: checks it is open and marks it
+/// close-on-exec. Called first thing in `main`, before anything else is
+/// opened, so a descriptor number the supervisor forgot to open can never be
+/// taken by one of ours (the signalfd would get 3) and written to by mistake.
+pub fn claim_ready_fd(fd: RawFd) -> Result<OwnedFd, String> {
+    let flags = fcntl(fd_ref(fd), FcntlArg::F_GETFD).map_err(|e| {
+        format!(
+            "--ready-fd {fd}: descriptor {fd} is not open ({}); the supervisor must \
+             open it for us (s6: notification-fd; or `hotplugd run --ready-fd 3 3>FILE`)",
+            e.desc()
+        )
+    })?;
+    let mut flags = FdFlag::from_bits_truncate(flags);
+    flags.insert(FdFlag::FD_CLOEXEC);
+    let _ = fcntl(fd_ref(fd), FcntlArg::F_SETFD(flags));
+    // SAFETY: the descriptor is open (F_GETFD succeeded), nothing in this
+    // process has opened anything yet, and it was handed to us for this
+    // purpose on the command line: nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 impl Readiness {
     /// Takes descriptor `ready_fd` (checked open, then marked close-on-exec
     /// so that handlers never inherit it), reads and removes `$NOTIFY_SOCKET`
     /// from our environment, and remembers the pidfile path.
-    pub fn new(ready_fd: Option<RawFd>, pidfile: Option<PathBuf>) -> Result<Readiness, String> {
-        let ready_fd = match ready_fd {
-            None => None,
-            Some(fd) => {
-                let flags = fcntl(fd_ref(fd), FcntlArg::F_GETFD).map_err(|e| {
-                    format!(
-                        "--ready-fd {fd}: descriptor {fd} is not open ({}); the supervisor must \
-                         open it for us (s6: notification-fd; or `hotplugd run --ready-fd 3 3>FILE`)",
-                        e.desc()
-                    )
-                })?;
-                let mut flags = FdFlag::from_bits_truncate(flags);
-                flags.insert(FdFlag::FD_CLOEXEC);
-                let _ = fcntl(fd_ref(fd), FcntlArg::F_SETFD(flags));
-                // SAFETY: the descriptor is open (F_GETFD succeeded) and was
-                // handed to us for this purpose on the command line; nothing
-                // else in the process owns it.
-                Some(unsafe { OwnedFd::from_raw_fd(fd) })
-            }
-        };
+    pub fn new(ready_fd: Option<OwnedFd>, pidfile: Option<PathBuf>) -> Result<Readiness, String> {
         let notify = match std::env::var_os("NOTIFY_SOCKET") {
             None => None,
             Some(v) => {
