@@ -217,35 +217,32 @@ fn rules_from(paths: &[std::path::PathBuf], insecure: bool) -> RulesFrom {
 /// `--handler-user USER[:GROUP]` → (uid, gid). Names or numbers; without
 /// GROUP, the user's primary group.
 fn handler_creds(spec: &str) -> Result<(u32, u32), AppError> {
-    use nix::unistd::{Group, User};
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
     let bad = |m: String| AppError::Config(format!("--handler-user {spec}: {m}"));
     let pw = match user.parse::<u32>() {
-        Ok(n) => User::from_uid(nix::unistd::Uid::from_raw(n)).ok().flatten(),
+        Ok(n) => sys::user_by_uid(n),
         Err(_) => Some(
-            User::from_name(user)
+            sys::user_by_name(user)
                 .map_err(|e| bad(format!("cannot look up user {user}: {e}")))?
                 .ok_or_else(|| bad(format!("no such user '{user}' (see /etc/passwd)")))?,
         ),
     };
     let uid = match (&pw, user.parse::<u32>()) {
-        (Some(p), _) => p.uid.as_raw(),
+        (Some(p), _) => p.0,
         (None, Ok(n)) => n,
         (None, Err(_)) => unreachable!("a name resolved above"),
     };
     let gid = match group {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => Group::from_name(g)
+            Err(_) => sys::group_by_name(g)
                 .map_err(|e| bad(format!("cannot look up group {g}: {e}")))?
-                .ok_or_else(|| bad(format!("no such group '{g}' (see /etc/group)")))?
-                .gid
-                .as_raw(),
+                .ok_or_else(|| bad(format!("no such group '{g}' (see /etc/group)")))?,
         },
-        None => pw.as_ref().map(|p| p.gid.as_raw()).ok_or_else(|| {
+        None => pw.map(|p| p.1).ok_or_else(|| {
             bad(format!(
                 "uid {uid} has no passwd entry, so no primary group: give one as {uid}:GROUP"
             ))

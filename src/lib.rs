@@ -14,7 +14,8 @@
 //! - [`monitor`] formats events (text or JSON) into a fixed buffer. Pure.
 //! - [`stats`] holds the counters. Pure.
 //! - [`sys`] is the only module that calls the OS below `std` and the only
-//!   one with `unsafe` (each block with a `// SAFETY:` note).
+//!   one with `unsafe` (each block with a `// SAFETY:` note): the crate
+//!   denies `unsafe_code` and `sys` alone allows it.
 //! - [`daemon`] owns the `mio::Poll`: it receives, checks the sender, parses,
 //!   counts, and hands events to a [`daemon::Mode`].
 //! - [`devices`] is the device table (pure, fixed capacity);
@@ -41,6 +42,7 @@
 //! becomes an empty job (so it is broadcast in order). The receive → parse → print path allocates nothing; a test counts
 //! allocations across a burst of real kernel events (`tests/alloc.rs`).
 
+#![deny(unsafe_code)]
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 

@@ -5,6 +5,8 @@
 //!
 //! Pure modules (`uevent`, `usb`, `rules`, `monitor`) never import this one.
 
+#![allow(unsafe_code)]
+
 pub mod broadcast;
 pub mod log;
 pub mod netlink;
@@ -209,4 +211,26 @@ pub fn cloexec_inherited() {
             }
         }
     }
+}
+
+/// A user's (uid, primary gid) by uid, from the passwd database.
+pub fn user_by_uid(uid: u32) -> Option<(u32, u32)> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+}
+
+/// A user's (uid, primary gid) by name; `Ok(None)` if there is none.
+pub fn user_by_name(name: &str) -> Result<Option<(u32, u32)>, String> {
+    nix::unistd::User::from_name(name)
+        .map(|u| u.map(|u| (u.uid.as_raw(), u.gid.as_raw())))
+        .map_err(|e| e.desc().to_string())
+}
+
+/// A group's gid by name; `Ok(None)` if there is none.
+pub fn group_by_name(name: &str) -> Result<Option<u32>, String> {
+    nix::unistd::Group::from_name(name)
+        .map(|g| g.map(|g| g.gid.as_raw()))
+        .map_err(|e| e.desc().to_string())
 }
