@@ -342,6 +342,10 @@ pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Res
     let mut d = Daemon::new(socket, signals, runner).map_err(system("event loop"))?;
     d.children_mut().set_sysfs_root(&opts.handlers.sysfs_root);
     d.children_mut().reserve(opts.handlers.max_children);
+    if opts.accept_injected {
+        d.source_mut().accept_injected(true);
+        warn!("--accept-injected: uevents relayed from any root process are accepted, not only the kernel's");
+    }
     info!("listening for kernel uevents");
     let ending = d.run().map_err(system("event loop"));
     d.refresh_dropped();

@@ -111,6 +111,9 @@ pub struct RunOpts {
     pub track: Option<Track>,
     /// `--broadcast`, in order.
     pub broadcast: Vec<Target>,
+    /// `--accept-injected`: also accept events the kernel rebroadcasts for a
+    /// root process of another pid (containers).
+    pub accept_injected: bool,
 }
 
 /// Options of `check`.
@@ -286,6 +289,12 @@ Options:
                    pyudev, libusb, udevadm monitor --udev); kernel:MASK: the
                    kernel's format to group mask MASK, as mdevd -O
                    (libudev-zero: kernel:4). ENV{{}} values included
+  --accept-injected  also accept uevents the kernel relays from a root
+                   process (port 0, uid 0, any pid). Inside an LXD/Incus
+                   container the host's manager injects the container's
+                   uevents this way, so without it every event is rejected.
+                   Off by default: on a board only the kernel itself (pid 0)
+                   sends uevents, and any root process could inject one
   -v, --verbose    more log output (repeatable)
   -h, --help       this help
 
@@ -305,10 +314,12 @@ stop: queued work is dropped (logged), handlers get SIGTERM, then SIGKILL
 
 On exit one line goes to stderr:
   stats: received=N ... matched=N handlers_started=N handlers_failed=N
-  handlers_timed_out=N queue_full=N output_lines_cut=N limits_hit=N attr_write_failed=N
-  resyncs=N resync_retries=N synthetic_adds=N synthetic_removes=N table_full=N
-  broadcast_sent=N broadcast_again=N broadcast_nobufs=N broadcast_refused=N
-  broadcast_failed=N broadcast_too_large=N log_dropped=N
+  handlers_timed_out=N handlers_unkillable=N queue_full=N output_lines_cut=N
+  output_lines_suppressed=N limits_hit=N attr_write_failed=N resyncs=N
+  resync_retries=N synthetic_adds=N synthetic_removes=N table_full=N
+  resync_unchecked=N synthetic_malformed=N broadcast_sent=N broadcast_again=N
+  broadcast_nobufs=N broadcast_refused=N broadcast_failed=N
+  broadcast_too_large=N longest_turn_us=N log_dropped=N
 "
     )
 }
@@ -532,6 +543,7 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
         coldplug: Coldplug::None,
         track: None,
         broadcast: Vec::new(),
+        accept_injected: false,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -542,6 +554,7 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
             Long("rcvbuf") => o.rcvbuf = rcvbuf(&p.value()?.string()?)?,
             Long("ready-fd") => o.ready_fd = Some(number(p, "--ready-fd", 3, 1 << 20)? as i32),
             Long("pidfile") => o.pidfile = Some(p.value()?.into()),
+            Long("accept-injected") => o.accept_injected = true,
             Long("coldplug") => {
                 let v = p.value()?.string()?;
                 o.coldplug = Coldplug::parse(&v).ok_or_else(|| {

@@ -332,6 +332,7 @@ pub struct Listener {
     buf: Box<[u8]>,
     last_seqnum: Option<u64>,
     overrun_pending: bool,
+    accept_injected: bool,
     log_rejected: Limiter,
     log_malformed: Limiter,
     log_truncated: Limiter,
@@ -427,10 +428,17 @@ impl Listener {
             buf: vec![0u8; RECV_BUFFER].into_boxed_slice(),
             last_seqnum: None,
             overrun_pending: false,
+            accept_injected: false,
             log_rejected: Limiter::default(),
             log_malformed: Limiter::default(),
             log_truncated: Limiter::default(),
         }
+    }
+
+    /// `--accept-injected`: also accept datagrams from port 0 and uid 0
+    /// with any pid (see [`Sender::is_injected_by_root`]).
+    pub fn accept_injected(&mut self, yes: bool) {
+        self.accept_injected = yes;
     }
 
     /// The socket.
@@ -483,7 +491,9 @@ impl Listener {
                 }
                 Recv::Datagram { len, sender } => {
                     stats.received += 1;
-                    if !sender.is_kernel() {
+                    let trusted = sender.is_kernel()
+                        || (self.accept_injected && sender.is_injected_by_root());
+                    if !trusted {
                         stats.rejected += 1;
                         if let Some(n) = self.log_rejected.allow(Instant::now()) {
                             warn!(
@@ -614,6 +624,11 @@ impl<M: Mode, S: Source> Daemon<M, S> {
     /// The mode, mutably.
     pub fn mode_mut(&mut self) -> &mut M {
         &mut self.mode
+    }
+
+    /// The event source, mutably.
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.source
     }
 
     /// The handler processes (to set where `ATTR{}=` writes go and how

@@ -462,3 +462,62 @@ fn an_unreadable_sysfs_subtree_is_skipped_and_counted_not_fatal() {
     assert!(!err.contains("usb add 46f4:0001"), "{err}");
     assert_eq!(stat(&err, "accepted"), stat(&err, "received"), "{err}");
 }
+
+/// Issue 12: inside LXD/Incus-style containers, the host's events arrive
+/// as kernel rebroadcasts of an injection (port 0, uid 0, the injector's
+/// pid). `run --accept-injected` takes them; without it they are rejected.
+#[test]
+fn accept_injected_takes_a_root_rebroadcast_and_the_default_rejects_it() {
+    if !need_root("accept_injected")
+        || !need_tool("accept_injected", "python3")
+        || !need_tool("accept_injected", "unshare")
+    {
+        return;
+    }
+    let s = Scratch::new("injected");
+    std::fs::write(
+        s.path("inject.py"),
+        r#"import socket, struct
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15)
+p = b"add@/devices/injected\0ACTION=add\0DEVPATH=/devices/injected\0SUBSYSTEM=injected\0"
+s.sendto(struct.pack("=IHHII", 16 + len(p), 0x10, 1, 0, 0) + p, (0, 0))
+"#,
+    )
+    .unwrap();
+    let rules = s.rules("SUBSYSTEM==\"injected\", RUN{builtin}+=\"log\"\n");
+    let mut hd = runner();
+    hd.push(bin().display().to_string());
+    for accept in [true, false] {
+        let flag = if accept { "--accept-injected" } else { "" };
+        let script = format!(
+            r#"mount -t sysfs sysfs /sys || exit 9
+            {hd} run --insecure-rules --rules "{rules}" {flag} 2> "$D/err" &
+            pid=$!
+            i=0; while ! grep -q listening "$D/err" && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+            python3 "$D/inject.py" || echo INJECT-FAILED
+            i=0; while ! grep -q "injected\|rejected" "$D/err" && [ $i -lt 100 ]; do sleep 0.05; i=$((i+1)); done
+            kill $pid; wait $pid
+            echo "exit $?""#,
+            hd = hd.join(" ")
+        );
+        let out = Command::new("unshare")
+            .args(["-Urnm", "sh", "-c", &script])
+            .env("D", &s.0)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let err = read(s.path("err"));
+        assert!(
+            text.contains("exit 0") && !text.contains("INJECT-FAILED"),
+            "{text}\n{err}"
+        );
+        if accept {
+            assert!(err.contains("add /devices/injected"), "{err}");
+            assert_eq!(stat(&err, "rejected"), 0, "{err}");
+        } else {
+            assert!(!err.contains("add /devices/injected"), "{err}");
+            assert_eq!(stat(&err, "rejected"), 1, "{err}");
+        }
+    }
+}

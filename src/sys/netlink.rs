@@ -67,6 +67,13 @@ impl Sender {
     pub fn is_kernel(&self) -> bool {
         self.port == 0 && self.creds == Some((0, 0))
     }
+
+    /// Port 0 and uid 0, any pid: what the kernel relays for a root
+    /// process that injected a uevent (LXD/Incus forward the host's events
+    /// into a container this way). Accepted only with `--accept-injected`.
+    pub fn is_injected_by_root(&self) -> bool {
+        self.port == 0 && matches!(self.creds, Some((_, 0)))
+    }
 }
 
 /// The result of one receive.
