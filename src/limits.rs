@@ -12,6 +12,12 @@
 /// Exceeded: the datagram is refused as malformed (`TooManyFields`) and counted.
 pub const UEVENT_NUM_ENVP: usize = 64;
 
+/// Most fields the parser takes: a full kernel event plus every `ENV{}`
+/// assignment the rules can add ([`MAX_ENV_ASSIGN`]), so the event a
+/// builtin handler is given (the job's `raw`) always parses. A datagram
+/// with more is refused as malformed (`TooManyFields`) and counted.
+pub const MAX_FIELDS: usize = UEVENT_NUM_ENVP + MAX_ENV_ASSIGN;
+
 /// Size of the one receive buffer for a datagram.
 ///
 /// Kernel: `UEVENT_BUFFER_SIZE` is 2048 bytes for the environment, plus the

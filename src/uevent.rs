@@ -30,7 +30,7 @@
 
 use core::fmt;
 
-use crate::limits::UEVENT_NUM_ENVP;
+use crate::limits::{MAX_FIELDS, UEVENT_NUM_ENVP};
 
 /// One `KEY=VALUE` field, in wire order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +51,7 @@ impl<'a> Field<'a> {
 /// A parsed kernel uevent, borrowing the datagram it was parsed from.
 ///
 /// Invariants (checked by [`Uevent::parse`]): the header's action and devpath
-/// equal the `ACTION` and `DEVPATH` fields; at most [`UEVENT_NUM_ENVP`]
+/// equal the `ACTION` and `DEVPATH` fields; at most [`MAX_FIELDS`]
 /// fields; `SEQNUM`, if present, is a decimal `u64`; `SUBSYSTEM`, if present,
 /// is UTF-8.
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ pub struct Uevent<'a> {
     devpath: &'a str,
     subsystem: Option<&'a str>,
     seqnum: Option<u64>,
-    fields: heapless::Vec<Field<'a>, UEVENT_NUM_ENVP>,
+    fields: heapless::Vec<Field<'a>, MAX_FIELDS>,
     raw: &'a [u8],
 }
 
@@ -85,7 +85,7 @@ pub enum ParseErrorKind {
     NoEquals,
     /// A field starts with `=`.
     EmptyKey,
-    /// More than [`UEVENT_NUM_ENVP`] fields.
+    /// More than [`MAX_FIELDS`] fields.
     TooManyFields,
     /// The header, a key or the `SUBSYSTEM` value is not UTF-8.
     InvalidUtf8,
@@ -117,7 +117,9 @@ impl ParseErrorKind {
             ParseErrorKind::DevpathMismatch => "DEVPATH field missing or differs from the header",
             ParseErrorKind::NoEquals => "field without '='",
             ParseErrorKind::EmptyKey => "field with an empty key",
-            ParseErrorKind::TooManyFields => "more than 64 fields (UEVENT_NUM_ENVP)",
+            ParseErrorKind::TooManyFields => {
+                "more than 80 fields (UEVENT_NUM_ENVP 64 + MAX_ENV_ASSIGN 16)"
+            }
             ParseErrorKind::InvalidUtf8 => "invalid UTF-8 in the header, a key or SUBSYSTEM",
             ParseErrorKind::BadSeqnum => "SEQNUM is not a 64-bit decimal number",
         }
@@ -507,7 +509,13 @@ mod tests {
         for i in 0..(UEVENT_NUM_ENVP - 2) {
             d.extend_from_slice(format!("K{i}=v\0").as_bytes());
         }
-        assert!(Uevent::parse(&d).is_ok(), "exactly 64 fields is fine");
+        assert!(Uevent::parse(&d).is_ok(), "a full kernel event: 64 fields");
+        // plus every ENV{} assignment the rules may append (a builtin's
+        // view of the event must parse)
+        for i in 0..crate::limits::MAX_ENV_ASSIGN {
+            d.extend_from_slice(format!("E{i}=v\0").as_bytes());
+        }
+        assert!(Uevent::parse(&d).is_ok(), "exactly MAX_FIELDS is fine");
         d.extend_from_slice(b"ONE=more\0");
         assert_eq!(kind(&d), TooManyFields);
     }

@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok(ev) = Uevent::parse(data) else { return };
     assert!(!ev.action().is_empty() && !ev.devpath().is_empty());
-    assert!(ev.fields().len() <= hotplugd::limits::UEVENT_NUM_ENVP);
+    assert!(ev.fields().len() <= hotplugd::limits::MAX_FIELDS);
     let mut out: heapless::Vec<u8, 16384> = heapless::Vec::new();
     assert!(encode(
         &mut out,
