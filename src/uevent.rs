@@ -30,7 +30,7 @@
 
 use core::fmt;
 
-use crate::limits::{MAX_FIELDS, UEVENT_NUM_ENVP};
+use crate::limits::MAX_FIELDS;
 
 /// One `KEY=VALUE` field, in wire order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -506,7 +506,7 @@ mod tests {
     #[test]
     fn error_too_many_fields() {
         let mut d = b"add@/d\0ACTION=add\0DEVPATH=/d\0".to_vec();
-        for i in 0..(UEVENT_NUM_ENVP - 2) {
+        for i in 0..(crate::limits::UEVENT_NUM_ENVP - 2) {
             d.extend_from_slice(format!("K{i}=v\0").as_bytes());
         }
         assert!(Uevent::parse(&d).is_ok(), "a full kernel event: 64 fields");
