@@ -184,6 +184,10 @@ pub struct RuleSet {
     pub actions: Vec<Action>,
     /// Warnings found while loading (the set loaded anyway).
     pub warnings: Vec<Diagnostic>,
+    /// Trust problems found on the descriptors the rule files were read
+    /// from and the directories leading to them (as root only), each with
+    /// the path at fault; [`parse::check_trust`] reports them.
+    pub(crate) read_trust: Vec<(std::path::PathBuf, Diagnostic)>,
 }
 
 /// A problem in a rule file, with where it is.
