@@ -184,6 +184,10 @@ pub struct RuleSet {
     pub actions: Vec<Action>,
     /// Warnings found while loading (the set loaded anyway).
     pub warnings: Vec<Diagnostic>,
+    /// Trust problems found on the descriptors the rule files were read
+    /// from and the directories leading to them (as root only), each with
+    /// the path at fault; [`parse::check_trust`] reports them.
+    pub(crate) read_trust: Vec<(std::path::PathBuf, Diagnostic)>,
 }
 
 /// A problem in a rule file, with where it is.
@@ -612,12 +616,17 @@ impl RuleSet {
     }
 
     /// The substituted value of an `ATTR{}=` work item: (attribute, value).
+    /// A value longer than `MAX_SUBST_LEN` is cut there (and still written,
+    /// as a `RUN` argument is still passed) and counted in `limits_hit`, for
+    /// the caller to log, as [`RuleSet::argv`] does. `None` if the work item
+    /// is not an `ATTR{}=`.
     pub fn attr_write(
         &self,
         w: &Work,
         ev: &Uevent<'_>,
         m: &Matched,
         sysfs: &dyn Sysfs,
+        limits_hit: &mut usize,
     ) -> Option<(String, Vec<u8>)> {
         let Action::WriteAttr { name, value } = &self.actions[w.action] else {
             return None;
@@ -630,7 +639,9 @@ impl RuleSet {
             parent: w.parent,
         };
         let mut v = Value::new();
-        cx.expand(value, &mut v);
+        if !cx.expand(value, &mut v) {
+            *limits_hit += 1;
+        }
         Some((name.to_string(), v.to_vec()))
     }
 
@@ -905,5 +916,46 @@ impl RuleSet {
             out.push('\n');
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An `ATTR{}=` value longer than `MAX_SUBST_LEN` after substitution is
+    /// cut, and the cut is counted (issue 12: it used to be silent).
+    #[test]
+    fn a_long_attr_write_value_is_cut_and_counted() {
+        let src = parse::Source {
+            name: "t.rules".into(),
+            text: "SUBSYSTEM==\"tty\", ATTR{power/control}=\"$env{LONG}$env{LONG}\"\n\
+                   SUBSYSTEM==\"tty\", ATTR{power/wakeup}=\"$env{LONG}\"\n"
+                .into(),
+        };
+        let rs = parse::compile(&[src], &[]).expect("loads");
+        let long = "x".repeat(MAX_SUBST_LEN / 2 + 100);
+        let raw = format!(
+            "change@/devices/virtual/tty/tty1\0ACTION=change\0DEVPATH=/devices/virtual/tty/tty1\0SUBSYSTEM=tty\0SEQNUM=1\0LONG={long}\0"
+        );
+        let ev = Uevent::parse(raw.as_bytes()).expect("event");
+        let mut m = Matched::default();
+        rs.evaluate(&ev, &NoSysfs, &mut m);
+        assert_eq!(m.work.len(), 2);
+
+        let mut hit = 0;
+        let (name, value) = rs
+            .attr_write(&m.work[0], &ev, &m, &NoSysfs, &mut hit)
+            .expect("an ATTR{} write");
+        assert_eq!(name, "power/control");
+        assert_eq!(value.len(), MAX_SUBST_LEN, "cut at the limit");
+        assert_eq!(hit, 1, "the cut is counted");
+
+        // a value that fits is not counted
+        let (_, value) = rs
+            .attr_write(&m.work[1], &ev, &m, &NoSysfs, &mut hit)
+            .expect("an ATTR{} write");
+        assert_eq!(value, long.as_bytes());
+        assert_eq!(hit, 1);
     }
 }

@@ -41,14 +41,17 @@ pub const DEFAULT_RULES_NAME: &str = "<default rules>";
 /// Reads `paths` (rule files, or directories whose `*.rules` files load in
 /// lexical order) and compiles them. `builtins` are the names `RUN{builtin}`
 /// may use. On any error nothing is returned but the diagnostics.
+/// As root, each file is also checked for trust on the descriptor it is
+/// read from (see [`check_trust`], which reports what was found).
 pub fn load(paths: &[PathBuf], builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
     let mut sources = Vec::new();
     let mut errors = Vec::new();
+    let mut trust = nix::unistd::geteuid().is_root().then(Trust::default);
     for path in paths {
         match rule_files(path) {
             Ok(files) => {
                 for f in files {
-                    match read_source(&f) {
+                    match read_source(&f, trust.as_mut()) {
                         Ok(s) => sources.push(s),
                         Err(d) => errors.push(d),
                     }
@@ -61,6 +64,7 @@ pub fn load(paths: &[PathBuf], builtins: &[&str]) -> Result<RuleSet, Vec<Diagnos
         return Err(errors);
     }
     let mut rs = compile(&sources, builtins)?;
+    rs.read_trust = trust.map(|t| t.found).unwrap_or_default();
     check_programs(&mut rs);
     let order = |d: &Diagnostic| (rs.files.iter().position(|f| *f == d.file), d.line, d.col);
     let mut w = std::mem::take(&mut rs.warnings);
@@ -109,7 +113,9 @@ fn rule_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     Ok(files)
 }
 
-fn read_source(path: &Path) -> Result<Source, Diagnostic> {
+/// Reads one rule file. With `trust` (as root), the open descriptor and
+/// the directories leading to it are checked, see [`check_trust`].
+fn read_source(path: &Path, trust: Option<&mut Trust>) -> Result<Source, Diagnostic> {
     use std::io::Read;
     // O_NONBLOCK: a FIFO swapped in after the check must not block us
     let f = std::fs::OpenOptions::new()
@@ -117,8 +123,14 @@ fn read_source(path: &Path) -> Result<Source, Diagnostic> {
         .custom_flags(nix::libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
-    if !f.metadata().is_ok_and(|m| m.is_file()) {
+    let meta = f
+        .metadata()
+        .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
+    if !meta.is_file() {
         return Err(file_error(path, "not a regular file".into()));
+    }
+    if let Some(t) = trust {
+        t.check_read(path, &meta);
     }
     // Read at most one byte over the limit, so a huge file is refused
     // without reading it all.
@@ -186,51 +198,59 @@ fn check_programs(rs: &mut RuleSet) {
     rs.warnings.extend(warnings);
 }
 
-/// What an untrusted user could change, for a daemon that runs as root:
-/// each `--rules` path, each rule file and its directory, and each `RUN`
-/// program and its directory must be owned by root and not writable by
-/// group or others (a directory with the sticky bit may be writable: no one
-/// can replace root's file in it, except that a rules directory must not be
-/// writable at all, since any new `*.rules` file in it would be loaded).
-/// Returns one error per problem, naming the path and the fix; nothing
-/// when we are not root. As cron and sudo do.
+/// What an untrusted user could change, for a daemon that runs as root.
+///
+/// The rule, checked on every load and reload:
+/// - each rule file, judged by `fstat` on the descriptor it was read from
+///   (so what is judged is what was read, even through a symlink or if the
+///   path was swapped): a regular file owned by root, not writable by group
+///   or others;
+/// - every directory above it, from its real location (the path with every
+///   symlink resolved, confirmed to name the inode that was read) up to `/`:
+///   owned by root and not writable by group or others, unless the
+///   directory has the sticky bit (like `/tmp`, mode 1777). In a sticky
+///   directory only an entry's owner, the directory's owner or root may
+///   rename or remove the entry (unlink(2), rename(2): EPERM), and the entry
+///   we go through (the next directory, or the file) must itself be root's,
+///   so no one else can replace it;
+/// - when the path as given goes through symlinks: each symlink must be
+///   root's (in a sticky directory its owner could replace it), and the
+///   directories holding it, from their real location up to `/`, follow the
+///   rule above. (A `..` inside a symlink's target is not followed
+///   separately: only where it ends up is checked.)
+/// - each `--rules` directory: as above, and not writable by others even
+///   with the sticky bit, since any new `*.rules` file in it would load;
+/// - each `RUN` program named by a literal path, and the directories above
+///   it: as a rule file, but by path (it runs later; it is not read now).
+///
+/// Compared with others: OpenSSH's `StrictModes` (`safe_path()` in
+/// misc.c) walks every directory of the real path up to `/` the same way
+/// (root-owned, no group or other write) but has no sticky exception; sudo
+/// checks the sudoers file itself (owner, no world write, group write only
+/// for its own group) and not its directories; cron checks the crontab's
+/// owner and mode only. hotplugd walks like OpenSSH and accepts a sticky
+/// root-owned directory for the reason above.
+///
+/// Returns one error per path at fault, naming the file it leads to, the
+/// path and the fix; nothing when we are not root. The rule files
+/// themselves were checked while [`load`] read them; this reports what was
+/// found then, with the directories and programs.
 pub fn check_trust(paths: &[PathBuf], rs: &RuleSet) -> Vec<Diagnostic> {
     if !nix::unistd::geteuid().is_root() {
         return Vec::new();
     }
-    let mut out: Vec<Diagnostic> = Vec::new();
-    let mut seen: Vec<PathBuf> = Vec::new();
-    let mut check = |p: &Path, what: &str, strict_dir: bool, out: &mut Vec<Diagnostic>| {
-        if seen.iter().any(|s| s == p) {
-            return;
+    let mut t = Trust::default();
+    // the rules directories first: the strict check names them best
+    for p in paths.iter().filter(|p| p.is_dir()) {
+        if let Some(problem) = untrusted(p, true) {
+            t.report(real(p), p, "rules directory", &problem, p);
         }
-        seen.push(p.to_path_buf());
-        if let Some(problem) = untrusted(p, strict_dir) {
-            out.push(file_error(
-                p,
-                format!(
-                    "{what} {problem}: anyone who can change it can make hotplugd run anything as root. Fix: {} (or pass --insecure-rules to accept the risk)",
-                    fix_for(p, &problem)
-                ),
-            ));
-        }
-    };
-    for p in paths {
-        let dir = p.is_dir();
-        check(
-            p,
-            if dir { "rules directory" } else { "rules file" },
-            dir,
-            &mut out,
-        );
-        if !dir {
-            if let Some(parent) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                check(parent, "directory of a rules file", false, &mut out);
-            }
-        }
+        t.check_path_to(p);
     }
-    for f in &rs.files {
-        check(Path::new(f), "rules file", false, &mut out);
+    for (at, d) in &rs.read_trust {
+        if !t.found.iter().any(|(p, _)| p == at) {
+            t.found.push((at.clone(), d.clone()));
+        }
     }
     for r in &rs.rules {
         for a in &rs.actions[r.actions.clone()] {
@@ -242,41 +262,169 @@ pub fn check_trust(paths: &[PathBuf], rs: &RuleSet) -> Vec<Diagnostic> {
             if !prog.exists() {
                 continue; // a warning already says it is missing
             }
-            check(&prog, "RUN program", false, &mut out);
-            if let Some(parent) = prog.parent() {
-                check(parent, "directory of a RUN program", false, &mut out);
+            if let Some(problem) = untrusted(&prog, false) {
+                t.report(real(&prog), &prog, "RUN program", &problem, &prog);
+            }
+            t.check_path_to(&prog);
+        }
+    }
+    t.found.into_iter().map(|(_, d)| d).collect()
+}
+
+/// `p` with its symlinks resolved, or `p` if that fails.
+fn real(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The trust check's state, for one load: what was judged, what was found.
+#[derive(Default)]
+struct Trust {
+    /// Real paths already judged, so each is checked and reported once.
+    seen: Vec<PathBuf>,
+    /// The real path at fault, and the report.
+    found: Vec<(PathBuf, Diagnostic)>,
+}
+
+impl Trust {
+    /// Reports `at` (once), as the problem of `file`.
+    fn report(&mut self, at: PathBuf, file: &Path, what: &str, problem: &str, fix_at: &Path) {
+        if self.found.iter().any(|(p, _)| *p == at) {
+            return;
+        }
+        let fix = if problem.contains("owned by") && what.starts_with("symlink") {
+            format!("`chown -h root {}`", fix_at.display())
+        } else if problem.contains("owned by") {
+            format!("`chown root {}`", fix_at.display())
+        } else if problem.contains("writable by") {
+            format!("`chmod go-w {}`", fix_at.display())
+        } else {
+            "look at it, then load again".to_string()
+        };
+        self.found.push((
+            at,
+            file_error(
+                file,
+                format!(
+                    "{what} {problem}: anyone who can change it can make hotplugd run anything as root. Fix: {fix} (or pass --insecure-rules to accept the risk)"
+                ),
+            ),
+        ));
+    }
+
+    /// The rule file read from `path`, as `fstat` on its descriptor saw it.
+    fn check_read(&mut self, path: &Path, meta: &std::fs::Metadata) {
+        use std::os::unix::fs::MetadataExt;
+        let same = |r: &PathBuf| {
+            std::fs::metadata(r).is_ok_and(|m| m.dev() == meta.dev() && m.ino() == meta.ino())
+        };
+        let Some(real) = std::fs::canonicalize(path).ok().filter(same) else {
+            let at = path.to_path_buf();
+            self.report(
+                at,
+                path,
+                "rules file",
+                "was replaced while it was read, so where it lies could not be checked (load again)",
+                path,
+            );
+            return;
+        };
+        if let Some(problem) = problem(meta.uid(), meta.mode(), false, false) {
+            let what = if real == path {
+                "rules file".to_string()
+            } else {
+                format!("rules file (through a symlink: {})", real.display())
+            };
+            self.report(real.clone(), path, &what, &problem, &real);
+        }
+        if let Some(dir) = real.parent() {
+            self.check_dirs(path, dir);
+        }
+        self.check_path_to(path);
+    }
+
+    /// The directories that lead to `file` as named: for each prefix of the
+    /// path, the directory holding it (really, up to `/`), and the prefix
+    /// itself if it is a symlink; then the real location of `file` and the
+    /// directories above it.
+    fn check_path_to(&mut self, file: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(abs) = std::path::absolute(file) else {
+            return;
+        };
+        for prefix in abs.ancestors() {
+            let Some(parent) = prefix.parent() else {
+                break;
+            };
+            if let Ok(dir) = std::fs::canonicalize(parent) {
+                self.check_dirs(file, &dir);
+            }
+            if let Ok(m) = std::fs::symlink_metadata(prefix) {
+                if m.file_type().is_symlink() && m.uid() != 0 {
+                    let what = format!("symlink {} on its path", prefix.display());
+                    let problem = format!("is owned by uid {}, not root", m.uid());
+                    self.report(prefix.to_path_buf(), file, &what, &problem, prefix);
+                }
+            }
+        }
+        if let Some(dir) = std::fs::canonicalize(file)
+            .ok()
+            .and_then(|r| r.parent().map(Path::to_path_buf))
+        {
+            self.check_dirs(file, &dir);
+        }
+    }
+
+    /// `dir` (a real path) and every directory above it, up to `/`.
+    fn check_dirs(&mut self, file: &Path, dir: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        for d in dir.ancestors() {
+            if self.seen.iter().any(|s| s == d) {
+                return; // and so were the ones above it
+            }
+            self.seen.push(d.to_path_buf());
+            let what = format!("directory {} above it", d.display());
+            let problem = match std::fs::symlink_metadata(d) {
+                Err(e) => Some(format!("cannot be checked: {e}")),
+                Ok(m) if !m.is_dir() => Some("is no longer a directory (load again)".into()),
+                Ok(m) => problem(m.uid(), m.mode(), true, false),
+            };
+            if let Some(problem) = problem {
+                self.report(d.to_path_buf(), file, &what, &problem, d);
             }
         }
     }
-    out
 }
 
-/// Why `p` is not trustworthy, if it is not.
+/// Why `p` is not trustworthy, if it is not (following symlinks).
 fn untrusted(p: &Path, strict_dir: bool) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(p).ok()?;
-    let mode = m.mode() & 0o7777;
-    if m.uid() != 0 {
-        return Some(format!("is owned by uid {}, not root", m.uid()));
+    problem(m.uid(), m.mode(), m.is_dir(), strict_dir)
+}
+
+/// Why a file or directory with this owner and mode is not trustworthy, if
+/// it is not: owned by root and not writable by group or others, except a
+/// directory with the sticky bit, unless `strict_dir` (a rules directory).
+fn problem(uid: u32, mode: u32, is_dir: bool, strict_dir: bool) -> Option<String> {
+    let mode = mode & 0o7777;
+    if uid != 0 {
+        return Some(format!("is owned by uid {uid}, not root"));
     }
-    let sticky_dir = m.is_dir() && mode & 0o1000 != 0 && !strict_dir;
+    let sticky_dir = is_dir && mode & 0o1000 != 0 && !strict_dir;
     if mode & 0o022 != 0 && !sticky_dir {
         let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
             (true, true) => "group and others",
             (true, false) => "its group",
             _ => "others",
         };
-        return Some(format!("is writable by {who} (mode {mode:04o})"));
+        let sticky = if is_dir && !strict_dir && mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            ", without the sticky bit"
+        } else {
+            ""
+        };
+        return Some(format!("is writable by {who} (mode {mode:04o}){sticky}"));
     }
     None
-}
-
-fn fix_for(p: &Path, problem: &str) -> String {
-    if problem.contains("owned by") {
-        format!("`chown root {}`", p.display())
-    } else {
-        format!("`chmod go-w {}`", p.display())
-    }
 }
 
 /// A logical line: its text and where each piece came from.
@@ -1052,6 +1200,62 @@ fn cannot_match(key: &MatchKey, alt: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_wants_root_and_no_group_or_other_write_unless_sticky() {
+        // (uid, mode, directory, rules directory) -> trusted
+        let cases = [
+            (0, 0o100644, false, false, true),
+            (0, 0o100664, false, false, false),
+            (0, 0o101666, false, false, false), // a sticky file means nothing
+            (1000, 0o100644, false, false, false),
+            (0, 0o40755, true, false, true),
+            (0, 0o40775, true, false, false),
+            (0, 0o40777, true, false, false),
+            (0, 0o41777, true, false, true), // like /tmp
+            (0, 0o41775, true, false, true),
+            (1000, 0o41777, true, false, false), // sticky, but not root's
+            (0, 0o41777, true, true, false),     // a rules directory: never
+        ];
+        for (uid, mode, dir, strict, ok) in cases {
+            assert_eq!(
+                problem(uid, mode, dir, strict).is_none(),
+                ok,
+                "uid {uid} mode {mode:o} dir {dir} strict {strict}"
+            );
+        }
+        assert_eq!(
+            problem(0, 0o40777, true, false).as_deref(),
+            Some("is writable by group and others (mode 0777), without the sticky bit")
+        );
+    }
+
+    /// What is judged is the descriptor read: when the path no longer
+    /// names the file that was opened (swapped after the open), the file
+    /// is refused, whatever the path now shows.
+    #[test]
+    fn a_file_swapped_after_it_was_opened_is_refused() {
+        let dir = std::env::temp_dir().join(format!("hotplugd-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (opened, now) = (dir.join("opened"), dir.join("a.rules"));
+        std::fs::write(&opened, "").unwrap();
+        std::fs::write(&now, "").unwrap();
+        let f = std::fs::File::open(&opened).unwrap();
+        let meta = f.metadata().unwrap();
+        let mut t = Trust::default();
+        t.check_read(&now, &meta);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(t.found.len(), 1, "{:?}", t.found);
+        assert!(
+            t.found[0]
+                .1
+                .message
+                .contains("was replaced while it was read"),
+            "{:?}",
+            t.found
+        );
+    }
 
     fn rules(text: &str) -> usize {
         let src = Source {
