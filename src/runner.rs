@@ -327,7 +327,7 @@ pub fn build_job(rules: &RuleSet, ev: &Uevent<'_>, m: &Matched, sysfs: &SysfsRoo
                 });
             }
             Action::WriteAttr { .. } => {
-                if let Some((name, value)) = rules.attr_write(w, ev, m, sysfs) {
+                if let Some((name, value)) = rules.attr_write(w, ev, m, sysfs, &mut limits_hit) {
                     steps.push_back(Step::WriteAttr { name, value, rule });
                 }
             }
@@ -379,7 +379,7 @@ impl Runner {
         if hit > 0 {
             cx.stats.limits_hit += hit as u64;
             warn!(
-                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN, MAX_ENV_ASSIGN, MAX_RUN_PER_EVENT); limits_hit={}",
+                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN for RUN arguments, ENV{{}} and ATTR{{}} values; MAX_ENV_ASSIGN; MAX_RUN_PER_EVENT); limits_hit={}",
                 ev.action(),
                 ev.devpath(),
                 cx.stats.limits_hit
