@@ -46,7 +46,7 @@ pub const DEFAULT_RULES_NAME: &str = "<default rules>";
 pub fn load(paths: &[PathBuf], builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
     let mut sources = Vec::new();
     let mut errors = Vec::new();
-    let mut trust = nix::unistd::geteuid().is_root().then(Trust::default);
+    let mut trust = crate::sys::is_root().then(Trust::default);
     for path in paths {
         match rule_files(path) {
             Ok(files) => {
@@ -120,7 +120,7 @@ fn read_source(path: &Path, trust: Option<&mut Trust>) -> Result<Source, Diagnos
     // O_NONBLOCK: a FIFO swapped in after the check must not block us
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(nix::libc::O_NONBLOCK)
+        .custom_flags(crate::sys::O_NONBLOCK)
         .open(path)
         .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
     let meta = f
@@ -236,7 +236,7 @@ fn check_programs(rs: &mut RuleSet) {
 /// themselves were checked while [`load`] read them; this reports what was
 /// found then, with the directories and programs.
 pub fn check_trust(paths: &[PathBuf], rs: &RuleSet) -> Vec<Diagnostic> {
-    if !nix::unistd::geteuid().is_root() {
+    if !crate::sys::is_root() {
         return Vec::new();
     }
     let mut t = Trust::default();

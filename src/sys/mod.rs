@@ -234,3 +234,12 @@ pub fn group_by_name(name: &str) -> Result<Option<u32>, String> {
         .map(|g| g.map(|g| g.gid.as_raw()))
         .map_err(|e| e.desc().to_string())
 }
+
+/// True when running with effective uid 0.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// `O_NONBLOCK` for `OpenOptionsExt::custom_flags` (its value differs
+/// between architectures).
+pub const O_NONBLOCK: i32 = nix::libc::O_NONBLOCK;
