@@ -73,7 +73,9 @@ fn a_storm_with_overruns_and_a_sighup_leaves_the_handlers_view_equal_to_sysfs() 
     let p = Proc::spawn(c);
     p.wait_listening();
 
-    let adds: String = (0..N).map(|i| format!("tuntap add dev hps{i} mode tap\n")).collect();
+    let adds: String = (0..N)
+        .map(|i| format!("tuntap add dev hps{i} mode tap\n"))
+        .collect();
     batch(&ns, &adds, &s, "adds");
     // Mid-storm: the rules now also cover misc devices (the tracked set
     // changes during whatever pass is running).
@@ -89,7 +91,10 @@ fn a_storm_with_overruns_and_a_sighup_leaves_the_handlers_view_equal_to_sysfs() 
         .collect();
     batch(&ns, &dels, &s, "dels");
 
-    let expected: BTreeSet<String> = (0..N).filter(|i| i % 2 == 0).map(|i| format!("hps{i}")).collect();
+    let expected: BTreeSet<String> = (0..N)
+        .filter(|i| i % 2 == 0)
+        .map(|i| format!("hps{i}"))
+        .collect();
     let t = Instant::now();
     let mut last = BTreeSet::new();
     while t.elapsed() < Duration::from_secs(240) {
