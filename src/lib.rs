@@ -16,12 +16,17 @@
 //! - [`sys`] is the only module that calls the OS below `std` and the only
 //!   one with `unsafe` (each block with a `// SAFETY:` note): the crate
 //!   denies `unsafe_code` and `sys` alone allows it.
-//! - [`daemon`] owns the `mio::Poll`: it receives, checks the sender, parses,
-//!   counts, and hands events to a [`daemon::Mode`].
+//! - [`daemon`] owns the `mio::Poll` and every descriptor and child
+//!   process: it receives, checks the sender, parses, counts, and hands
+//!   events to a [`daemon::Mode`]; each turn serves every source within a
+//!   budget (signals, handler pipes, the socket, timers).
 //! - [`devices`] is the device table (pure, fixed capacity);
 //!   [`recovery`] keeps it in step and runs coldplug and the resync after
 //!   an overrun, walking sysfs through [`sys::walk`].
-//! - [`runner`] and [`exec`] run the rules and the handlers.
+//! - [`runner`] runs the rules; [`exec`] is the handler engine, a state
+//!   machine with no I/O and no clock: the loop gives it the time and what
+//!   happened (output, exits) and carries out what it asks through
+//!   [`exec::ProcIo`].
 //! - [`broadcast`] encodes handled events for other programs (libudev's
 //!   and the kernel's netlink formats). Pure; [`sys::broadcast`] sends.
 //! - [`identity`] computes udev's `usb_id` / `path_id` properties over a
