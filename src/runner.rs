@@ -228,7 +228,10 @@ impl Runner {
                     }
                     self.handle(&ev, cx);
                 }
-                Err(e) => warn!("a synthetic event was not built right ({e}); skipped"),
+                Err(e) => {
+                    cx.stats.synthetic_malformed += 1;
+                    warn!("a synthetic event was not built right ({e}); skipped");
+                }
             };
         }
         if self.recovery.as_mut().is_some_and(Recovery::take_ready) {

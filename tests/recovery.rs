@@ -419,3 +419,44 @@ fn coldplug_on_a_real_usb_sysfs_fixture_matches_its_devices() {
         "{err}"
     );
 }
+
+/// Issue 12: "nothing cut without a count". A device whose `uevent` file
+/// holds a line no kernel event could carry (`=x`: an empty key) makes a
+/// synthetic add that does not parse: skipped, with a warning and a count.
+#[test]
+fn a_synthetic_event_that_does_not_parse_is_counted() {
+    if !need_root("synthetic_malformed") {
+        return;
+    }
+    let s = Scratch::new("malformed");
+    let root = s.path("sys");
+    for (dev, uevent) in [
+        ("good0", "DEVTYPE=thing\n"),
+        ("bad0", "DEVTYPE=thing\n=x\n"),
+    ] {
+        let d = root.join("devices/platform").join(dev);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("uevent"), uevent).unwrap();
+        std::os::unix::fs::symlink("../../../bus/thing", d.join("subsystem")).unwrap();
+    }
+    std::fs::create_dir_all(root.join("bus/thing")).unwrap();
+    let rules = s.rules("SUBSYSTEM==\"thing\", RUN{builtin}+=\"log\"\n");
+    let mut c = hotplugd();
+    c.args(["run", "--rules", &rules, "--coldplug", "synthesize"])
+        .arg("--sysfs-root")
+        .arg(&root);
+    let p = Proc::spawn(c);
+    assert!(
+        p.wait_stderr(
+            "a synthetic event was not built right",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        p.stderr()
+    );
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+    assert_eq!(stat(&err, "synthetic_malformed"), 1, "{err}");
+    assert_eq!(stat(&err, "synthetic_adds"), 1, "{err}");
+    assert!(err.contains("add /devices/platform/good0 (thing)"), "{err}");
+}
