@@ -208,8 +208,8 @@ fn overruns_during_the_resync_are_recovered_too() {
         return;
     }
     let st = setup("resync2");
-    // The test hook holds the loop 1.5 s after each walk: long enough to
-    // overflow the socket again while the resync is under way.
+    // The test hook (debug builds) holds each walk's end 1.5 s: long enough
+    // to overflow the socket again while the resync is under way.
     let p = start(
         &st,
         &["--rcvbuf", "64K"],
@@ -230,13 +230,16 @@ fn overruns_during_the_resync_are_recovered_too() {
         "{}",
         p.stderr()
     );
-    // during the walk's hold: lose events again
+    // during the walk's hold: lose events again (the hold is a deadline,
+    // not a sleep: the daemon goes on reading, so stop it meanwhile)
+    p.signal(Signal::SIGSTOP);
     flood(&st.ns, 3000);
     let mut ops = del(&["hp1"]);
     ops.extend(add(&["hp4", "hp5"]));
     ops.extend(del(&["hp5"]));
     ip_in(&st.ns, &ops);
     flood(&st.ns, 500);
+    p.signal(Signal::SIGCONT);
 
     let want = ["hp2", "hp3", "hp4"];
     let (got, text) = wait_record(&st.log, &want, Duration::from_secs(40));
@@ -262,8 +265,8 @@ fn coldplug_synthesize_adds_each_tap_once_even_while_taps_change() {
     }
     let st = setup("coldsyn");
     ip_in(&st.ns, &add(&["hp0", "hp1", "hp2"]));
-    // The walk is held 1 s (test hook) while taps come and go: each must
-    // end up handled exactly as it ends up.
+    // The walk's end is held 1 s (test hook; the loop goes on reading)
+    // while taps come and go: each must end up handled exactly as it ends up.
     let mut c = st.ns.hotplugd();
     c.args(["run", "--rules", &st.rules, "--coldplug", "synthesize"])
         .env("HOTPLUGD_TEST_WALK_DELAY_MS", "1000");
