@@ -238,3 +238,53 @@ pub fn trigger(sysfs: &Path, devpath: &str, uuid: &str) -> io::Result<()> {
         .open(sysfs.join(devpath.trim_start_matches('/')).join("uevent"))?;
     f.write_all(format!("add {uuid}").as_bytes())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/sysfs/x86_64")
+    }
+
+    #[test]
+    fn a_walk_a_directory_at_a_time_finds_what_a_whole_walk_finds() {
+        let mut whole = Vec::new();
+        let rep = walk(&fixture(), &|_| true, &mut whole);
+        assert!(whole.len() > 20, "{}", whole.len());
+        let mut w = SysfsWalker::new(fixture());
+        w.begin(&Track::All);
+        let mut steps = Vec::new();
+        let mut n = 0;
+        let rep2 = loop {
+            n += 1;
+            if let Some(r) = w.step(1, &mut steps) {
+                break r;
+            }
+        };
+        assert_eq!(rep2, rep);
+        assert_eq!(n, rep.dirs, "one directory per step");
+        assert_eq!(steps, whole);
+        assert!(rep.unread.is_empty() && !rep.cut);
+    }
+
+    #[test]
+    fn subtrees_below_the_depth_bound_are_named_not_read() {
+        let root = std::env::temp_dir().join(format!("hotplugd-walk-deep-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let mut d = root.join("devices");
+        for i in 0..=MAX_WALK_DEPTH {
+            d = d.join(format!("d{i}"));
+        }
+        fs::create_dir_all(&d).unwrap();
+        let rep = walk(&root, &|_| true, &mut Vec::new());
+        let _ = fs::remove_dir_all(&root);
+        assert_eq!(rep.unread.len(), 1, "{rep:?}");
+        assert!(
+            rep.unread[0].ends_with(&format!("/d{MAX_WALK_DEPTH}")),
+            "{rep:?}"
+        );
+        assert!(rep.unread[0].starts_with("/devices/d0/"), "{rep:?}");
+        assert!(!rep.cut);
+    }
+}
