@@ -6,23 +6,29 @@
 //! end (the kernel drops everything until its queue empties). Then:
 //!
 //! 1. read `/sys/kernel/uevent_seqnum` (s0), walk `/sys/devices`
-//!    ([`crate::sys::walk`]), read it again (s1);
-//! 2. go on reading the socket: every event that arrives is handled as
-//!    usual, and if it is an add, remove or move its devpath is marked
-//!    *touched*: the event is newer than (or as new as) what the walk saw,
-//!    so for touched devices the events are the truth;
+//!    [`WALK_BUDGET`] directories per wake-up of the loop ([`Recovery::tick`];
+//!    [`Recovery::deadline`] is "now" while the walk is under way), read
+//!    it again (s1);
+//! 2. go on reading the socket, during the walk and after it: every event
+//!    that arrives is handled as usual, and if it is an add, remove or move
+//!    its devpath is marked *touched*: the event is newer than (or as new
+//!    as) what the walk saw, so for touched devices the events are the
+//!    truth;
 //! 3. when the socket is empty again ([`Recovery::drained`]): if another
 //!    overrun happened meanwhile, walk again (at most
 //!    [`MAX_RESYNC_ATTEMPTS`] walks, counted in `resync_retries`); if the
-//!    walk raced with events (s0 != s1), re-check each touched device
-//!    against sysfs, and while some disagree (an event still on its way)
-//!    wait [`RECHECK_DELAY`] and look again, at most [`MAX_RECHECKS`]
-//!    times (each counted in `resync_retries`); then accept, with a warning
-//!    naming what still disagrees;
+//!    walk raced with events (s0 != s1), re-check the touched devices the
+//!    table or the walk knows against sysfs, and while some disagree (an
+//!    event still on its way) wait [`RECHECK_DELAY`] and look again, at
+//!    most [`MAX_RECHECKS`] times (each counted in `resync_retries`); then
+//!    accept, with a warning naming what still disagrees;
 //! 4. diff the walk against the table, untouched devices only: present but
 //!    unknown → a synthetic `add`; known but gone → a synthetic `remove`
 //!    (with the keys of its last add); both through the same rules, with
-//!    `HOTPLUGD_RESYNC=1`.
+//!    `HOTPLUGD_RESYNC=1`. A device the walk could not check (under a
+//!    subtree it could not read, or anywhere if the walk was cut: see
+//!    [`WalkReport`]) is not known gone: no remove, counted in
+//!    `resync_unchecked`, with a warning.
 //!
 //! The socket is read between every step; nothing here waits for anything
 //! but the loop. A table that overflowed cannot say what is gone: the
@@ -37,16 +43,23 @@
 //! waiting for their events before the next batch (so coldplug cannot
 //! overrun its own socket), and skips a triggered `add` for a device an
 //! event already added. Readiness is signalled when coldplug is done.
+//!
+//! # What it leaves to others
+//! No I/O here: sysfs comes through [`SysfsWalk`] (the daemon's is
+//! `sys::walk::SysfsWalker`), synthetic events leave as datagrams
+//! ([`Recovery::next_synthetic`]) for the runner to dispatch. A SIGHUP that
+//! changes the tracked subsystems ([`Recovery::retrack`]) during a pass
+//! waits for the pass to end. The clock is read for the start of a pass
+//! and the confirm window of synthetic adds; timers run off the `now`
+//! given to [`Recovery::tick`].
 
-use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::collections::{HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
 use crate::devices::DeviceTable;
 use crate::stats::Stats;
-use crate::sys::walk::{self, Found};
 use crate::uevent::Uevent;
 
 /// Walks per resync before accepting one that saw another overrun.
@@ -62,8 +75,104 @@ pub const TRIGGER_BATCH: usize = 16;
 /// (a device may vanish between the walk and the write).
 pub const TRIGGER_WAIT: Duration = Duration::from_secs(2);
 /// Devpaths remembered as touched during one resync; beyond it the resync
-/// walks again.
+/// walks again. The set is allocated once, for this many (about 1 MiB,
+/// committed by the kernel only as it fills).
 pub const MAX_TOUCHED: usize = 65_536;
+/// Directories the walk reads per wake-up of the loop: a pass never keeps
+/// the socket, the signals or the handlers waiting for a whole tree (a
+/// directory, with its device's `uevent` read, cost ~30 µs on a 2-core VM:
+/// ~8 ms a step; `cargo bench --bench resync`).
+pub const WALK_BUDGET: usize = 256;
+/// Subtrees a walk names as not read; beyond it the walk reports itself
+/// cut (and a resync synthesises no remove at all).
+pub const MAX_UNREAD_SUBTREES: usize = 64;
+
+/// A device found by the walk.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// `/devices/...`
+    pub devpath: String,
+    /// The name its `subsystem` link points to.
+    pub subsystem: String,
+    /// The `KEY=VALUE` lines of its `uevent` file.
+    pub fields: Vec<Vec<u8>>,
+}
+
+/// What a walk saw, and what it could not see.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WalkReport {
+    /// Directories visited.
+    pub dirs: usize,
+    /// Devices found (tracked or not).
+    pub devices: usize,
+    /// Directories or `uevent` files that could not be read (skipped).
+    pub unreadable: usize,
+    /// The devpaths of the subtrees not read (at most
+    /// [`MAX_UNREAD_SUBTREES`]): unreadable directories, devices whose
+    /// `uevent` could not be read, directories below the depth bound.
+    /// Whether a device under one of them is present is unknown.
+    pub unread: Vec<String>,
+    /// True if the walk missed parts of the tree it does not name in
+    /// `unread` (it hit its directory bound, or `unread` was full): then
+    /// nothing absent from the walk is known to be gone.
+    pub cut: bool,
+}
+
+impl WalkReport {
+    /// Notes a subtree that was not read.
+    pub fn not_read(&mut self, devpath: &str) {
+        if self.unread.len() < MAX_UNREAD_SUBTREES {
+            self.unread.push(devpath.to_string());
+        } else {
+            self.cut = true;
+        }
+    }
+
+    /// True if the walk cannot tell whether `devpath` is present: it was
+    /// cut, or `devpath` lies in (or is) a subtree it did not read.
+    pub fn unchecked(&self, devpath: &str) -> bool {
+        self.cut
+            || self.unread.iter().any(|u| {
+                devpath
+                    .strip_prefix(u.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+    }
+}
+
+/// Sysfs as recovery needs it, so that recovery does no I/O itself: an
+/// incremental walk of `devices/`, the kernel's event counter, one
+/// device's presence, and the `uevent` write of `--coldplug=trigger`. The
+/// daemon's is `crate::sys::walk::SysfsWalker`; tests use a fake.
+pub trait SysfsWalk {
+    /// Starts a walk for the devices of the subsystems `track` follows
+    /// (forgetting any walk under way).
+    fn begin(&mut self, track: &Track);
+    /// Reads at most `budget` more directories, pushing each tracked
+    /// device found into `out`; the report once the walk is complete.
+    fn step(&mut self, budget: usize, out: &mut Vec<Found>) -> Option<WalkReport>;
+    /// `kernel/uevent_seqnum`: the last SEQNUM the kernel gave out.
+    fn uevent_seqnum(&mut self) -> Option<u64>;
+    /// True if the device still has its directory (and `uevent` file).
+    fn present(&mut self, devpath: &str) -> bool;
+    /// Asks the kernel to send the device's `add` again, marked with
+    /// `SYNTH_UUID=uuid`.
+    fn trigger(&mut self, devpath: &str, uuid: &str) -> std::io::Result<()>;
+    /// A new random UUID (for `SYNTH_UUID`).
+    fn uuid(&mut self) -> String;
+}
+
+/// FNV-1a, 64 bits: the touched set holds these, not the devpaths (a
+/// collision among 65,536 devpaths has a chance of about 1 in 10^10; its
+/// cost would be one device left to its next event).
+fn touch_key(devpath: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in devpath.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
 
 /// `--coldplug`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -116,13 +225,28 @@ enum Kind {
     Overrun,
 }
 
+/// Where a pass is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The walk is under way: [`Recovery::tick`] reads [`WALK_BUDGET`]
+    /// more directories per wake-up of the loop.
+    Walking,
+    /// Debug builds only: the test hook holds the walk's end until then.
+    Held(Instant),
+    /// The walk is done: waiting for the socket to drain, then re-checks.
+    Walked,
+}
+
 struct Pass {
     kind: Kind,
     attempt: u32,
+    phase: Phase,
     rechecks: u32,
     snapshot: Vec<Found>,
+    report: WalkReport,
+    /// `uevent_seqnum` before the walk.
+    s0: Option<u64>,
     raced: bool,
-    touched: Vec<String>,
     overrun_again: bool,
     recheck_at: Option<Instant>,
     started: Instant,
@@ -140,18 +264,26 @@ struct Trigger {
 
 /// See the module documentation.
 pub struct Recovery {
-    sysfs: PathBuf,
+    sysfs: Box<dyn SysfsWalk>,
     track: Track,
+    /// A retrack that came during a pass: applied when the pass ends.
+    pending_track: Option<Track>,
     coldplug: Coldplug,
     table: DeviceTable,
     pass: Option<Pass>,
+    /// The devpaths touched during the pass, as [`touch_key`]s; capacity
+    /// for [`MAX_TOUCHED`] reserved once.
+    touched: HashSet<u64>,
     trigger: Option<Trigger>,
     synthetic: VecDeque<Vec<u8>>,
     ready_due: bool,
     warned_full: bool,
     want_drain: bool,
-    /// Test hook: `HOTPLUGD_TEST_WALK_DELAY_MS` holds the loop this long
-    /// after each walk, so a test can provoke an overrun during a resync.
+    /// Test hook (debug builds only): `HOTPLUGD_TEST_WALK_DELAY_MS` holds
+    /// each walk's end this long (the loop goes on serving everything
+    /// else), so a test can make events arrive, or be lost, while a pass
+    /// is under way.
+    #[cfg(debug_assertions)]
     test_delay: Option<Duration>,
     /// Devices given a synthetic add, with when: a kernel add for one of
     /// them within [`CONFIRM_WINDOW`] is the same add, seen late.
@@ -174,19 +306,23 @@ pub enum Verdict {
 }
 
 impl Recovery {
-    /// Allocates the device table.
-    pub fn new(sysfs: PathBuf, track: Track, coldplug: Coldplug) -> Recovery {
+    /// Allocates the device table and the touched set; `sysfs` does the
+    /// walks.
+    pub fn new(sysfs: Box<dyn SysfsWalk>, track: Track, coldplug: Coldplug) -> Recovery {
         Recovery {
             sysfs,
             track,
+            pending_track: None,
             coldplug,
             table: DeviceTable::new(),
             pass: None,
+            touched: HashSet::with_capacity(MAX_TOUCHED),
             trigger: None,
             synthetic: VecDeque::new(),
             ready_due: false,
             warned_full: false,
             want_drain: false,
+            #[cfg(debug_assertions)]
             test_delay: std::env::var("HOTPLUGD_TEST_WALK_DELAY_MS")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -230,8 +366,19 @@ impl Recovery {
         self.begin(kind, 1, stats);
     }
 
-    /// The rules changed what is tracked: learn the new set silently.
+    /// The rules changed what is tracked: learn the new set silently. During
+    /// a pass (coldplug, a resync, a trigger) this waits until the pass is
+    /// over: starting afresh would drop the synthetic events it owes.
     pub fn retrack(&mut self, track: Track, stats: &mut Stats) {
+        if self.pass.is_some() || self.trigger.is_some() {
+            if track == self.track {
+                self.pending_track = None;
+            } else {
+                info!("tracked subsystems changed: learning them once the pass under way is over");
+                self.pending_track = Some(track);
+            }
+            return;
+        }
         if track == self.track {
             return;
         }
@@ -242,46 +389,92 @@ impl Recovery {
         self.begin(Kind::Baseline, 1, stats);
     }
 
-    fn begin(&mut self, kind: Kind, attempt: u32, _stats: &mut Stats) {
-        let started = Instant::now();
-        let s0 = walk::uevent_seqnum(&self.sysfs);
-        let mut snapshot = Vec::new();
-        let track = self.track.clone();
-        let rep = walk::walk(&self.sysfs, &|s| track.tracks(s), &mut snapshot);
-        if let Some(d) = self.test_delay {
-            std::thread::sleep(d);
+    /// A pass is over: apply a retrack that waited for it.
+    fn passed(&mut self, stats: &mut Stats) {
+        if self.pass.is_none() && self.trigger.is_none() {
+            if let Some(t) = self.pending_track.take() {
+                self.retrack(t, stats);
+            }
         }
-        let s1 = walk::uevent_seqnum(&self.sysfs);
-        if rep.unreadable > 0 || rep.cut {
+    }
+
+    /// Starts a pass: the walk itself runs in [`Recovery::tick`].
+    fn begin(&mut self, kind: Kind, attempt: u32, _stats: &mut Stats) {
+        self.sysfs.begin(&self.track);
+        self.touched.clear();
+        self.pass = Some(Pass {
+            kind,
+            attempt,
+            phase: Phase::Walking,
+            rechecks: 0,
+            snapshot: Vec::new(),
+            report: WalkReport::default(),
+            s0: self.sysfs.uevent_seqnum(),
+            raced: false,
+            overrun_again: false,
+            recheck_at: None,
+            started: Instant::now(),
+            fresh: true,
+        });
+    }
+
+    #[cfg(debug_assertions)]
+    fn test_delay(&self) -> Option<Duration> {
+        self.test_delay
+    }
+
+    #[cfg(not(debug_assertions))]
+    fn test_delay(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Drives the walk: one budget of directories, then, once it is
+    /// complete (and any test hold is over), the check of the event counter.
+    fn walk_on(&mut self, now: Instant) {
+        let hold = self.test_delay();
+        let Some(p) = &mut self.pass else { return };
+        match p.phase {
+            Phase::Walking => match self.sysfs.step(WALK_BUDGET, &mut p.snapshot) {
+                None => return,
+                Some(rep) => {
+                    p.report = rep;
+                    if let Some(d) = hold {
+                        p.phase = Phase::Held(now + d);
+                        return;
+                    }
+                }
+            },
+            Phase::Held(until) if now >= until => {}
+            Phase::Held(_) | Phase::Walked => return,
+        }
+        p.phase = Phase::Walked;
+        let s1 = self.sysfs.uevent_seqnum();
+        p.raced = p.s0.is_none() || p.s0 != s1;
+        let rep = &p.report;
+        if rep.unreadable > 0 || rep.cut || !rep.unread.is_empty() {
             warn!(
-                "sysfs walk: {} unreadable entries skipped{}",
+                "sysfs walk: {} unreadable entries skipped{}{}",
                 rep.unreadable,
+                match rep.unread.first() {
+                    Some(u) => format!(", {} subtrees not read (e.g. {u})", rep.unread.len()),
+                    None => String::new(),
+                },
                 if rep.cut {
-                    " and the walk was cut at its bounds (MAX_WALK_DEPTH, MAX_WALK_DIRS)"
+                    " and the walk was cut at its bounds (MAX_WALK_DIRS, MAX_UNREAD_SUBTREES)"
                 } else {
                     ""
                 }
             );
         }
         debug!(
-            "sysfs walk ({kind:?}, attempt {attempt}): {} directories, {} devices, {} tracked, {:?}",
+            "sysfs walk ({:?}, attempt {}): {} directories, {} devices, {} tracked, {:?}",
+            p.kind,
+            p.attempt,
             rep.dirs,
             rep.devices,
-            snapshot.len(),
-            started.elapsed()
+            p.snapshot.len(),
+            p.started.elapsed()
         );
-        self.pass = Some(Pass {
-            kind,
-            attempt,
-            rechecks: 0,
-            snapshot,
-            raced: s0.is_none() || s0 != s1,
-            touched: Vec::new(),
-            overrun_again: false,
-            recheck_at: None,
-            started,
-            fresh: true,
-        });
         self.want_drain = true;
     }
 
@@ -311,10 +504,14 @@ impl Recovery {
                 .into_iter()
                 .flatten()
             {
-                if p.touched.len() >= MAX_TOUCHED {
+                let key = touch_key(path);
+                if self.touched.contains(&key) {
+                    continue;
+                }
+                if self.touched.len() >= MAX_TOUCHED {
                     p.overrun_again = true; // too much churn to reason about: walk again
-                } else if !p.touched.iter().any(|t| t == path) {
-                    p.touched.push(path.to_string());
+                } else {
+                    self.touched.insert(key);
                 }
             }
         }
@@ -390,11 +587,14 @@ impl Recovery {
             self.trigger_more(stats);
             return;
         };
+        if p.phase != Phase::Walked {
+            return; // the walk is under way; tick drives it
+        }
         if p.recheck_at.is_some() {
             return; // a re-check is scheduled; tick does it
         }
         if p.fresh {
-            // This drain may have ended before the walk began: read the
+            // This drain may have ended before the walk ended: read the
             // socket to its end once more, so every event that raced with
             // the walk is seen (and touched) before the diff.
             p.fresh = false;
@@ -418,42 +618,56 @@ impl Recovery {
     }
 
     /// Checks the touched devices of a raced walk; finishes the pass if they
-    /// agree with sysfs (or the re-checks are used up).
+    /// agree with sysfs (or the re-checks are used up). The devices checked
+    /// are those the diff would otherwise judge: touched, and in the table
+    /// or the walk.
     fn recheck(&mut self, now: Instant, stats: &mut Stats) {
         let Some(p) = &mut self.pass else { return };
         p.recheck_at = None;
         if p.raced {
-            let disagree: Vec<&String> = p
-                .touched
+            let mut disagree = 0usize;
+            let mut example: Option<String> = None;
+            let touched = &self.touched;
+            let sysfs = &mut self.sysfs;
+            let table = &self.table;
+            let known = table.devpaths().map(|d| (d, true));
+            let walked = p
+                .snapshot
                 .iter()
-                .filter(|d| walk::present(&self.sysfs, d) != self.table.contains(d))
-                .collect();
-            if !disagree.is_empty() {
+                .map(|f| f.devpath.as_str())
+                .filter(|d| !table.contains(d))
+                .map(|d| (d, false));
+            for (d, in_table) in known.chain(walked) {
+                if touched.contains(&touch_key(d)) && sysfs.present(d) != in_table {
+                    disagree += 1;
+                    example.get_or_insert_with(|| d.to_string());
+                }
+            }
+            if disagree > 0 {
                 if p.rechecks < MAX_RECHECKS {
                     p.rechecks += 1;
                     stats.resync_retries += 1;
                     debug!(
-                        "{} devices changed during the walk and do not agree with sysfs yet; re-checking in {:?}",
-                        disagree.len(),
-                        RECHECK_DELAY
+                        "{disagree} devices changed during the walk and do not agree with sysfs yet; re-checking in {RECHECK_DELAY:?}"
                     );
                     p.recheck_at = Some(now + RECHECK_DELAY);
                     return;
                 }
                 warn!(
-                    "accepting the walk with {} devices whose events and sysfs still disagree (e.g. {}); \
+                    "accepting the walk with {disagree} devices whose events and sysfs still disagree (e.g. {}); \
                      their next event will correct them",
-                    disagree.len(),
-                    disagree[0]
+                    example.unwrap_or_default()
                 );
             }
         }
         let p = self.pass.take().expect("pass present");
         self.finish(p, stats);
+        self.passed(stats);
     }
 
     fn finish(&mut self, p: Pass, stats: &mut Stats) {
-        let touched = |d: &str| p.touched.iter().any(|t| t == d);
+        let touched = &self.touched;
+        let touched = |d: &str| touched.contains(&touch_key(d));
         let marker: &[u8] = match p.kind {
             Kind::Coldplug => b"HOTPLUGD_COLDPLUG=1",
             _ => b"HOTPLUGD_RESYNC=1",
@@ -492,18 +706,42 @@ impl Recovery {
                     "resync is add-only: the device table overflowed, so what is gone is unknown"
                 );
             } else {
-                let present: std::collections::HashSet<&str> =
+                let present: HashSet<&str> =
                     p.snapshot.iter().map(|f| f.devpath.as_str()).collect();
-                let gone: Vec<String> = self
-                    .table
-                    .devpaths()
-                    .filter(|d| !present.contains(d) && !touched(d))
-                    .map(String::from)
-                    .collect();
+                let mut unchecked = 0u64;
+                let mut gone: Vec<&str> = Vec::new();
+                for d in self.table.devpaths() {
+                    if present.contains(d) || touched(d) {
+                        continue;
+                    }
+                    if p.report.unchecked(d) {
+                        unchecked += 1; // absent from the walk, but not known gone
+                    } else {
+                        gone.push(d);
+                    }
+                }
                 for d in gone {
                     self.synthetic
-                        .push_back(datagram_remove(&self.table, &d, marker));
+                        .push_back(datagram_remove(&self.table, d, marker));
                     removes += 1;
+                }
+                if unchecked > 0 {
+                    stats.resync_unchecked += unchecked;
+                    warn!(
+                        "resync {}: {unchecked} known devices were not checked, because {}: no \
+                         synthetic remove for them (their next event corrects them); \
+                         resync_unchecked={}",
+                        stats.resyncs,
+                        match p.report.unread.first() {
+                            _ if p.report.cut => "the sysfs walk was cut short".to_string(),
+                            Some(u) => format!(
+                                "{} sysfs subtrees could not be read (e.g. {u})",
+                                p.report.unread.len()
+                            ),
+                            None => "the sysfs walk was incomplete".to_string(),
+                        },
+                        stats.resync_unchecked
+                    );
                 }
             }
         }
@@ -530,7 +768,7 @@ impl Recovery {
                     trigger.len()
                 );
                 self.trigger = Some(Trigger {
-                    uuid: new_uuid(),
+                    uuid: self.sysfs.uuid(),
                     queue: trigger,
                     written: 0,
                     seen: 0,
@@ -543,7 +781,7 @@ impl Recovery {
 
     /// `--coldplug=trigger`: the next batch once the last one's events have
     /// arrived (or [`TRIGGER_WAIT`] passed).
-    fn trigger_more(&mut self, _stats: &mut Stats) {
+    fn trigger_more(&mut self, stats: &mut Stats) {
         let Some(t) = &mut self.trigger else { return };
         let now = Instant::now();
         let batch_done =
@@ -557,6 +795,7 @@ impl Recovery {
                 t.written, t.seen
             );
             self.trigger = None;
+            self.passed(stats);
             return;
         }
         // count only this batch from here
@@ -564,7 +803,7 @@ impl Recovery {
         t.written = 0;
         for _ in 0..TRIGGER_BATCH {
             let Some(d) = t.queue.pop_front() else { break };
-            match walk::trigger(&self.sysfs, &d, &t.uuid) {
+            match self.sysfs.trigger(&d, &t.uuid) {
                 Ok(()) => t.written += 1,
                 Err(e) => debug!("coldplug trigger {d}: {e} (gone?)"),
             }
@@ -588,21 +827,30 @@ impl Recovery {
         !self.synthetic.is_empty()
     }
 
-    /// When [`Recovery::tick`] must run next.
+    /// When [`Recovery::tick`] must run next: at once (a time already
+    /// past) while a walk is under way or a drain is wanted, so the loop
+    /// comes straight back after serving its other sources.
     pub fn deadline(&self) -> Option<Instant> {
-        let recheck = self.pass.as_ref().and_then(|p| p.recheck_at);
+        let pass = self.pass.as_ref().and_then(|p| match p.phase {
+            Phase::Walking => Some(p.started),
+            _ if self.want_drain => Some(p.started),
+            Phase::Held(until) => Some(until),
+            Phase::Walked => p.recheck_at,
+        });
         let trig = self
             .trigger
             .as_ref()
             .and_then(|t| t.batch_at.map(|at| at + TRIGGER_WAIT));
-        match (recheck, trig) {
+        match (pass, trig) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    /// Timers: re-checks, trigger batches.
+    /// Timers and the walk: a budget of directories, re-checks, trigger
+    /// batches.
     pub fn tick(&mut self, now: Instant, stats: &mut Stats) {
+        self.walk_on(now);
         if self
             .pass
             .as_ref()
@@ -660,8 +908,348 @@ fn datagram_remove(t: &DeviceTable, devpath: &str, marker: &[u8]) -> Vec<u8> {
     d
 }
 
-fn new_uuid() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/uuid")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| format!("00000000-0000-4000-8000-{:012x}", std::process::id()))
+#[cfg(test)]
+mod tests {
+    //! Recovery on a fake sysfs and a virtual clock: no root, no kernel.
+
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// What the fake sysfs holds; shared with the test, which changes it
+    /// between steps.
+    #[derive(Default)]
+    struct World {
+        devices: Vec<Found>,
+        /// Devpaths of subtrees the walk cannot read.
+        unreadable: Vec<String>,
+        cut: bool,
+        seqnum: u64,
+        /// Directories read so far (one per device here).
+        dirs_read: usize,
+        walks: usize,
+    }
+
+    struct Fake {
+        world: Rc<RefCell<World>>,
+        track: Track,
+        next: Option<usize>,
+    }
+
+    impl SysfsWalk for Fake {
+        fn begin(&mut self, track: &Track) {
+            self.track = track.clone();
+            self.next = Some(0);
+            self.world.borrow_mut().walks += 1;
+        }
+        fn step(&mut self, budget: usize, out: &mut Vec<Found>) -> Option<WalkReport> {
+            let mut w = self.world.borrow_mut();
+            let i = self.next?;
+            let end = (i + budget).min(w.devices.len());
+            for f in &w.devices[i..end] {
+                if w.unreadable
+                    .iter()
+                    .any(|u| f.devpath.starts_with(u.as_str()))
+                {
+                    continue;
+                }
+                if self.track.tracks(&f.subsystem) {
+                    out.push(f.clone());
+                }
+            }
+            w.dirs_read += end - i;
+            if end < w.devices.len() {
+                self.next = Some(end);
+                return None;
+            }
+            self.next = None;
+            let mut r = WalkReport {
+                dirs: w.devices.len(),
+                devices: w.devices.len(),
+                cut: w.cut,
+                ..WalkReport::default()
+            };
+            for u in &w.unreadable {
+                r.unreadable += 1;
+                r.not_read(u);
+            }
+            Some(r)
+        }
+        fn uevent_seqnum(&mut self) -> Option<u64> {
+            Some(self.world.borrow().seqnum)
+        }
+        fn present(&mut self, devpath: &str) -> bool {
+            self.world
+                .borrow()
+                .devices
+                .iter()
+                .any(|f| f.devpath == devpath)
+        }
+        fn trigger(&mut self, _: &str, _: &str) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn uuid(&mut self) -> String {
+            "00000000-0000-4000-8000-000000000000".into()
+        }
+    }
+
+    fn dev(path: &str, subsystem: &str) -> Found {
+        Found {
+            devpath: path.into(),
+            subsystem: subsystem.into(),
+            fields: vec![format!("DEVNAME={}", path.rsplit('/').next().unwrap()).into_bytes()],
+        }
+    }
+
+    fn setup(devices: &[(&str, &str)], track: Track) -> (Recovery, Rc<RefCell<World>>) {
+        let world = Rc::new(RefCell::new(World {
+            devices: devices.iter().map(|(p, s)| dev(p, s)).collect(),
+            seqnum: 100,
+            ..World::default()
+        }));
+        let fake = Fake {
+            world: world.clone(),
+            track: Track::All,
+            next: None,
+        };
+        let mut r = Recovery::new(Box::new(fake), track, Coldplug::None);
+        r.test_delay = None; // whatever the environment says
+        (r, world)
+    }
+
+    /// Runs the loop's part until no pass is under way: ticks, and drains
+    /// when asked (the socket is always empty here).
+    fn settle(r: &mut Recovery, st: &mut Stats, now: &mut Instant) {
+        for _ in 0..10_000 {
+            if r.pass.is_none() {
+                return;
+            }
+            let d = r.deadline().expect("a pass always has a deadline");
+            *now = (*now).max(d);
+            r.tick(*now, st);
+            if r.take_want_drain() {
+                r.drained(st);
+            }
+            r.drained(st);
+        }
+        panic!("the pass never ended");
+    }
+
+    fn synthetic(r: &mut Recovery, st: &mut Stats) -> Vec<String> {
+        let mut v = Vec::new();
+        while let Some(d) = r.next_synthetic() {
+            let ev = Uevent::parse(&d).unwrap();
+            v.push(format!("{} {}", ev.action(), ev.devpath()));
+            r.synthetic_event(&ev, st);
+        }
+        v
+    }
+
+    fn live(r: &mut Recovery, text: &str) {
+        let mut d = Vec::new();
+        let (action, path) = text.split_once(' ').unwrap();
+        d.extend_from_slice(
+            format!("{action}@{path}\0ACTION={action}\0DEVPATH={path}\0SUBSYSTEM=usb\0SEQNUM=1\0")
+                .as_bytes(),
+        );
+        r.event(&Uevent::parse(&d).unwrap());
+    }
+
+    const USB: &[(&str, &str)] = &[
+        ("/devices/pci0/usb1", "usb"),
+        ("/devices/pci0/usb1/1-1", "usb"),
+        ("/devices/pci0/usb2", "usb"),
+        ("/devices/pci0/usb2/2-1", "usb"),
+        ("/devices/pci0/usb2/2-1/2-1:1.0", "usb"),
+    ];
+
+    #[test]
+    fn a_resync_does_not_remove_devices_under_a_subtree_it_could_not_read() {
+        let (mut r, world) = setup(USB, Track::All);
+        let (mut st, mut now) = (Stats::default(), Instant::now());
+        r.start(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        assert_eq!(r.table().len(), 5);
+        // usb2's directory becomes unreadable; 1-1 is really unplugged
+        {
+            let mut w = world.borrow_mut();
+            w.unreadable.push("/devices/pci0/usb2".into());
+            w.devices.retain(|f| f.devpath != "/devices/pci0/usb1/1-1");
+        }
+        r.overrun(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        assert_eq!(
+            synthetic(&mut r, &mut st),
+            ["remove /devices/pci0/usb1/1-1"]
+        );
+        assert_eq!(st.resync_unchecked, 3, "usb2, 2-1 and 2-1:1.0");
+        for d in ["/devices/pci0/usb2", "/devices/pci0/usb2/2-1/2-1:1.0"] {
+            assert!(r.table().contains(d), "{d} stays known");
+        }
+    }
+
+    #[test]
+    fn a_resync_of_a_cut_walk_removes_nothing() {
+        let (mut r, world) = setup(USB, Track::All);
+        let (mut st, mut now) = (Stats::default(), Instant::now());
+        r.start(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        {
+            let mut w = world.borrow_mut();
+            w.cut = true;
+            w.devices.truncate(2); // the walk saw only these
+            w.devices.push(dev("/devices/pci0/usb3", "usb")); // and a new one
+        }
+        r.overrun(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        assert_eq!(synthetic(&mut r, &mut st), ["add /devices/pci0/usb3"]);
+        assert_eq!(st.resync_unchecked, 3);
+        assert_eq!(st.synthetic_removes, 0);
+    }
+
+    #[test]
+    fn unread_subtrees_match_whole_path_components() {
+        let mut rep = WalkReport::default();
+        rep.not_read("/devices/pci0/usb2");
+        assert!(rep.unchecked("/devices/pci0/usb2"));
+        assert!(rep.unchecked("/devices/pci0/usb2/2-1"));
+        assert!(!rep.unchecked("/devices/pci0/usb20"));
+        assert!(!rep.unchecked("/devices/pci0"));
+        for i in 0..MAX_UNREAD_SUBTREES {
+            rep.not_read(&format!("/devices/x{i}"));
+        }
+        assert!(rep.cut, "more than it can name: cut");
+        assert!(rep.unchecked("/devices/anything"));
+    }
+
+    #[test]
+    fn the_walk_runs_a_budget_at_a_time_and_asks_to_come_back_at_once() {
+        let paths: Vec<String> = (0..WALK_BUDGET * 3 + 10)
+            .map(|i| format!("/devices/virtual/net/hp{i}"))
+            .collect();
+        let devs: Vec<(&str, &str)> = paths.iter().map(|p| (p.as_str(), "net")).collect();
+        let (mut r, world) = setup(&devs, Track::All);
+        let mut st = Stats::default();
+        r.start(&mut st);
+        let now = Instant::now();
+        assert_eq!(world.borrow().dirs_read, 0, "start walks nothing itself");
+        let mut ticks = 0;
+        while r.pass.as_ref().is_some_and(|p| p.phase == Phase::Walking) {
+            let d = r.deadline().unwrap();
+            assert!(d <= now, "while walking, tick is due at once");
+            r.tick(now, &mut st);
+            ticks += 1;
+            assert!(world.borrow().dirs_read <= ticks * WALK_BUDGET);
+        }
+        assert_eq!(ticks, 4);
+        assert!(r.take_want_drain(), "the walk's end asks for a drain");
+        r.drained(&mut st);
+        r.drained(&mut st);
+        assert!(r.pass.is_none());
+        assert_eq!(r.table().len(), paths.len());
+    }
+
+    #[test]
+    fn events_during_the_walk_are_the_truth_for_their_devices() {
+        let (mut r, world) = setup(USB, Track::All);
+        let (mut st, mut now) = (Stats::default(), Instant::now());
+        r.start(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        world.borrow_mut().devices.truncate(3); // 2-1 and 2-1:1.0 gone
+        r.overrun(&mut st);
+        // the remove of 2-1 arrives while the walk is under way
+        live(&mut r, "remove /devices/pci0/usb2/2-1");
+        settle(&mut r, &mut st, &mut now);
+        assert_eq!(
+            synthetic(&mut r, &mut st),
+            ["remove /devices/pci0/usb2/2-1/2-1:1.0"]
+        );
+    }
+
+    #[test]
+    fn a_retrack_during_a_resync_waits_and_loses_no_synthetic_event() {
+        let (mut r, world) = setup(USB, Track::Only(vec!["usb".into()]));
+        let (mut st, mut now) = (Stats::default(), Instant::now());
+        r.start(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        world
+            .borrow_mut()
+            .devices
+            .retain(|f| f.devpath != "/devices/pci0/usb1/1-1");
+        world
+            .borrow_mut()
+            .devices
+            .push(dev("/devices/virtual/net/hp0", "net"));
+        r.overrun(&mut st);
+        r.tick(now, &mut st); // the walk is under way
+        let walks = world.borrow().walks;
+        // SIGHUP: the rules now match net too
+        let both = Track::Only(vec!["usb".into(), "net".into()]);
+        r.retrack(both.clone(), &mut st);
+        assert_eq!(world.borrow().walks, walks, "no new walk mid-pass");
+        assert_eq!(r.track(), &Track::Only(vec!["usb".into()]));
+        settle(&mut r, &mut st, &mut now);
+        // the resync's remove survived, and the retrack ran after it
+        assert_eq!(r.track(), &both);
+        assert_eq!(world.borrow().walks, walks + 1);
+        assert_eq!(
+            synthetic(&mut r, &mut st),
+            ["remove /devices/pci0/usb1/1-1"]
+        );
+        settle(&mut r, &mut st, &mut now);
+        assert!(
+            r.table().contains("/devices/virtual/net/hp0"),
+            "learnt silently"
+        );
+        assert!(synthetic(&mut r, &mut st).is_empty());
+    }
+
+    #[test]
+    fn a_retrack_back_to_the_same_set_during_a_pass_is_dropped() {
+        let (mut r, world) = setup(USB, Track::All);
+        let (mut st, mut now) = (Stats::default(), Instant::now());
+        r.start(&mut st);
+        r.retrack(Track::Only(vec!["net".into()]), &mut st);
+        r.retrack(Track::All, &mut st);
+        settle(&mut r, &mut st, &mut now);
+        assert_eq!(world.borrow().walks, 1);
+        assert_eq!(r.track(), &Track::All);
+    }
+
+    #[test]
+    fn the_test_hold_is_a_deadline_not_a_sleep() {
+        let (mut r, _world) = setup(USB, Track::All);
+        r.test_delay = Some(Duration::from_secs(5));
+        let (mut st, now) = (Stats::default(), Instant::now());
+        r.start(&mut st);
+        r.tick(now, &mut st);
+        let until = r.deadline().unwrap();
+        assert!(until >= now + Duration::from_secs(5));
+        assert!(now.elapsed() < Duration::from_secs(1), "did not sleep");
+        r.tick(now + Duration::from_secs(1), &mut st);
+        assert!(!r.take_want_drain(), "still held");
+        r.tick(until, &mut st);
+        assert!(r.take_want_drain(), "held no longer");
+    }
+
+    #[test]
+    fn a_storm_of_touched_devices_costs_a_set_lookup_each() {
+        let (mut r, _world) = setup(USB, Track::All);
+        let mut st = Stats::default();
+        r.start(&mut st);
+        let cap = r.touched.capacity();
+        let started = Instant::now();
+        for i in 0..20_000 {
+            live(&mut r, &format!("add /devices/virtual/net/hp{i}"));
+            live(&mut r, &format!("remove /devices/virtual/net/hp{i}"));
+        }
+        assert_eq!(r.touched.len(), 20_000);
+        assert_eq!(r.touched.capacity(), cap, "no growth: reserved at start");
+        // a linear search took ~20,000^2 / 2 comparisons here: seconds
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -190,11 +190,8 @@ impl Runner {
             Track::All => info!("tracking devices of every subsystem"),
             Track::Only(v) => info!("tracking devices of subsystems: {}", v.join(", ")),
         }
-        self.recovery = Some(Recovery::new(
-            std::path::PathBuf::from(self.sysfs.root()),
-            track,
-            coldplug,
-        ));
+        let walker = crate::sys::walk::SysfsWalker::new(PathBuf::from(self.sysfs.root()));
+        self.recovery = Some(Recovery::new(Box::new(walker), track, coldplug));
     }
 
     /// What the table follows: `--track`, or the rules' subsystems.

@@ -208,8 +208,8 @@ fn overruns_during_the_resync_are_recovered_too() {
         return;
     }
     let st = setup("resync2");
-    // The test hook holds the loop 1.5 s after each walk: long enough to
-    // overflow the socket again while the resync is under way.
+    // The test hook (debug builds) holds each walk's end 1.5 s: long enough
+    // to overflow the socket again while the resync is under way.
     let p = start(
         &st,
         &["--rcvbuf", "64K"],
@@ -230,13 +230,16 @@ fn overruns_during_the_resync_are_recovered_too() {
         "{}",
         p.stderr()
     );
-    // during the walk's hold: lose events again
+    // during the walk's hold: lose events again (the hold is a deadline,
+    // not a sleep: the daemon goes on reading, so stop it meanwhile)
+    p.signal(Signal::SIGSTOP);
     flood(&st.ns, 3000);
     let mut ops = del(&["hp1"]);
     ops.extend(add(&["hp4", "hp5"]));
     ops.extend(del(&["hp5"]));
     ip_in(&st.ns, &ops);
     flood(&st.ns, 500);
+    p.signal(Signal::SIGCONT);
 
     let want = ["hp2", "hp3", "hp4"];
     let (got, text) = wait_record(&st.log, &want, Duration::from_secs(40));
@@ -262,8 +265,8 @@ fn coldplug_synthesize_adds_each_tap_once_even_while_taps_change() {
     }
     let st = setup("coldsyn");
     ip_in(&st.ns, &add(&["hp0", "hp1", "hp2"]));
-    // The walk is held 1 s (test hook) while taps come and go: each must
-    // end up handled exactly as it ends up.
+    // The walk's end is held 1 s (test hook; the loop goes on reading)
+    // while taps come and go: each must end up handled exactly as it ends up.
     let mut c = st.ns.hotplugd();
     c.args(["run", "--rules", &st.rules, "--coldplug", "synthesize"])
         .env("HOTPLUGD_TEST_WALK_DELAY_MS", "1000");
@@ -418,4 +421,132 @@ fn coldplug_on_a_real_usb_sysfs_fixture_matches_its_devices() {
         1,
         "{err}"
     );
+}
+
+/// Devices of `subsystem` at and below `dir`.
+fn devices_under(dir: &Path, subsystem: &str) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+        if d.join("uevent").is_file()
+            && std::fs::read_link(d.join("subsystem"))
+                .is_ok_and(|l| l.file_name().is_some_and(|f| f == subsystem))
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Issue 12: a subtree the walk cannot read is not a subtree whose devices
+/// are gone. The daemon runs as `nobody` (uid 65534) on a private copy of
+/// the x86_64 sysfs fixture, so a `chmod 000` directory really fails its
+/// `opendir` with EACCES (root would read it anyway); the overrun is real
+/// (SIGSTOP and a flood of kernel events in its own network namespace).
+#[test]
+fn a_resync_sends_no_remove_for_devices_under_an_unreadable_subtree() {
+    if !need_root("resync_unreadable") || !need_tool("resync_unreadable", "nsenter") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let ns = Netns::new();
+    let s = Scratch::new("unread");
+    std::fs::set_permissions(s.path(""), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let root = s.path("sys");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(repo("tests/corpus/sysfs/x86_64"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let rules = s.rules("SUBSYSTEM==\"usb\", RUN{builtin}+=\"log\"\n");
+    std::fs::set_permissions(&rules, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let hidden = root.join("devices/pci0000:00/0000:00:02.0/usb2");
+    let under = devices_under(&hidden, "usb");
+    assert!(under >= 3, "the fixture has devices under usb2: {under}");
+
+    let net = format!("--net=/proc/{}/ns/net", ns.pid());
+    let mnt = format!("--mount=/proc/{}/ns/mnt", ns.pid());
+    let mut c = wrapped(&["nsenter", &net, &mnt, "-S", "65534", "-G", "65534", "--"]);
+    c.args([
+        "run", "--rules", &rules, "--track", "usb", "--rcvbuf", "64K",
+    ])
+    .arg("--sysfs-root")
+    .arg(&root);
+    let p = Proc::spawn(c);
+    assert!(
+        p.wait_stderr(
+            "devices present in tracked subsystems",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        p.stderr()
+    );
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o000)).unwrap();
+
+    p.signal(Signal::SIGSTOP);
+    flood(&ns, 3000);
+    p.signal(Signal::SIGCONT);
+    assert!(
+        p.wait_stderr("resync 1 done", Duration::from_secs(30)),
+        "{}",
+        p.stderr()
+    );
+    std::fs::set_permissions(&hidden, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+    assert!(stat(&err, "resyncs") >= 1, "{err}");
+    assert_eq!(stat(&err, "synthetic_removes"), 0, "{err}");
+    assert_eq!(stat(&err, "resync_unchecked"), under as u64, "{err}");
+    assert!(err.contains("could not be read"), "{err}");
+}
+
+/// Issue 12: "nothing cut without a count". A device whose `uevent` file
+/// holds a line no kernel event could carry (`=x`: an empty key) makes a
+/// synthetic add that does not parse: skipped, with a warning and a count.
+#[test]
+fn a_synthetic_event_that_does_not_parse_is_counted() {
+    if !need_root("synthetic_malformed") {
+        return;
+    }
+    let s = Scratch::new("malformed");
+    let root = s.path("sys");
+    for (dev, uevent) in [
+        ("good0", "DEVTYPE=thing\n"),
+        ("bad0", "DEVTYPE=thing\n=x\n"),
+    ] {
+        let d = root.join("devices/platform").join(dev);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("uevent"), uevent).unwrap();
+        std::os::unix::fs::symlink("../../../bus/thing", d.join("subsystem")).unwrap();
+    }
+    std::fs::create_dir_all(root.join("bus/thing")).unwrap();
+    let rules = s.rules("SUBSYSTEM==\"thing\", RUN{builtin}+=\"log\"\n");
+    let mut c = hotplugd();
+    c.args(["run", "--rules", &rules, "--coldplug", "synthesize"])
+        .arg("--sysfs-root")
+        .arg(&root);
+    let p = Proc::spawn(c);
+    assert!(
+        p.wait_stderr(
+            "a synthetic event did not parse",
+            Duration::from_secs(20)
+        ),
+        "{}",
+        p.stderr()
+    );
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+    assert_eq!(stat(&err, "synthetic_malformed"), 1, "{err}");
+    assert_eq!(stat(&err, "synthetic_adds"), 1, "{err}");
+    assert!(err.contains("add /devices/platform/good0 (thing)"), "{err}");
 }
