@@ -274,6 +274,8 @@ pub struct Exec {
     procs: Vec<Proc>,
     stopping: bool,
     full_logged: bool,
+    full_warned_at: Option<Instant>,
+    full_quiet: u64,
     /// BROADCAST HOOK (issue 16, `--broadcast`): `Some` once
     /// [`Exec::keep_finished`] was called; jobs whose steps are all done
     /// wait here for [`Exec::take_finished`].
@@ -290,6 +292,8 @@ impl Exec {
             builtins,
             stopping: false,
             full_logged: false,
+            full_warned_at: None,
+            full_quiet: 0,
             finished: None,
         }
     }
@@ -327,16 +331,27 @@ impl Exec {
     }
 
     /// Call when [`Exec::has_room`] was false and the loop paused reading:
-    /// counts it once per pause.
-    pub fn note_full(&mut self, stats: &mut Stats) {
+    /// counts it once per pause; warns at most once every 10 s (saying how
+    /// many pauses were not logged).
+    pub fn note_full(&mut self, now: Instant, stats: &mut Stats) {
         if !self.full_logged {
             self.full_logged = true;
             stats.queue_full += 1;
+            if self
+                .full_warned_at
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(10))
+            {
+                self.full_quiet += 1;
+                return;
+            }
+            self.full_warned_at = Some(now);
             warn!(
-                "handler queue full ({} jobs waiting, {} running): pausing the socket until one finishes (queue_full={})",
+                "handler queue full ({} jobs waiting, {} running): pausing the socket until one finishes \
+                 (queue_full={}; {} pauses not logged since the last line)",
                 self.pending.len(),
                 self.running(),
-                stats.queue_full
+                stats.queue_full,
+                core::mem::take(&mut self.full_quiet)
             );
         }
     }

@@ -252,6 +252,10 @@ struct Pass {
     started: Instant,
     /// No drain of the socket has completed since the walk yet.
     fresh: bool,
+    /// A retrack's learn pass: the subsystems tracked before it. Their
+    /// devices are in the table already and are not learnt silently (a
+    /// device of theirs missing from the table is left to a resync).
+    kept: Option<Track>,
 }
 
 struct Trigger {
@@ -268,6 +272,12 @@ pub struct Recovery {
     track: Track,
     /// A retrack that came during a pass: applied when the pass ends.
     pending_track: Option<Track>,
+    /// Events were lost during a pass that does not diff (a learn pass, a
+    /// coldplug), or while synthetic events were still queued: a resync
+    /// follows once nothing is under way and the queue is empty.
+    resync_due: bool,
+    /// When `resync_due` was set (a deadline already past).
+    resync_due_at: Option<Instant>,
     coldplug: Coldplug,
     table: DeviceTable,
     pass: Option<Pass>,
@@ -313,6 +323,8 @@ impl Recovery {
             sysfs,
             track,
             pending_track: None,
+            resync_due: false,
+            resync_due_at: None,
             coldplug,
             table: DeviceTable::new(),
             pass: None,
@@ -382,16 +394,53 @@ impl Recovery {
         if track == self.track {
             return;
         }
-        info!("tracked subsystems changed: learning the devices present again");
-        self.track = track;
-        self.table.clear();
+        info!("tracked subsystems changed: learning the devices of the newly tracked ones");
+        // Keep what is known of subsystems still tracked (their events kept
+        // the table right; a resync diffs them), forget the others, learn
+        // the new ones.
+        let gone: Vec<String> = self
+            .table
+            .devpaths()
+            .filter(|d| {
+                !self
+                    .table
+                    .fields(d)
+                    .and_then(|mut f| f.find_map(|l| l.strip_prefix(b"SUBSYSTEM=")))
+                    .and_then(|s| core::str::from_utf8(s).ok())
+                    .is_some_and(|s| track.tracks(s))
+            })
+            .map(String::from)
+            .collect();
+        for d in &gone {
+            self.table.remove(d);
+        }
+        let old = core::mem::replace(&mut self.track, track);
         self.warned_full = false;
         self.begin(Kind::Baseline, 1, stats);
+        if let Some(p) = &mut self.pass {
+            p.kept = Some(old);
+        }
     }
 
-    /// A pass is over: apply a retrack that waited for it.
+    /// A pass is over: resync if events were lost during it, then apply a
+    /// retrack that waited for it.
     fn passed(&mut self, stats: &mut Stats) {
         if self.pass.is_none() && self.trigger.is_none() {
+            if self.resync_due {
+                if !self.synthetic.is_empty() {
+                    return; // the synthetic events owed first (tick comes back)
+                }
+                self.resync_due = false;
+                self.resync_due_at = None;
+                stats.resyncs += 1;
+                warn!(
+                    "resync {}: events were lost during a pass that does not diff (or with \
+                     synthetic events still queued); reading sysfs to find what changed",
+                    stats.resyncs
+                );
+                self.begin(Kind::Overrun, 1, stats);
+                return;
+            }
             if let Some(t) = self.pending_track.take() {
                 self.retrack(t, stats);
             }
@@ -415,6 +464,7 @@ impl Recovery {
             recheck_at: None,
             started: Instant::now(),
             fresh: true,
+            kept: None,
         });
     }
 
@@ -482,6 +532,12 @@ impl Recovery {
     pub fn overrun(&mut self, stats: &mut Stats) {
         match &mut self.pass {
             Some(p) => p.overrun_again = true,
+            // synthetic events still queued: they would be diffed as
+            // unknown; resync once they are dispatched
+            None if !self.synthetic.is_empty() || self.trigger.is_some() => {
+                self.resync_due = true;
+                self.resync_due_at.get_or_insert_with(Instant::now);
+            }
             None => {
                 stats.resyncs += 1;
                 warn!(
@@ -601,6 +657,14 @@ impl Recovery {
             self.want_drain = true;
             return;
         }
+        if p.overrun_again && p.kind != Kind::Overrun {
+            // A learn pass or a coldplug does not diff against what was
+            // known: walking it again would absorb the lost events
+            // silently. Finish it, then resync against the table.
+            p.overrun_again = false;
+            self.resync_due = true;
+            self.resync_due_at.get_or_insert_with(Instant::now);
+        }
         if p.overrun_again {
             if p.attempt < MAX_RESYNC_ATTEMPTS {
                 stats.resync_retries += 1;
@@ -681,6 +745,7 @@ impl Recovery {
                 continue;
             }
             match p.kind {
+                Kind::Baseline if p.kept.as_ref().is_some_and(|k| k.tracks(&f.subsystem)) => {}
                 Kind::Baseline => {
                     self.table.insert_pairs(
                         &f.devpath,
@@ -841,6 +906,13 @@ impl Recovery {
             .trigger
             .as_ref()
             .and_then(|t| t.batch_at.map(|at| at + TRIGGER_WAIT));
+        let due = self
+            .resync_due_at
+            .filter(|_| self.pass.is_none() && self.trigger.is_none() && self.synthetic.is_empty());
+        let trig = match (trig, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         match (pass, trig) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -862,6 +934,7 @@ impl Recovery {
         if self.trigger.is_some() {
             self.trigger_more(stats);
         }
+        self.passed(stats);
     }
 }
 
@@ -1202,6 +1275,65 @@ mod tests {
             "learnt silently"
         );
         assert!(synthetic(&mut r, &mut st).is_empty());
+    }
+
+    #[test]
+    fn an_overrun_during_the_first_learn_pass_is_followed_by_a_resync() {
+        let (mut r, world) = setup(USB, Track::Only(vec!["usb".into()]));
+        let (mut st, mut now) = (Stats::default(), Instant::now());
+        r.start(&mut st);
+        r.tick(now, &mut st); // the walk is done (5 devices < one budget)
+                              // events are lost: 1-1 went, usb3 came, after the walk saw the tree
+        {
+            let mut w = world.borrow_mut();
+            w.devices.retain(|f| f.devpath != "/devices/pci0/usb1/1-1");
+            w.devices.push(dev("/devices/pci0/usb3", "usb"));
+            w.seqnum += 2;
+        }
+        r.overrun(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        // learning again would have absorbed both silently; a resync diffs
+        assert_eq!(st.resyncs, 1);
+        let mut got = synthetic(&mut r, &mut st);
+        got.sort();
+        assert_eq!(
+            got,
+            ["add /devices/pci0/usb3", "remove /devices/pci0/usb1/1-1"]
+        );
+    }
+
+    #[test]
+    fn a_retrack_keeps_what_it_knows_of_subsystems_still_tracked() {
+        let (mut r, world) = setup(USB, Track::Only(vec!["usb".into()]));
+        let (mut st, mut now) = (Stats::default(), Instant::now());
+        r.start(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        {
+            // 1-1's remove is lost; a net device is there to be learnt
+            let mut w = world.borrow_mut();
+            w.devices.retain(|f| f.devpath != "/devices/pci0/usb1/1-1");
+            w.devices.push(dev("/devices/virtual/net/hp0", "net"));
+        }
+        r.retrack(Track::Only(vec!["usb".into(), "net".into()]), &mut st);
+        settle(&mut r, &mut st, &mut now);
+        assert!(r.table().contains("/devices/virtual/net/hp0"), "net learnt");
+        assert!(
+            r.table().contains("/devices/pci0/usb1/1-1"),
+            "usb kept as it was known, not learnt again from sysfs"
+        );
+        assert!(synthetic(&mut r, &mut st).is_empty());
+        // so the next resync still owes 1-1 its remove
+        r.overrun(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        assert_eq!(
+            synthetic(&mut r, &mut st),
+            ["remove /devices/pci0/usb1/1-1"]
+        );
+        // a retrack that drops usb forgets its devices
+        r.retrack(Track::Only(vec!["net".into()]), &mut st);
+        settle(&mut r, &mut st, &mut now);
+        assert!(!r.table().contains("/devices/pci0/usb1"));
+        assert!(r.table().contains("/devices/virtual/net/hp0"));
     }
 
     #[test]

@@ -367,7 +367,7 @@ impl Runner {
             hit += h;
             self.exec.push(job, cx.now, cx.procs, cx.stats);
             if !self.exec.has_room() {
-                self.exec.note_full(cx.stats);
+                self.exec.note_full(cx.now, cx.stats);
             }
         } else {
             self.broadcast_unworked(ev, cx);

@@ -537,10 +537,7 @@ fn a_synthetic_event_that_does_not_parse_is_counted() {
         .arg(&root);
     let p = Proc::spawn(c);
     assert!(
-        p.wait_stderr(
-            "a synthetic event did not parse",
-            Duration::from_secs(20)
-        ),
+        p.wait_stderr("a synthetic event did not parse", Duration::from_secs(20)),
         "{}",
         p.stderr()
     );

@@ -75,6 +75,8 @@ impl State {
         let r = &mut self.report;
         let entries = match fs::read_dir(dir) {
             Ok(e) => e,
+            // removed since its parent was listed: gone, which is the truth
+            Err(e) if vanished(&e) => return,
             Err(_) => {
                 r.unreadable += 1;
                 r.not_read(&devpath(sysfs, dir));
@@ -136,13 +138,26 @@ impl State {
                     .map(<[u8]>::to_vec)
                     .collect(),
             }),
-            // listed but unreadable (or removed meanwhile): not known gone
+            // removed since it was listed: gone
+            Err(e) if vanished(&e) => {}
+            // listed but unreadable: not known gone
             Err(_) => {
                 r.unreadable += 1;
                 r.not_read(&devpath);
             }
         }
     }
+}
+
+/// The error of a path that no longer exists (a device removed during the
+/// walk): sysfs answers ENOENT, or ENODEV for an attribute of a device
+/// being torn down.
+fn vanished(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
+        || matches!(
+            e.raw_os_error(),
+            Some(nix::libc::ENOTDIR) | Some(nix::libc::ENODEV)
+        )
 }
 
 /// `/devices/...` of a directory under the sysfs root.
