@@ -39,8 +39,9 @@ fn per_event(
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let rules = hotplugd::rules::parse::load(&[root.join("bench/rules/usb-100.rules")], &["log"])
-        .expect("rules load");
+    let rules =
+        hotplugd::rules::parse::load(&[root.join("bench/rules/usb-100.rules")], &["log"], false)
+            .expect("rules load");
     let lo = b"change@/devices/virtual/net/lo\0ACTION=change\0DEVPATH=/devices/virtual/net/lo\0\
         SUBSYSTEM=net\0SYNTH_UUID=0\0INTERFACE=lo\0IFINDEX=1\0SEQNUM=4711\0"
         .to_vec();

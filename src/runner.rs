@@ -41,7 +41,7 @@ impl RulesFrom {
     pub fn load(&self, builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
         match self {
             RulesFrom::Paths { paths, insecure } => {
-                let mut rs = parse::load(paths, builtins)?;
+                let mut rs = parse::load(paths, builtins, crate::sys::is_root())?;
                 let trust = parse::check_trust(paths, &rs);
                 if trust.is_empty() {
                     return Ok(rs);

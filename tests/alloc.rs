@@ -51,8 +51,12 @@ fn allocs() -> u64 {
 
 /// The 100 realistic USB rules of the benchmarks (loaded before counting).
 fn usb_rules() -> RuleSet {
-    hotplugd::rules::parse::load(&[common::repo("bench/rules/usb-100.rules")], &["log"])
-        .unwrap_or_else(|e| panic!("{e:?}"))
+    hotplugd::rules::parse::load(
+        &[common::repo("bench/rules/usb-100.rules")],
+        &["log"],
+        false,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"))
 }
 
 /// Formats each event as `monitor --json` would, runs it through the 100

@@ -188,6 +188,8 @@ pub struct RuleSet {
     /// from and the directories leading to them (as root only), each with
     /// the path at fault; [`parse::check_trust`] reports them.
     pub(crate) read_trust: Vec<(std::path::PathBuf, Diagnostic)>,
+    /// True if the files were loaded with trust checks (as root).
+    pub(crate) trust_checked: bool,
 }
 
 /// A problem in a rule file, with where it is.

@@ -41,12 +41,17 @@ pub const DEFAULT_RULES_NAME: &str = "<default rules>";
 /// Reads `paths` (rule files, or directories whose `*.rules` files load in
 /// lexical order) and compiles them. `builtins` are the names `RUN{builtin}`
 /// may use. On any error nothing is returned but the diagnostics.
-/// As root, each file is also checked for trust on the descriptor it is
-/// read from (see [`check_trust`], which reports what was found).
-pub fn load(paths: &[PathBuf], builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
+/// With `as_root` (the daemon's effective uid is 0: `sys::is_root`), each
+/// file is also checked for trust on the descriptor it is read from (see
+/// [`check_trust`], which reports what was found).
+pub fn load(
+    paths: &[PathBuf],
+    builtins: &[&str],
+    as_root: bool,
+) -> Result<RuleSet, Vec<Diagnostic>> {
     let mut sources = Vec::new();
     let mut errors = Vec::new();
-    let mut trust = crate::sys::is_root().then(Trust::default);
+    let mut trust = as_root.then(Trust::default);
     for path in paths {
         match rule_files(path) {
             Ok(files) => {
@@ -64,6 +69,7 @@ pub fn load(paths: &[PathBuf], builtins: &[&str]) -> Result<RuleSet, Vec<Diagnos
         return Err(errors);
     }
     let mut rs = compile(&sources, builtins)?;
+    rs.trust_checked = trust.is_some();
     rs.read_trust = trust.map(|t| t.found).unwrap_or_default();
     check_programs(&mut rs);
     let order = |d: &Diagnostic| (rs.files.iter().position(|f| *f == d.file), d.line, d.col);
@@ -120,7 +126,7 @@ fn read_source(path: &Path, trust: Option<&mut Trust>) -> Result<Source, Diagnos
     // O_NONBLOCK: a FIFO swapped in after the check must not block us
     let f = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(crate::sys::O_NONBLOCK)
+        .custom_flags(nix::libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| file_error(path, format!("cannot read: {e}")))?;
     let meta = f
@@ -232,11 +238,11 @@ fn check_programs(rs: &mut RuleSet) {
 /// root-owned directory for the reason above.
 ///
 /// Returns one error per path at fault, naming the file it leads to, the
-/// path and the fix; nothing when we are not root. The rule files
+/// path and the fix; nothing when [`load`] was not told we are root. The rule files
 /// themselves were checked while [`load`] read them; this reports what was
 /// found then, with the directories and programs.
 pub fn check_trust(paths: &[PathBuf], rs: &RuleSet) -> Vec<Diagnostic> {
-    if !crate::sys::is_root() {
+    if !rs.trust_checked {
         return Vec::new();
     }
     let mut t = Trust::default();

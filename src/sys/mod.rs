@@ -239,7 +239,3 @@ pub fn group_by_name(name: &str) -> Result<Option<u32>, String> {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
-
-/// `O_NONBLOCK` for `OpenOptionsExt::custom_flags` (its value differs
-/// between architectures).
-pub const O_NONBLOCK: i32 = nix::libc::O_NONBLOCK;
