@@ -229,8 +229,7 @@ On exit (SIGINT, SIGTERM, or when stdout is closed) one line goes to stderr:
 SIGUSR1 logs the same line at any time.
 ";
 
-const RULES_OPTS: &str = "\
-  --rules PATH     a rules file, or a directory whose *.rules files load in
+const RULES_OPTS: &str = "  --rules PATH     a rules file, or a directory whose *.rules files load in
                    lexical order; repeatable. Without it: the built-in
                    default rules (log every USB device plugged or unplugged)
   --insecure-rules when running as root, rule files, rule directories and
@@ -239,9 +238,9 @@ const RULES_OPTS: &str = "\
                    loads (each path is named, with the fix); this accepts
                    them anyway, with a warning each";
 
-const HANDLER_OPTS: &str = "\
-  --handler-timeout SECS  SIGTERM to a handler's process group after SECS
-                   (default 30), SIGKILL 2 s later
+const HANDLER_OPTS: &str = "  --handler-timeout SECS  SIGTERM to a handler's process group after SECS
+                   (default 30), SIGKILL 2 s later; one SIGKILL cannot end
+                   (a hung mount or driver) gives its slot back 2 s after
   --max-children N handler processes at once (default 8)
   --max-queue N    events with handlers that may wait (default 256); when
                    full, the socket is not read until one finishes
@@ -252,8 +251,8 @@ const HANDLER_OPTS: &str = "\
                    HOTPLUGD_RULE=file:line and PATH)
   --handler-user USER[:GROUP]
                    run RUN handlers as USER (and its primary group, or
-                   GROUP), with no supplementary groups. Builtins and
-                   ATTR{}= writes still run in the daemon, as root";
+                   GROUP), with no supplementary groups. Builtins (in the
+                   daemon) and ATTR{}= writes (in a child of it) stay root";
 
 /// `hotplugd run --help`.
 pub fn run_help() -> String {
@@ -310,7 +309,8 @@ each SIGHUP reload, and STOPPING=1 on SIGINT/SIGTERM.
 Signals: SIGHUP reloads every rule file (on any error the old rules stay in
 force and each error is logged); SIGUSR1 logs the counters; SIGINT/SIGTERM
 stop: queued work is dropped (logged), handlers get SIGTERM, then SIGKILL
-2 s later; exit 0 once every handler is reaped.
+2 s later; exit 0 once every handler is reaped (one SIGKILL did not end is
+given up on 2 s after that, so a stop takes at most 4 s).
 
 On exit one line goes to stderr:
   stats: received=N ... matched=N handlers_started=N handlers_failed=N
