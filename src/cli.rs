@@ -229,7 +229,8 @@ On exit (SIGINT, SIGTERM, or when stdout is closed) one line goes to stderr:
 SIGUSR1 logs the same line at any time.
 ";
 
-const RULES_OPTS: &str = "  --rules PATH     a rules file, or a directory whose *.rules files load in
+const RULES_OPTS: &str =
+    "  --rules PATH     a rules file, or a directory whose *.rules files load in
                    lexical order; repeatable. Without it: the built-in
                    default rules (log every USB device plugged or unplugged)
   --insecure-rules when running as root, rule files, rule directories and
@@ -238,7 +239,8 @@ const RULES_OPTS: &str = "  --rules PATH     a rules file, or a directory whose 
                    loads (each path is named, with the fix); this accepts
                    them anyway, with a warning each";
 
-const HANDLER_OPTS: &str = "  --handler-timeout SECS  SIGTERM to a handler's process group after SECS
+const HANDLER_OPTS: &str =
+    "  --handler-timeout SECS  SIGTERM to a handler's process group after SECS
                    (default 30), SIGKILL 2 s later; one SIGKILL cannot end
                    (a hung mount or driver) gives its slot back 2 s after
   --max-children N handler processes at once (default 8)

@@ -22,6 +22,36 @@ fn recorder(s: &Scratch, id: &str, out: &Path) -> String {
     format!("ENV{{SYNTH_UUID}}==\"{id}\", RUN+=\"{h}\"\n")
 }
 
+/// Writes a Python program that asks the kernel to rebroadcast `payload`
+/// (a unicast to port 0 with a netlink header, type 0x10, NLM_F_REQUEST):
+/// from root of a user namespace it arrives with port 0, uid 0 and the
+/// sender's pid.
+fn rebroadcaster(path: &Path, payload: &str) {
+    std::fs::write(
+        path,
+        format!(
+            r#"import socket, struct
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15)
+p = b"{payload}"
+s.sendto(struct.pack("=IHHII", 16 + len(p), 0x10, 1, 0, 0) + p, (0, 0))
+"#
+        ),
+    )
+    .unwrap();
+}
+
+/// Runs `script` with `sh -c` as root of a new user, network and mount
+/// namespace (`unshare -Urnm`), `$D` set to `dir`; its stdout.
+fn in_own_userns(dir: &Path, script: &str) -> String {
+    let out = Command::new("unshare")
+        .args(["-Urnm", "sh", "-c", script])
+        .env("D", dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn a_forged_kernel_rebroadcast_in_a_user_namespace_is_rejected() {
     if !need_root("rebroadcast")
@@ -34,16 +64,10 @@ fn a_forged_kernel_rebroadcast_in_a_user_namespace_is_rejected() {
     // namespace and may ask the kernel to rebroadcast a uevent: it arrives
     // with sender port 0 and uid 0, but the sender's pid.
     let s = Scratch::new("rebroadcast");
-    let forge = s.path("forge.py");
-    std::fs::write(
-        &forge,
-        r#"import socket, struct
-s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15)
-p = b"add@/devices/forged\0ACTION=add\0DEVPATH=/devices/forged\0SUBSYSTEM=forged\0"
-s.sendto(struct.pack("=IHHII", 16 + len(p), 0x10, 1, 0, 0) + p, (0, 0))
-"#,
-    )
-    .unwrap();
+    rebroadcaster(
+        &s.path("forge.py"),
+        r"add@/devices/forged\0ACTION=add\0DEVPATH=/devices/forged\0SUBSYSTEM=forged\0",
+    );
     let mut hd = runner();
     hd.push(bin().display().to_string());
     let id = uuid();
@@ -59,13 +83,7 @@ s.sendto(struct.pack("=IHHII", 16 + len(p), 0x10, 1, 0, 0) + p, (0, 0))
         echo "exit $?""#,
         hd = hd.join(" ")
     );
-    let out = Command::new("unshare")
-        .args(["-Urnm", "sh", "-c", &script])
-        .env("D", &s.0)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = in_own_userns(&s.0, &script);
     let json = read(s.path("out"));
     let err = read(s.path("err"));
     assert!(
@@ -475,15 +493,10 @@ fn accept_injected_takes_a_root_rebroadcast_and_the_default_rejects_it() {
         return;
     }
     let s = Scratch::new("injected");
-    std::fs::write(
-        s.path("inject.py"),
-        r#"import socket, struct
-s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 15)
-p = b"add@/devices/injected\0ACTION=add\0DEVPATH=/devices/injected\0SUBSYSTEM=injected\0"
-s.sendto(struct.pack("=IHHII", 16 + len(p), 0x10, 1, 0, 0) + p, (0, 0))
-"#,
-    )
-    .unwrap();
+    rebroadcaster(
+        &s.path("inject.py"),
+        r"add@/devices/injected\0ACTION=add\0DEVPATH=/devices/injected\0SUBSYSTEM=injected\0",
+    );
     let rules = s.rules("SUBSYSTEM==\"injected\", RUN{builtin}+=\"log\"\n");
     let mut hd = runner();
     hd.push(bin().display().to_string());
@@ -500,13 +513,7 @@ s.sendto(struct.pack("=IHHII", 16 + len(p), 0x10, 1, 0, 0) + p, (0, 0))
             echo "exit $?""#,
             hd = hd.join(" ")
         );
-        let out = Command::new("unshare")
-            .args(["-Urnm", "sh", "-c", &script])
-            .env("D", &s.0)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = in_own_userns(&s.0, &script);
         let err = read(s.path("err"));
         assert!(
             text.contains("exit 0") && !text.contains("INJECT-FAILED"),
