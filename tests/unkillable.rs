@@ -160,7 +160,10 @@ fn an_unkillable_handler_gives_its_slot_back_after_the_grace_and_the_next_job_ru
     assert_eq!(stat(&err, "handlers_timed_out"), 1, "{err}");
     assert!(err.contains("did not die"), "{err}");
     assert_eq!(read(&done), "ran\n", "the next job got the slot: {err}");
-    eprintln!("unkillable: replay finished in {took:?} with the handler still in D");
+    eprintln!(
+        "unkillable: replay finished in {took:?} with the handler still in D; longest_turn_us={}",
+        stat(&err, "longest_turn_us")
+    );
 }
 
 #[test]
@@ -194,5 +197,8 @@ fn sigterm_with_an_unkillable_handler_ends_the_daemon_within_two_graces() {
     assert_eq!(stat(&err, "handlers_unkillable"), 1, "{err}");
     // SIGTERM now, SIGKILL after 2 s, given up after 2 s more
     assert!(took < Duration::from_secs(8), "stop took {took:?}: {err}");
-    eprintln!("unkillable + SIGTERM: exited in {took:?}");
+    eprintln!(
+        "unkillable + SIGTERM: exited in {took:?}; longest_turn_us={}",
+        stat(&err, "longest_turn_us")
+    );
 }
