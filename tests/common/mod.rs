@@ -72,9 +72,15 @@ pub fn hotplugd() -> Command {
 /// A `Command` that runs `prefix... [runner...] hotplugd`: e.g.
 /// `wrapped(&["unshare", "-n", "--"])` runs it in a new network namespace.
 pub fn wrapped(prefix: &[&str]) -> Command {
+    wrapped_bin(prefix, &bin())
+}
+
+/// [`wrapped`] with another copy of the binary (e.g. one an unprivileged
+/// user can reach: the build directory may sit in a private directory).
+pub fn wrapped_bin(prefix: &[&str], bin: &Path) -> Command {
     let mut argv: Vec<String> = prefix.iter().map(|s| s.to_string()).collect();
     argv.extend(runner());
-    argv.push(bin().to_string_lossy().into_owned());
+    argv.push(bin.to_string_lossy().into_owned());
     let mut c = Command::new(&argv[0]);
     c.args(&argv[1..]);
     c
