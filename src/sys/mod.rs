@@ -3,7 +3,8 @@
 //! output paths that must not block the loop. Every `unsafe` block in the
 //! crate is here, each with a `// SAFETY:` comment.
 //!
-//! Pure modules (`uevent`, `usb`, `rules`, `monitor`) never import this one.
+//! Pure modules (`uevent`, `usb`, `rules`, `monitor`, `exec`, `recovery`,
+//! `devices`, `identity`, `broadcast`) never import this one.
 
 #![allow(unsafe_code)]
 
