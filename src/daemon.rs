@@ -105,6 +105,9 @@ pub struct Children {
     next_token: usize,
     /// Pids to serve this turn (kept to avoid allocating per turn).
     scratch: Vec<i32>,
+    /// Pids whose output could not be watched (registration failed): the
+    /// loop reports them closed at its next turn.
+    unwatched: Vec<i32>,
 }
 
 impl Children {
@@ -115,6 +118,7 @@ impl Children {
             list: Vec::with_capacity(64),
             next_token: FIRST_CHILD_TOKEN,
             scratch: Vec::with_capacity(64),
+            unwatched: Vec::new(),
         }
     }
 
@@ -162,6 +166,14 @@ impl Children {
     }
 
     fn add(&mut self, pid: i32, output: Option<OwnedFd>, exec_error: Option<OwnedFd>) {
+        // A stale entry of a reaped child whose pid the kernel reused (its
+        // pipe still held by an escaped process): retire it.
+        if let Some(i) = self.list.iter().position(|c| c.pid == pid) {
+            let old = self.list.swap_remove(i);
+            if let Some(fd) = old.output {
+                let _ = self.registry.deregister(&mut SourceFd(&fd.as_raw_fd()));
+            }
+        }
         let token = Token(self.next_token);
         self.next_token = self.next_token.wrapping_add(1).max(FIRST_CHILD_TOKEN);
         let output = output.and_then(|fd| {
@@ -172,6 +184,7 @@ impl Children {
                 Ok(()) => Some(fd),
                 Err(e) => {
                     warn!("handler [{pid}]: cannot watch its output ({e}); it is not logged");
+                    self.unwatched.push(pid);
                     None
                 }
             }
@@ -751,6 +764,10 @@ impl<M: Mode, S: Source> Daemon<M, S> {
     /// Reads up to [`PIPE_BUDGET`] bytes from each handler pipe that has
     /// data, and hands them to the mode; a pipe at its end is closed.
     fn serve_pipes(&mut self, now: Instant) {
+        while let Some(pid) = self.children.unwatched.pop() {
+            let mut cx = cx!(self, now);
+            self.mode.output_closed(pid, &mut cx);
+        }
         let mut pids = core::mem::take(&mut self.children.scratch);
         pids.clear();
         pids.extend(

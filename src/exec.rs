@@ -473,6 +473,11 @@ impl Exec {
                 }
             };
             let pipe_open = matches!(kind, Kind::Handler { .. });
+            // The kernel may give a new child the pid of a reaped one whose
+            // entry lingers (its pipe held by an escaped process): that
+            // entry is stale (the loop has retired its pipe), and events for
+            // this pid are the new child's.
+            self.procs.retain(|p| p.pid != started);
             self.procs.push(Proc {
                 pid: started,
                 kind,
@@ -612,7 +617,7 @@ impl Exec {
                 if p.abandoned {
                     None
                 } else if let Some(g) = p.give_up_at {
-                    (!p.reaped).then_some(g)
+                    (!p.reaped || p.pipe_open).then_some(g)
                 } else if let Some(k) = p.kill_at {
                     Some(k)
                 } else {
@@ -647,8 +652,12 @@ impl Exec {
                 if !p.reaped {
                     p.timed_out = true;
                     stats.handlers_timed_out += 1;
+                    let what = match &p.kind {
+                        Kind::Handler { .. } => "handler".to_string(),
+                        Kind::Attr { name, .. } => format!("ATTR{{{name}}} write"),
+                    };
                     warn!(
-                        "{}: handler [{}] for {} still running after {:?}: SIGTERM to its process group (handlers_timed_out={})",
+                        "{}: {what} [{}] for {} still running after {:?}: SIGTERM to its process group (handlers_timed_out={})",
                         p.rule, p.pid, p.label, self.cfg.timeout, stats.handlers_timed_out
                     );
                 } else if alive {
@@ -673,6 +682,10 @@ impl Exec {
                     io.close_output(p.pid);
                     p.pipe_open = false;
                 }
+            } else if p.reaped && p.pipe_open && p.give_up_at.is_some_and(|g| now >= g) {
+                // leader died of the SIGKILL; a process outside the group holds the pipe
+                io.close_output(p.pid);
+                p.pipe_open = false;
             } else if !p.reaped && p.give_up_at.is_some_and(|g| now >= g) {
                 p.abandoned = true;
                 stats.handlers_unkillable += 1;
@@ -728,7 +741,9 @@ impl Exec {
 
 /// `exit(errno)` of an attribute-writing child, as text.
 fn errno_text(code: i32) -> String {
-    format!("{} (errno {code})", std::io::Error::from_raw_os_error(code))
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    let text = text.split(" (os error").next().unwrap_or_default();
+    format!("{text} (errno {code})")
 }
 
 /// Splits output into lines and logs each, within the rate limit; a line
@@ -1142,6 +1157,104 @@ mod tests {
         // the write's child fails with EACCES
         e.exited(101, Exit::Code(13), t0, &mut io, &mut st);
         assert_eq!(st.attr_write_failed, 1);
+    }
+
+    /// A handler that ignores SIGTERM dies of the SIGKILL (reaped between
+    /// the SIGKILL and the give-up) while a process outside its group (a
+    /// setsid'd grandchild) still holds its output pipe: the pipe is closed
+    /// at the give-up, not kept (with the entry, and `idle()` false) for ever.
+    #[test]
+    fn reaped_after_sigkill_with_its_pipe_held_is_not_kept_for_ever() {
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = (
+            Exec::new(cfg(1), Builtins::default()),
+            Fake::default(),
+            Stats::default(),
+        );
+        e.push(
+            run_job("/devices/a", "/bin/ignores-term"),
+            t0,
+            &mut io,
+            &mut st,
+        );
+        let pid = io.spawned[0].0;
+        let t = t0 + Duration::from_secs(10);
+        e.tick(t, &mut io, &mut st); // SIGTERM, ignored
+        e.tick(t + Duration::from_secs(2), &mut io, &mut st); // SIGKILL
+                                                              // it dies at once; the group is empty; the pipe is still held
+        io.alive.retain(|&p| p != pid);
+        e.exited(
+            pid,
+            Exit::Signal("SIGKILL"),
+            t + Duration::from_secs(2),
+            &mut io,
+            &mut st,
+        );
+        for s in [3u64, 4, 60, 3600] {
+            e.tick(t + Duration::from_secs(s), &mut io, &mut st);
+        }
+        assert!(
+            e.idle(),
+            "entry kept: deadline={:?} closed={:?}",
+            e.deadline(),
+            io.closed
+        );
+    }
+
+    /// A reaped leader whose pipe is held open (group empty) stays in the
+    /// table until its deadline; the kernel may give its pid to the next
+    /// handler, whose exit must be booked on the new entry so its job goes
+    /// on.
+    #[test]
+    fn a_reused_pid_is_booked_on_the_new_handler() {
+        struct SamePid(Fake);
+        impl ProcIo for SamePid {
+            fn spawn(
+                &mut self,
+                a: &[Vec<u8>],
+                e: &[(&[u8], &[u8])],
+                c: Option<(u32, u32)>,
+            ) -> Result<i32, String> {
+                self.0.spawn(a, e, c)?;
+                self.0.alive.push(101);
+                Ok(101) // the kernel reuses the free pid
+            }
+            fn write_attr(&mut self, d: &str, n: &str, v: &[u8]) -> Result<i32, String> {
+                self.0.write_attr(d, n, v)
+            }
+            fn signal_group(&mut self, g: i32, s: Kill) -> bool {
+                self.0.signal_group(g, s)
+            }
+            fn close_output(&mut self, p: i32) {
+                self.0.close_output(p)
+            }
+        }
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = (
+            Exec::new(cfg(4), Builtins::default()),
+            SamePid(Fake::default()),
+            Stats::default(),
+        );
+        e.push(run_job("/devices/a", "/bin/a"), t0, &mut io, &mut st);
+        // a exits; an escaped grandchild holds its pipe; the group is empty
+        io.0.alive.clear();
+        e.exited(101, Exit::Code(0), t0, &mut io, &mut st);
+        let mut j = run_job("/devices/b", "/bin/b1");
+        j.steps.push_back(Step::Exec {
+            argv: vec![b"/bin/b2".to_vec()],
+            rule: "t:2".into(),
+        });
+        e.push(j, t0, &mut io, &mut st);
+        assert_eq!(io.0.spawned.len(), 2);
+        // b1 exits (its pipe is read to its end later)
+        e.exited(
+            101,
+            Exit::Code(0),
+            t0 + Duration::from_millis(10),
+            &mut io,
+            &mut st,
+        );
+        assert_eq!(io.0.spawned.len(), 3, "b2 should start when b1 exits");
     }
 
     #[test]

@@ -854,26 +854,30 @@ impl Recovery {
         if !batch_done {
             return;
         }
-        if t.queue.is_empty() {
-            info!(
-                "coldplug: {} triggered, {} add events received",
-                t.written, t.seen
-            );
-            self.trigger = None;
-            self.passed(stats);
-            return;
-        }
-        // count only this batch from here
-        t.seen = 0;
-        t.written = 0;
-        for _ in 0..TRIGGER_BATCH {
-            let Some(d) = t.queue.pop_front() else { break };
-            match self.sysfs.trigger(&d, &t.uuid) {
-                Ok(()) => t.written += 1,
-                Err(e) => debug!("coldplug trigger {d}: {e} (gone?)"),
+        // A batch whose writes all failed (a read-only sysfs, devices gone)
+        // has no event to wait for: go straight on to the next.
+        while !t.queue.is_empty() {
+            // count only this batch from here
+            t.seen = 0;
+            t.written = 0;
+            for _ in 0..TRIGGER_BATCH {
+                let Some(d) = t.queue.pop_front() else { break };
+                match self.sysfs.trigger(&d, &t.uuid) {
+                    Ok(()) => t.written += 1,
+                    Err(e) => debug!("coldplug trigger {d}: {e} (gone?)"),
+                }
+            }
+            t.batch_at = Some(now);
+            if t.written > 0 {
+                return;
             }
         }
-        t.batch_at = Some(now);
+        info!(
+            "coldplug: {} triggered, {} add events received",
+            t.written, t.seen
+        );
+        self.trigger = None;
+        self.passed(stats);
     }
 
     /// True once after a walk: the loop should read the socket to its end
@@ -1001,6 +1005,7 @@ mod tests {
         /// Directories read so far (one per device here).
         dirs_read: usize,
         walks: usize,
+        trigger_fails: bool,
     }
 
     struct Fake {
@@ -1059,6 +1064,9 @@ mod tests {
                 .any(|f| f.devpath == devpath)
         }
         fn trigger(&mut self, _: &str, _: &str) -> std::io::Result<()> {
+            if self.world.borrow().trigger_fails {
+                return Err(std::io::Error::from_raw_os_error(30)); // EROFS
+            }
             Ok(())
         }
         fn uuid(&mut self) -> String {
@@ -1383,5 +1391,26 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// `--coldplug=trigger` on a sysfs where every `uevent` write fails (a
+    /// read-only sysfs in a container): a batch that wrote nothing has no
+    /// event to wait for, so coldplug ends at once instead of waiting
+    /// TRIGGER_WAIT (2 s) per batch of 16 before readiness.
+    #[test]
+    fn a_trigger_batch_that_wrote_nothing_does_not_wait() {
+        let devs: Vec<(String, &str)> =
+            (0..64).map(|i| (format!("/devices/d{i}"), "usb")).collect();
+        let refs: Vec<(&str, &str)> = devs.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+        let (mut r, world) = setup(&refs, Track::All);
+        world.borrow_mut().trigger_fails = true;
+        r.coldplug = Coldplug::Trigger;
+        let mut st = Stats::default();
+        let mut now = Instant::now();
+        r.start(&mut st);
+        settle(&mut r, &mut st, &mut now);
+        assert!(r.trigger.is_none(), "coldplug is over");
+        assert!(r.take_ready(), "and ready");
+        assert_eq!(r.deadline(), None, "nothing left to wait for");
     }
 }

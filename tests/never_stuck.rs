@@ -154,3 +154,64 @@ fn sigterm_during_a_flood_ends_the_daemon_within_its_grace() {
         err.len()
     );
 }
+
+/// Issue 12: `ATTR{file}="value"` writes run in a short-lived child. A
+/// write lands; one that fails is counted with its errno; one whose `open`
+/// blocks (a FIFO standing in for a driver whose `store` hangs) is timed
+/// out like a handler while the next event's work goes on.
+#[test]
+fn attribute_writes_run_off_the_loop_and_a_blocked_one_is_timed_out() {
+    if !need_root("attr_writes") {
+        return;
+    }
+    let s = Scratch::new("attrw");
+    let root = s.path("sys");
+    for d in ["ok", "fails", "blocks", "after"] {
+        std::fs::create_dir_all(root.join("devices").join(d)).unwrap();
+    }
+    std::fs::write(root.join("devices/ok/attr"), "").unwrap();
+    std::fs::write(root.join("devices/after/attr"), "").unwrap();
+    let fifo = root.join("devices/blocks/attr");
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let rules = s.rules("SUBSYSTEM==\"thing\", ATTR{attr}=\"written-%k\"\n");
+    let event = |d: &str| {
+        format!(
+            "{{\"action\":\"change\",\"devpath\":\"/devices/{d}\",\"env\":{{\"ACTION\":\"change\",\
+             \"DEVPATH\":\"/devices/{d}\",\"SUBSYSTEM\":\"thing\"}}}}\n"
+        )
+    };
+    let input = s.path("in.jsonl");
+    std::fs::write(
+        &input,
+        ["ok", "fails", "blocks", "after"].map(event).concat(),
+    )
+    .unwrap();
+    let t = Instant::now();
+    let out = hotplugd()
+        .args([
+            "replay",
+            "--rules",
+            &rules,
+            "--handler-timeout",
+            "1",
+            "--sysfs-root",
+        ])
+        .arg(&root)
+        .arg(&input)
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(read(root.join("devices/ok/attr")), "written-ok");
+    assert_eq!(read(root.join("devices/after/attr")), "written-after");
+    // "fails" has no attr file; "blocks" was killed at its timeout
+    assert_eq!(stat(&err, "attr_write_failed"), 2, "{err}");
+    assert!(err.contains("No such file or directory (errno 2)"), "{err}");
+    assert!(err.contains("killed by SIGTERM"), "{err}");
+    assert!(took < Duration::from_secs(8), "{took:?}: {err}");
+}

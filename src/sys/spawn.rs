@@ -75,6 +75,10 @@ pub fn spawn(
 
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
+    // our read ends only (the write end stays blocking for the handler);
+    // before the fork, so no failure can leave a child we do not track
+    set_nonblocking(&r)?;
+    set_nonblocking(&err_r)?;
     let (w_fd, err_fd) = (w.as_raw_fd(), err_w.as_raw_fd());
     let (prog, argv_p, envp_p) = (args[0].as_ptr(), argp.as_ptr(), envp.as_ptr());
 
@@ -125,8 +129,11 @@ pub fn spawn(
     // handler and its children close it, and the error pipe when exec works.
     drop(w);
     drop(err_w);
-    set_nonblocking(&r)?;
-    set_nonblocking(&err_r)?;
+    // Also from our side (the child does it first thing), so a signal to
+    // the group sent before the child ran cannot miss it. EACCES once it
+    // has exec'd, ESRCH once gone: both mean it is done already.
+    // SAFETY: setpgid on our own child's pid touches no memory.
+    unsafe { libc::setpgid(pid, pid) };
     Ok(Spawned {
         pid,
         output: r,
@@ -202,6 +209,10 @@ pub fn spawn_attr_write(path: &[u8], value: &[u8]) -> io::Result<i32> {
             let mut set: libc::sigset_t = core::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
+            // It never execs, so close-on-exec does not apply: close the
+            // daemon's descriptors (socket, signalfd, other handlers'
+            // pipes), or a write stuck in a driver would hold them.
+            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
             let fd = libc::open(p, libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW);
             if fd < 0 {
                 libc::_exit(*libc::__errno_location());
@@ -213,6 +224,8 @@ pub fn spawn_attr_write(path: &[u8], value: &[u8]) -> io::Result<i32> {
             libc::_exit(if w as usize == n { 0 } else { libc::EIO });
         }
     }
+    // SAFETY: as in `spawn`: setpgid on our own child touches no memory.
+    unsafe { libc::setpgid(pid, pid) };
     Ok(pid)
 }
 
