@@ -278,6 +278,9 @@ pub struct Recovery {
     resync_due: bool,
     /// When `resync_due` was set (a deadline already past).
     resync_due_at: Option<Instant>,
+    /// The time of the loop's turn, given by every entry point: recovery
+    /// never reads the clock itself.
+    now: Instant,
     coldplug: Coldplug,
     table: DeviceTable,
     pass: Option<Pass>,
@@ -318,13 +321,19 @@ pub enum Verdict {
 impl Recovery {
     /// Allocates the device table and the touched set; `sysfs` does the
     /// walks.
-    pub fn new(sysfs: Box<dyn SysfsWalk>, track: Track, coldplug: Coldplug) -> Recovery {
+    pub fn new(
+        sysfs: Box<dyn SysfsWalk>,
+        track: Track,
+        coldplug: Coldplug,
+        now: Instant,
+    ) -> Recovery {
         Recovery {
             sysfs,
             track,
             pending_track: None,
             resync_due: false,
             resync_due_at: None,
+            now,
             coldplug,
             table: DeviceTable::new(),
             pass: None,
@@ -368,7 +377,8 @@ impl Recovery {
     }
 
     /// At start: coldplug as configured. The socket is already bound.
-    pub fn start(&mut self, stats: &mut Stats) {
+    pub fn start(&mut self, now: Instant, stats: &mut Stats) {
+        self.now = now;
         let kind = match self.coldplug {
             Coldplug::None => Kind::Baseline,
             Coldplug::Synthesize => Kind::Coldplug,
@@ -381,7 +391,8 @@ impl Recovery {
     /// The rules changed what is tracked: learn the new set silently. During
     /// a pass (coldplug, a resync, a trigger) this waits until the pass is
     /// over: starting afresh would drop the synthetic events it owes.
-    pub fn retrack(&mut self, track: Track, stats: &mut Stats) {
+    pub fn retrack(&mut self, track: Track, now: Instant, stats: &mut Stats) {
+        self.now = now;
         if self.pass.is_some() || self.trigger.is_some() {
             if track == self.track {
                 self.pending_track = None;
@@ -442,7 +453,7 @@ impl Recovery {
                 return;
             }
             if let Some(t) = self.pending_track.take() {
-                self.retrack(t, stats);
+                self.retrack(t, self.now, stats);
             }
         }
     }
@@ -462,7 +473,7 @@ impl Recovery {
             raced: false,
             overrun_again: false,
             recheck_at: None,
-            started: Instant::now(),
+            started: self.now,
             fresh: true,
             kept: None,
         });
@@ -529,14 +540,15 @@ impl Recovery {
     }
 
     /// ENOBUFS: the socket has been read to its end.
-    pub fn overrun(&mut self, stats: &mut Stats) {
+    pub fn overrun(&mut self, now: Instant, stats: &mut Stats) {
+        self.now = now;
         match &mut self.pass {
             Some(p) => p.overrun_again = true,
             // synthetic events still queued: they would be diffed as
             // unknown; resync once they are dispatched
             None if !self.synthetic.is_empty() || self.trigger.is_some() => {
                 self.resync_due = true;
-                self.resync_due_at.get_or_insert_with(Instant::now);
+                self.resync_due_at.get_or_insert(self.now);
             }
             None => {
                 stats.resyncs += 1;
@@ -551,7 +563,8 @@ impl Recovery {
 
     /// A live kernel event, before the rules see it: mark it touched, keep
     /// the table in step, and spot triggered duplicates.
-    pub fn event(&mut self, ev: &Uevent<'_>) -> Verdict {
+    pub fn event(&mut self, ev: &Uevent<'_>, now: Instant) -> Verdict {
+        self.now = now;
         // Only events that change whether a device is present make the
         // walk's view of it stale (a `change` or `bind` does not).
         let presence = matches!(ev.action(), "add" | "remove" | "move");
@@ -573,7 +586,7 @@ impl Recovery {
         }
         let mut verdict = Verdict::Handle;
         if !self.unconfirmed.is_empty() {
-            let now = Instant::now();
+            let now = self.now;
             self.unconfirmed
                 .retain(|(_, at)| now.duration_since(*at) < CONFIRM_WINDOW);
             if ev.action() == "add" && ev.get("SYNTH_UUID").is_none() {
@@ -602,13 +615,13 @@ impl Recovery {
     }
 
     /// A synthetic event being dispatched: keep the table in step.
-    pub fn synthetic_event(&mut self, ev: &Uevent<'_>, stats: &mut Stats) {
+    pub fn synthetic_event(&mut self, ev: &Uevent<'_>, now: Instant, stats: &mut Stats) {
+        self.now = now;
         match ev.action() {
             "add" => {
                 stats.synthetic_adds += 1;
                 if self.unconfirmed.len() < MAX_TOUCHED {
-                    self.unconfirmed
-                        .push((ev.devpath().to_string(), Instant::now()));
+                    self.unconfirmed.push((ev.devpath().to_string(), self.now));
                 }
             }
             "remove" => stats.synthetic_removes += 1,
@@ -638,7 +651,8 @@ impl Recovery {
     }
 
     /// The socket is empty: finish a pass, or walk again.
-    pub fn drained(&mut self, stats: &mut Stats) {
+    pub fn drained(&mut self, now: Instant, stats: &mut Stats) {
+        self.now = now;
         let Some(p) = &mut self.pass else {
             self.trigger_more(stats);
             return;
@@ -663,7 +677,7 @@ impl Recovery {
             // silently. Finish it, then resync against the table.
             p.overrun_again = false;
             self.resync_due = true;
-            self.resync_due_at.get_or_insert_with(Instant::now);
+            self.resync_due_at.get_or_insert(self.now);
         }
         if p.overrun_again {
             if p.attempt < MAX_RESYNC_ATTEMPTS {
@@ -678,7 +692,7 @@ impl Recovery {
                  (the next overrun resyncs again)"
             );
         }
-        self.recheck(Instant::now(), stats);
+        self.recheck(self.now, stats);
     }
 
     /// Checks the touched devices of a raced walk; finishes the pass if they
@@ -848,7 +862,7 @@ impl Recovery {
     /// arrived (or [`TRIGGER_WAIT`] passed).
     fn trigger_more(&mut self, stats: &mut Stats) {
         let Some(t) = &mut self.trigger else { return };
-        let now = Instant::now();
+        let now = self.now;
         let batch_done =
             t.seen >= t.written || t.batch_at.is_some_and(|at| now >= at + TRIGGER_WAIT);
         if !batch_done {
@@ -926,6 +940,7 @@ impl Recovery {
     /// Timers and the walk: a budget of directories, re-checks, trigger
     /// batches.
     pub fn tick(&mut self, now: Instant, stats: &mut Stats) {
+        self.now = now;
         self.walk_on(now);
         if self
             .pass
@@ -1093,7 +1108,7 @@ mod tests {
             track: Track::All,
             next: None,
         };
-        let mut r = Recovery::new(Box::new(fake), track, Coldplug::None);
+        let mut r = Recovery::new(Box::new(fake), track, Coldplug::None, Instant::now());
         r.test_delay = None; // whatever the environment says
         (r, world)
     }
@@ -1109,9 +1124,9 @@ mod tests {
             *now = (*now).max(d);
             r.tick(*now, st);
             if r.take_want_drain() {
-                r.drained(st);
+                r.drained(*now, st);
             }
-            r.drained(st);
+            r.drained(*now, st);
         }
         panic!("the pass never ended");
     }
@@ -1121,7 +1136,7 @@ mod tests {
         while let Some(d) = r.next_synthetic() {
             let ev = Uevent::parse(&d).unwrap();
             v.push(format!("{} {}", ev.action(), ev.devpath()));
-            r.synthetic_event(&ev, st);
+            r.synthetic_event(&ev, Instant::now(), st);
         }
         v
     }
@@ -1133,7 +1148,7 @@ mod tests {
             format!("{action}@{path}\0ACTION={action}\0DEVPATH={path}\0SUBSYSTEM=usb\0SEQNUM=1\0")
                 .as_bytes(),
         );
-        r.event(&Uevent::parse(&d).unwrap());
+        r.event(&Uevent::parse(&d).unwrap(), Instant::now());
     }
 
     const USB: &[(&str, &str)] = &[
@@ -1148,7 +1163,7 @@ mod tests {
     fn a_resync_does_not_remove_devices_under_a_subtree_it_could_not_read() {
         let (mut r, world) = setup(USB, Track::All);
         let (mut st, mut now) = (Stats::default(), Instant::now());
-        r.start(&mut st);
+        r.start(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         assert_eq!(r.table().len(), 5);
         // usb2's directory becomes unreadable; 1-1 is really unplugged
@@ -1157,7 +1172,7 @@ mod tests {
             w.unreadable.push("/devices/pci0/usb2".into());
             w.devices.retain(|f| f.devpath != "/devices/pci0/usb1/1-1");
         }
-        r.overrun(&mut st);
+        r.overrun(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         assert_eq!(
             synthetic(&mut r, &mut st),
@@ -1173,7 +1188,7 @@ mod tests {
     fn a_resync_of_a_cut_walk_removes_nothing() {
         let (mut r, world) = setup(USB, Track::All);
         let (mut st, mut now) = (Stats::default(), Instant::now());
-        r.start(&mut st);
+        r.start(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         {
             let mut w = world.borrow_mut();
@@ -1181,7 +1196,7 @@ mod tests {
             w.devices.truncate(2); // the walk saw only these
             w.devices.push(dev("/devices/pci0/usb3", "usb")); // and a new one
         }
-        r.overrun(&mut st);
+        r.overrun(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         assert_eq!(synthetic(&mut r, &mut st), ["add /devices/pci0/usb3"]);
         assert_eq!(st.resync_unchecked, 3);
@@ -1211,8 +1226,8 @@ mod tests {
         let devs: Vec<(&str, &str)> = paths.iter().map(|p| (p.as_str(), "net")).collect();
         let (mut r, world) = setup(&devs, Track::All);
         let mut st = Stats::default();
-        r.start(&mut st);
         let now = Instant::now();
+        r.start(now, &mut st);
         assert_eq!(world.borrow().dirs_read, 0, "start walks nothing itself");
         let mut ticks = 0;
         while r.pass.as_ref().is_some_and(|p| p.phase == Phase::Walking) {
@@ -1224,8 +1239,8 @@ mod tests {
         }
         assert_eq!(ticks, 4);
         assert!(r.take_want_drain(), "the walk's end asks for a drain");
-        r.drained(&mut st);
-        r.drained(&mut st);
+        r.drained(now, &mut st);
+        r.drained(now, &mut st);
         assert!(r.pass.is_none());
         assert_eq!(r.table().len(), paths.len());
     }
@@ -1234,10 +1249,10 @@ mod tests {
     fn events_during_the_walk_are_the_truth_for_their_devices() {
         let (mut r, world) = setup(USB, Track::All);
         let (mut st, mut now) = (Stats::default(), Instant::now());
-        r.start(&mut st);
+        r.start(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         world.borrow_mut().devices.truncate(3); // 2-1 and 2-1:1.0 gone
-        r.overrun(&mut st);
+        r.overrun(now, &mut st);
         // the remove of 2-1 arrives while the walk is under way
         live(&mut r, "remove /devices/pci0/usb2/2-1");
         settle(&mut r, &mut st, &mut now);
@@ -1251,7 +1266,7 @@ mod tests {
     fn a_retrack_during_a_resync_waits_and_loses_no_synthetic_event() {
         let (mut r, world) = setup(USB, Track::Only(vec!["usb".into()]));
         let (mut st, mut now) = (Stats::default(), Instant::now());
-        r.start(&mut st);
+        r.start(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         world
             .borrow_mut()
@@ -1261,12 +1276,12 @@ mod tests {
             .borrow_mut()
             .devices
             .push(dev("/devices/virtual/net/hp0", "net"));
-        r.overrun(&mut st);
+        r.overrun(now, &mut st);
         r.tick(now, &mut st); // the walk is under way
         let walks = world.borrow().walks;
         // SIGHUP: the rules now match net too
         let both = Track::Only(vec!["usb".into(), "net".into()]);
-        r.retrack(both.clone(), &mut st);
+        r.retrack(both.clone(), now, &mut st);
         assert_eq!(world.borrow().walks, walks, "no new walk mid-pass");
         assert_eq!(r.track(), &Track::Only(vec!["usb".into()]));
         settle(&mut r, &mut st, &mut now);
@@ -1289,7 +1304,7 @@ mod tests {
     fn an_overrun_during_the_first_learn_pass_is_followed_by_a_resync() {
         let (mut r, world) = setup(USB, Track::Only(vec!["usb".into()]));
         let (mut st, mut now) = (Stats::default(), Instant::now());
-        r.start(&mut st);
+        r.start(now, &mut st);
         r.tick(now, &mut st); // the walk is done (5 devices < one budget)
                               // events are lost: 1-1 went, usb3 came, after the walk saw the tree
         {
@@ -1298,7 +1313,7 @@ mod tests {
             w.devices.push(dev("/devices/pci0/usb3", "usb"));
             w.seqnum += 2;
         }
-        r.overrun(&mut st);
+        r.overrun(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         // learning again would have absorbed both silently; a resync diffs
         assert_eq!(st.resyncs, 1);
@@ -1314,7 +1329,7 @@ mod tests {
     fn a_retrack_keeps_what_it_knows_of_subsystems_still_tracked() {
         let (mut r, world) = setup(USB, Track::Only(vec!["usb".into()]));
         let (mut st, mut now) = (Stats::default(), Instant::now());
-        r.start(&mut st);
+        r.start(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         {
             // 1-1's remove is lost; a net device is there to be learnt
@@ -1322,7 +1337,7 @@ mod tests {
             w.devices.retain(|f| f.devpath != "/devices/pci0/usb1/1-1");
             w.devices.push(dev("/devices/virtual/net/hp0", "net"));
         }
-        r.retrack(Track::Only(vec!["usb".into(), "net".into()]), &mut st);
+        r.retrack(Track::Only(vec!["usb".into(), "net".into()]), now, &mut st);
         settle(&mut r, &mut st, &mut now);
         assert!(r.table().contains("/devices/virtual/net/hp0"), "net learnt");
         assert!(
@@ -1331,14 +1346,14 @@ mod tests {
         );
         assert!(synthetic(&mut r, &mut st).is_empty());
         // so the next resync still owes 1-1 its remove
-        r.overrun(&mut st);
+        r.overrun(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         assert_eq!(
             synthetic(&mut r, &mut st),
             ["remove /devices/pci0/usb1/1-1"]
         );
         // a retrack that drops usb forgets its devices
-        r.retrack(Track::Only(vec!["net".into()]), &mut st);
+        r.retrack(Track::Only(vec!["net".into()]), now, &mut st);
         settle(&mut r, &mut st, &mut now);
         assert!(!r.table().contains("/devices/pci0/usb1"));
         assert!(r.table().contains("/devices/virtual/net/hp0"));
@@ -1348,9 +1363,9 @@ mod tests {
     fn a_retrack_back_to_the_same_set_during_a_pass_is_dropped() {
         let (mut r, world) = setup(USB, Track::All);
         let (mut st, mut now) = (Stats::default(), Instant::now());
-        r.start(&mut st);
-        r.retrack(Track::Only(vec!["net".into()]), &mut st);
-        r.retrack(Track::All, &mut st);
+        r.start(now, &mut st);
+        r.retrack(Track::Only(vec!["net".into()]), now, &mut st);
+        r.retrack(Track::All, now, &mut st);
         settle(&mut r, &mut st, &mut now);
         assert_eq!(world.borrow().walks, 1);
         assert_eq!(r.track(), &Track::All);
@@ -1361,7 +1376,7 @@ mod tests {
         let (mut r, _world) = setup(USB, Track::All);
         r.test_delay = Some(Duration::from_secs(5));
         let (mut st, now) = (Stats::default(), Instant::now());
-        r.start(&mut st);
+        r.start(now, &mut st);
         r.tick(now, &mut st);
         let until = r.deadline().unwrap();
         assert!(until >= now + Duration::from_secs(5));
@@ -1376,7 +1391,7 @@ mod tests {
     fn a_storm_of_touched_devices_costs_a_set_lookup_each() {
         let (mut r, _world) = setup(USB, Track::All);
         let mut st = Stats::default();
-        r.start(&mut st);
+        r.start(Instant::now(), &mut st);
         let cap = r.touched.capacity();
         let started = Instant::now();
         for i in 0..20_000 {
@@ -1407,7 +1422,7 @@ mod tests {
         r.coldplug = Coldplug::Trigger;
         let mut st = Stats::default();
         let mut now = Instant::now();
-        r.start(&mut st);
+        r.start(now, &mut st);
         settle(&mut r, &mut st, &mut now);
         assert!(r.trigger.is_none(), "coldplug is over");
         assert!(r.take_ready(), "and ready");

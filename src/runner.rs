@@ -191,7 +191,12 @@ impl Runner {
             Track::Only(v) => info!("tracking devices of subsystems: {}", v.join(", ")),
         }
         let walker = crate::sys::walk::SysfsWalker::new(PathBuf::from(self.sysfs.root()));
-        self.recovery = Some(Recovery::new(Box::new(walker), track, coldplug));
+        self.recovery = Some(Recovery::new(
+            Box::new(walker),
+            track,
+            coldplug,
+            Instant::now(),
+        ));
     }
 
     /// What the table follows: `--track`, or the rules' subsystems.
@@ -225,7 +230,7 @@ impl Runner {
             match Uevent::parse(&d) {
                 Ok(ev) => {
                     if let Some(r) = self.recovery.as_mut() {
-                        r.synthetic_event(&ev, cx.stats);
+                        r.synthetic_event(&ev, cx.now, cx.stats);
                     }
                     self.handle(&ev, cx);
                 }
@@ -261,12 +266,12 @@ impl Runner {
     }
 
     /// SIGHUP: load the rules again; keep the old ones on any error.
-    pub fn reload(&mut self, stats: &mut crate::stats::Stats) {
+    pub fn reload(&mut self, now: Instant, stats: &mut crate::stats::Stats) {
         self.readiness.reloading();
         self.reload_rules();
         let track = self.tracked();
         if let Some(r) = self.recovery.as_mut() {
-            r.retrack(track, stats);
+            r.retrack(track, now, stats);
         }
         self.readiness.reloaded();
     }
@@ -393,7 +398,7 @@ impl Mode for Runner {
 
     fn event(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
         if let Some(r) = self.recovery.as_mut() {
-            if r.event(ev) == Verdict::Duplicate {
+            if r.event(ev, cx.now) == Verdict::Duplicate {
                 debug!(
                     "{} {}: triggered add for a device already added; skipped",
                     ev.action(),
@@ -411,13 +416,13 @@ impl Mode for Runner {
 
     fn overrun(&mut self, cx: &mut Cx<'_>) {
         if let Some(r) = self.recovery.as_mut() {
-            r.overrun(cx.stats);
+            r.overrun(cx.now, cx.stats);
         }
     }
 
     fn drained(&mut self, cx: &mut Cx<'_>) {
         if let Some(r) = self.recovery.as_mut() {
-            r.drained(cx.stats);
+            r.drained(cx.now, cx.stats);
         }
         self.pump(cx);
     }
@@ -443,7 +448,7 @@ impl Mode for Runner {
 
     fn signal(&mut self, sig: Sig, cx: &mut Cx<'_>) {
         if sig == Sig::Hup {
-            self.reload(cx.stats);
+            self.reload(cx.now, cx.stats);
         }
     }
 
@@ -490,7 +495,7 @@ impl Mode for Runner {
     fn start(&mut self, cx: &mut Cx<'_>) -> io::Result<()> {
         self.readiness.prepare()?;
         match self.recovery.as_mut() {
-            Some(r) => r.start(cx.stats), // ready when coldplug is done (pump)
+            Some(r) => r.start(cx.now, cx.stats), // ready when coldplug is done (pump)
             None => self.readiness.ready(),
         }
         Ok(())
