@@ -1,9 +1,11 @@
 SUMMARY = "A small uevent/hotplug daemon for embedded Linux"
 DESCRIPTION = "Matches kernel uevents against udev-style rules and runs their \
-handlers (USB serial getty, USB stick mount, USB network). The kernel's \
-devtmpfs creates the device nodes; hotplugd never loses an event silently."
+               handlers (USB serial getty, USB stick mount, USB network). The kernel's \
+               devtmpfs creates the device nodes; hotplugd never loses an event silently."
 HOMEPAGE = "https://git.example.invalid/hotplugd"
 SECTION = "base"
+BUGTRACKER = "https://git.example.invalid/hotplugd/issues"
+CVE_PRODUCT = "hotplugd"
 LICENSE = "MIT | Apache-2.0"
 # The crate has no license file yet: Cargo.toml's license line is the record.
 LIC_FILES_CHKSUM = "file://Cargo.toml;beginline=11;endline=11;md5=86b31c7756a1a7962f28b62856ed4f05"
