@@ -3,8 +3,8 @@ DESCRIPTION = "Matches kernel uevents against udev-style rules and runs their \
                handlers (USB serial getty, USB stick mount, USB network). The kernel's \
                devtmpfs creates the device nodes; hotplugd never loses an event silently."
 HOMEPAGE = "https://git.example.invalid/hotplugd"
-SECTION = "base"
 BUGTRACKER = "https://git.example.invalid/hotplugd/issues"
+SECTION = "base"
 CVE_PRODUCT = "hotplugd"
 LICENSE = "MIT | Apache-2.0"
 # The crate has no license file yet: Cargo.toml's license line is the record.
