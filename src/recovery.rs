@@ -1393,19 +1393,14 @@ mod tests {
         let mut st = Stats::default();
         r.start(Instant::now(), &mut st);
         let cap = r.touched.capacity();
-        let started = Instant::now();
         for i in 0..20_000 {
             live(&mut r, &format!("add /devices/virtual/net/hp{i}"));
             live(&mut r, &format!("remove /devices/virtual/net/hp{i}"));
         }
         assert_eq!(r.touched.len(), 20_000);
         assert_eq!(r.touched.capacity(), cap, "no growth: reserved at start");
-        // a linear search took ~20,000^2 / 2 comparisons here: seconds
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
+        // (the cost per lookup is a benchmark's job, not a test's:
+        // `cargo bench --bench table_lookup`)
     }
 
     /// `--coldplug=trigger` on a sysfs where every `uevent` write fails (a
