@@ -227,8 +227,9 @@ fn a_failing_fork_is_counted_and_handlers_start_again_once_it_works() {
         "--clear-groups",
         "--",
     ];
+    let exe = reachable_bin(&s.0);
     // how many tasks the daemon has by itself (qemu-user adds threads)
-    let mut probe = wrapped(&nobody);
+    let mut probe = wrapped_bin(&nobody, &exe);
     probe.args(["run", "--rules", &rules]);
     let p = Proc::spawn(probe);
     p.wait_listening();
@@ -244,7 +245,7 @@ fn a_failing_fork_is_counted_and_handlers_start_again_once_it_works() {
     let limit = format!("--nproc={}", tasks + slack);
     let mut prefix = vec!["prlimit", limit.as_str(), "--"];
     prefix.extend(nobody);
-    let mut c = wrapped(&prefix);
+    let mut c = wrapped_bin(&prefix, &exe);
     c.args(["run", "--rules", &rules]);
     let p = Proc::spawn(c);
     p.wait_listening();

@@ -476,11 +476,7 @@ fn a_resync_sends_no_remove_for_devices_under_an_unreadable_subtree() {
 
     let net = format!("--net=/proc/{}/ns/net", ns.pid());
     let mnt = format!("--mount=/proc/{}/ns/mnt", ns.pid());
-    // a copy nobody can execute: the build directory may be private (a
-    // clone in a mktemp directory is 0700)
-    let exe = s.path("hotplugd");
-    std::fs::copy(bin(), &exe).unwrap();
-    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = reachable_bin(&s.0);
     let mut c = wrapped_bin(
         &["nsenter", &net, &mnt, "-S", "65534", "-G", "65534", "--"],
         &exe,

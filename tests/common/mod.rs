@@ -75,6 +75,19 @@ pub fn wrapped(prefix: &[&str]) -> Command {
     wrapped_bin(prefix, &bin())
 }
 
+/// A copy of the binary in `dir`, mode 0755, for a test that runs it as
+/// another user: the build directory may be private (a clone in a
+/// `mktemp -d` directory is 0700; qemu-user then cannot open the binary
+/// and exits 1 without a word).
+pub fn reachable_bin(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("hotplugd");
+    std::fs::copy(bin(), &exe).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    exe
+}
+
 /// [`wrapped`] with another copy of the binary (e.g. one an unprivileged
 /// user can reach: the build directory may sit in a private directory).
 pub fn wrapped_bin(prefix: &[&str], bin: &Path) -> Command {
