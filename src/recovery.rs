@@ -54,12 +54,13 @@
 //! given to [`Recovery::tick`].
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
 use crate::devices::DeviceTable;
-use crate::stats::Stats;
+use crate::stats::{Ms, Stats};
 use crate::uevent::Uevent;
 
 /// Walks per resync before accepting one that saw another overrun.
@@ -165,6 +166,29 @@ pub trait SysfsWalk {
 /// FNV-1a, 64 bits: the touched set holds these, not the devpaths (a
 /// collision among 65,536 devpaths has a chance of about 1 in 10^10; its
 /// cost would be one device left to its next event).
+/// The touched set's hasher: its keys are already FNV-1a hashes
+/// ([`touch_key`]), so it passes them through (no SipHash, no random
+/// keys: smaller and cheaper on a board).
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A set of [`touch_key`]s.
+type TouchedSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
+
 fn touch_key(devpath: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in devpath.as_bytes() {
@@ -286,7 +310,7 @@ pub struct Recovery {
     pass: Option<Pass>,
     /// The devpaths touched during the pass, as [`touch_key`]s; capacity
     /// for [`MAX_TOUCHED`] reserved once.
-    touched: HashSet<u64>,
+    touched: TouchedSet,
     trigger: Option<Trigger>,
     synthetic: VecDeque<Vec<u8>>,
     ready_due: bool,
@@ -337,7 +361,7 @@ impl Recovery {
             coldplug,
             table: DeviceTable::new(),
             pass: None,
-            touched: HashSet::with_capacity(MAX_TOUCHED),
+            touched: TouchedSet::with_capacity_and_hasher(MAX_TOUCHED, Default::default()),
             trigger: None,
             synthetic: VecDeque::new(),
             ready_due: false,
@@ -528,13 +552,13 @@ impl Recovery {
             );
         }
         debug!(
-            "sysfs walk ({:?}, attempt {}): {} directories, {} devices, {} tracked, {:?}",
+            "sysfs walk ({:?}, attempt {}): {} directories, {} devices, {} tracked, {}",
             p.kind,
             p.attempt,
             rep.dirs,
             rep.devices,
             p.snapshot.len(),
-            p.started.elapsed()
+            Ms(now.saturating_duration_since(p.started))
         );
         self.want_drain = true;
     }
@@ -726,7 +750,8 @@ impl Recovery {
                     p.rechecks += 1;
                     stats.resync_retries += 1;
                     debug!(
-                        "{disagree} devices changed during the walk and do not agree with sysfs yet; re-checking in {RECHECK_DELAY:?}"
+                        "{disagree} devices changed during the walk and do not agree with sysfs yet; re-checking in {}",
+                        Ms(RECHECK_DELAY)
                     );
                     p.recheck_at = Some(now + RECHECK_DELAY);
                     return;
@@ -785,12 +810,13 @@ impl Recovery {
                     "resync is add-only: the device table overflowed, so what is gone is unknown"
                 );
             } else {
-                let present: HashSet<&str> =
+                let mut present: Vec<&str> =
                     p.snapshot.iter().map(|f| f.devpath.as_str()).collect();
+                present.sort_unstable();
                 let mut unchecked = 0u64;
                 let mut gone: Vec<&str> = Vec::new();
                 for d in self.table.devpaths() {
-                    if present.contains(d) || touched(d) {
+                    if present.binary_search(&d).is_ok() || touched(d) {
                         continue;
                     }
                     if p.report.unchecked(d) {
@@ -827,19 +853,19 @@ impl Recovery {
         self.note_full();
         match p.kind {
             Kind::Baseline => info!(
-                "{} devices present in tracked subsystems ({:?})",
+                "{} devices present in tracked subsystems ({})",
                 self.table.len(),
-                p.started.elapsed()
+                Ms(self.now.saturating_duration_since(p.started))
             ),
             Kind::Coldplug => info!(
-                "coldplug: {adds} synthetic adds ({} devices, {:?})",
+                "coldplug: {adds} synthetic adds ({} devices, {})",
                 self.table.len() + adds,
-                p.started.elapsed()
+                Ms(self.now.saturating_duration_since(p.started))
             ),
             Kind::Overrun => info!(
-                "resync {} done in {:?}: {adds} devices appeared, {removes} disappeared while events were lost",
+                "resync {} done in {}: {adds} devices appeared, {removes} disappeared while events were lost",
                 stats.resyncs,
-                p.started.elapsed()
+                Ms(self.now.saturating_duration_since(p.started))
             ),
             Kind::Trigger => {
                 info!(

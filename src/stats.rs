@@ -98,6 +98,17 @@ pub struct Stats {
     pub log_dropped: u64,
 }
 
+/// A duration in a log line, as `N ms` (`Duration`'s `Debug` costs about
+/// 1 KB of binary for a form nobody reads better).
+#[derive(Clone, Copy, Debug)]
+pub struct Ms(pub core::time::Duration);
+
+impl fmt::Display for Ms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ms", self.0.as_millis())
+    }
+}
+
 /// Which counters a command reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {

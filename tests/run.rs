@@ -230,7 +230,7 @@ fn a_hanging_handler_and_its_grandchild_are_killed_at_the_timeout() {
         "grandchild {grandchild} survived its handler's timeout"
     );
     assert!(p.wait_stderr(
-        "still running after 1s: SIGTERM to its process group",
+        "still running after 1000 ms: SIGTERM to its process group",
         Duration::from_secs(5)
     ));
     let (st, err) = p.stop();
