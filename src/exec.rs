@@ -886,6 +886,10 @@ mod tests {
         closed: Vec<i32>,
         /// Groups that still have a process.
         alive: Vec<i32>,
+        /// A program whose start fails (EAGAIN, as a refused fork).
+        fails: Option<&'static str>,
+        /// Every child gets this pid (the kernel reusing a free pid).
+        same_pid: Option<i32>,
     }
 
     impl ProcIo for Fake {
@@ -895,8 +899,11 @@ mod tests {
             _env: &[(&[u8], &[u8])],
             _creds: Option<(u32, u32)>,
         ) -> Result<i32, String> {
+            if self.fails.is_some_and(|f| argv[0] == f.as_bytes()) {
+                return Err("Resource temporarily unavailable".into());
+            }
             self.next += 1;
-            let pid = 100 + self.next;
+            let pid = self.same_pid.unwrap_or(100 + self.next);
             self.spawned
                 .push((pid, String::from_utf8_lossy(&argv[0]).into_owned()));
             self.alive.push(pid);
@@ -1116,33 +1123,13 @@ mod tests {
 
     #[test]
     fn a_failed_spawn_is_counted_and_the_job_goes_on() {
-        struct NoFork(Fake);
-        impl ProcIo for NoFork {
-            fn spawn(
-                &mut self,
-                a: &[Vec<u8>],
-                e: &[(&[u8], &[u8])],
-                c: Option<(u32, u32)>,
-            ) -> Result<i32, String> {
-                if a[0] == b"/bin/fails" {
-                    return Err("Resource temporarily unavailable".into());
-                }
-                self.0.spawn(a, e, c)
-            }
-            fn write_attr(&mut self, d: &str, n: &str, v: &[u8]) -> Result<i32, String> {
-                self.0.write_attr(d, n, v)
-            }
-            fn signal_group(&mut self, g: i32, s: Kill) -> bool {
-                self.0.signal_group(g, s)
-            }
-            fn close_output(&mut self, p: i32) {
-                self.0.close_output(p)
-            }
-        }
         let t0 = Instant::now();
         let (mut e, mut io, mut st) = (
             Exec::new(cfg(1), Builtins::default()),
-            NoFork(Fake::default()),
+            Fake {
+                fails: Some("/bin/fails"),
+                ..Fake::default()
+            },
             Stats::default(),
         );
         let mut j = run_job("/devices/a", "/bin/fails");
@@ -1153,7 +1140,7 @@ mod tests {
         });
         e.push(j, t0, &mut io, &mut st);
         assert_eq!(st.handlers_failed, 1);
-        assert_eq!(io.0.spawned, [(101, "attr:power/control".to_string())]);
+        assert_eq!(io.spawned, [(101, "attr:power/control".to_string())]);
         // the write's child fails with EACCES
         e.exited(101, Exit::Code(13), t0, &mut io, &mut st);
         assert_eq!(st.attr_write_failed, 1);
@@ -1207,37 +1194,18 @@ mod tests {
     /// on.
     #[test]
     fn a_reused_pid_is_booked_on_the_new_handler() {
-        struct SamePid(Fake);
-        impl ProcIo for SamePid {
-            fn spawn(
-                &mut self,
-                a: &[Vec<u8>],
-                e: &[(&[u8], &[u8])],
-                c: Option<(u32, u32)>,
-            ) -> Result<i32, String> {
-                self.0.spawn(a, e, c)?;
-                self.0.alive.push(101);
-                Ok(101) // the kernel reuses the free pid
-            }
-            fn write_attr(&mut self, d: &str, n: &str, v: &[u8]) -> Result<i32, String> {
-                self.0.write_attr(d, n, v)
-            }
-            fn signal_group(&mut self, g: i32, s: Kill) -> bool {
-                self.0.signal_group(g, s)
-            }
-            fn close_output(&mut self, p: i32) {
-                self.0.close_output(p)
-            }
-        }
         let t0 = Instant::now();
         let (mut e, mut io, mut st) = (
             Exec::new(cfg(4), Builtins::default()),
-            SamePid(Fake::default()),
+            Fake {
+                same_pid: Some(101),
+                ..Fake::default()
+            },
             Stats::default(),
         );
         e.push(run_job("/devices/a", "/bin/a"), t0, &mut io, &mut st);
         // a exits; an escaped grandchild holds its pipe; the group is empty
-        io.0.alive.clear();
+        io.alive.clear();
         e.exited(101, Exit::Code(0), t0, &mut io, &mut st);
         let mut j = run_job("/devices/b", "/bin/b1");
         j.steps.push_back(Step::Exec {
@@ -1245,7 +1213,7 @@ mod tests {
             rule: "t:2".into(),
         });
         e.push(j, t0, &mut io, &mut st);
-        assert_eq!(io.0.spawned.len(), 2);
+        assert_eq!(io.spawned.len(), 2);
         // b1 exits (its pipe is read to its end later)
         e.exited(
             101,
@@ -1254,7 +1222,7 @@ mod tests {
             &mut io,
             &mut st,
         );
-        assert_eq!(io.0.spawned.len(), 3, "b2 should start when b1 exits");
+        assert_eq!(io.spawned.len(), 3, "b2 should start when b1 exits");
     }
 
     #[test]
