@@ -938,6 +938,15 @@ mod tests {
         }
     }
 
+    /// An engine with `max_children` slots, fake processes and counters.
+    fn engine(max_children: usize) -> (Exec, Fake, Stats) {
+        (
+            Exec::new(cfg(max_children), Builtins::default()),
+            Fake::default(),
+            Stats::default(),
+        )
+    }
+
     /// The process exits and its pipe closes (what the loop reports).
     fn finish(e: &mut Exec, io: &mut Fake, pid: i32, now: Instant, st: &mut Stats) {
         io.alive.retain(|&p| p != pid);
@@ -964,11 +973,7 @@ mod tests {
     #[test]
     fn a_parent_runs_before_its_child_and_unrelated_devices_in_parallel() {
         let t0 = Instant::now();
-        let (mut e, mut io, mut st) = (
-            Exec::new(cfg(4), Builtins::default()),
-            Fake::default(),
-            Stats::default(),
-        );
+        let (mut e, mut io, mut st) = engine(4);
         e.push(
             run_job("/devices/usb1/1-1", "/bin/parent"),
             t0,
@@ -998,11 +1003,7 @@ mod tests {
     #[test]
     fn max_children_holds_jobs_back_until_a_slot_frees() {
         let t0 = Instant::now();
-        let (mut e, mut io, mut st) = (
-            Exec::new(cfg(1), Builtins::default()),
-            Fake::default(),
-            Stats::default(),
-        );
+        let (mut e, mut io, mut st) = engine(1);
         e.push(run_job("/devices/a", "/bin/a"), t0, &mut io, &mut st);
         e.push(run_job("/devices/b", "/bin/b"), t0, &mut io, &mut st);
         assert_eq!((io.spawned.len(), e.queued(), e.running()), (1, 1, 1));
@@ -1014,11 +1015,7 @@ mod tests {
     #[test]
     fn timeout_sends_term_then_kill_then_gives_the_slot_of_an_unkillable_back() {
         let t0 = Instant::now();
-        let (mut e, mut io, mut st) = (
-            Exec::new(cfg(1), Builtins::default()),
-            Fake::default(),
-            Stats::default(),
-        );
+        let (mut e, mut io, mut st) = engine(1);
         e.push(run_job("/devices/a", "/bin/stuck"), t0, &mut io, &mut st);
         e.push(run_job("/devices/b", "/bin/next"), t0, &mut io, &mut st);
         let pid = io.spawned[0].0;
@@ -1054,11 +1051,7 @@ mod tests {
     #[test]
     fn stop_is_bounded_even_with_an_unkillable_handler() {
         let t0 = Instant::now();
-        let (mut e, mut io, mut st) = (
-            Exec::new(cfg(2), Builtins::default()),
-            Fake::default(),
-            Stats::default(),
-        );
+        let (mut e, mut io, mut st) = engine(2);
         e.push(run_job("/devices/a", "/bin/stuck"), t0, &mut io, &mut st);
         e.push(run_job("/devices/a", "/bin/queued"), t0, &mut io, &mut st);
         e.stop(t0, &mut io, &mut st);
@@ -1074,11 +1067,7 @@ mod tests {
     #[test]
     fn leftovers_in_the_group_are_killed_at_the_deadline() {
         let t0 = Instant::now();
-        let (mut e, mut io, mut st) = (
-            Exec::new(cfg(1), Builtins::default()),
-            Fake::default(),
-            Stats::default(),
-        );
+        let (mut e, mut io, mut st) = engine(1);
         e.push(
             run_job("/devices/a", "/bin/daemonizes"),
             t0,
@@ -1100,11 +1089,7 @@ mod tests {
     #[test]
     fn a_flood_of_output_is_rate_limited_and_counted() {
         let t0 = Instant::now();
-        let (mut e, mut io, mut st) = (
-            Exec::new(cfg(1), Builtins::default()),
-            Fake::default(),
-            Stats::default(),
-        );
+        let (mut e, mut io, mut st) = engine(1);
         e.push(run_job("/devices/a", "/usr/bin/yes"), t0, &mut io, &mut st);
         let pid = io.spawned[0].0;
         let chunk = b"y\n".repeat(8192);
@@ -1153,11 +1138,7 @@ mod tests {
     #[test]
     fn reaped_after_sigkill_with_its_pipe_held_is_not_kept_for_ever() {
         let t0 = Instant::now();
-        let (mut e, mut io, mut st) = (
-            Exec::new(cfg(1), Builtins::default()),
-            Fake::default(),
-            Stats::default(),
-        );
+        let (mut e, mut io, mut st) = engine(1);
         e.push(
             run_job("/devices/a", "/bin/ignores-term"),
             t0,
