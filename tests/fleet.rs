@@ -161,6 +161,15 @@ fn tap_plug_and_unplug_arrive_at_the_broker_in_order_and_a_dead_broker_is_counte
         assert_eq!(of_t, ["add", "remove"], "{t}: all messages {got:?}");
     }
 
+    // every handler so far has exited (the subscriber may see a message
+    // before its publisher has the broker's PUBACK): only then stop it
+    for t in &taps {
+        assert!(
+            hp.wait_stderr(&format!("for remove /devices/virtual/net/{t} exited 0"), T),
+            "{}",
+            hp.stderr()
+        );
+    }
     // a broker that accepts connections but never answers: the handler's
     // timeout ends it, hotplugd counts it and goes on
     mq.signal(nix::sys::signal::Signal::SIGSTOP);
@@ -169,6 +178,11 @@ fn tap_plug_and_unplug_arrive_at_the_broker_in_order_and_a_dead_broker_is_counte
     assert!(
         hp.wait_stderr("within 1s; hotplug/", T),
         "no timeout logged: {}",
+        hp.stderr()
+    );
+    assert!(
+        hp.wait_stderr(&format!("for add /devices/virtual/net/{t} exited"), T),
+        "{}",
         hp.stderr()
     );
     // a broker that is gone: refused at once, counted, and still no stall
