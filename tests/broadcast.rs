@@ -174,6 +174,29 @@ fn udevadm_monitor_prints_the_handled_event_with_the_rules_property() {
     drop(mon);
 }
 
+/// Starts `PYUDEV` inside `ns` over the fetched libudev1 (`x`), watching
+/// for `name`, filtering by `mode` (`subsystem` or `tag`); marks go to
+/// `marks`.
+fn pyudev_monitor(ns: &Netns, s: &Scratch, x: &Path, marks: &Path, name: &str, mode: &str) -> Proc {
+    let script = s.path("mon.py");
+    std::fs::write(&script, PYUDEV).unwrap();
+    let py = clients_dir().join("venv/bin/python");
+    let mut c = inside(
+        ns,
+        &[
+            "env",
+            &format!("LD_LIBRARY_PATH={}", libdirs(x)),
+            py.to_str().unwrap(),
+            script.to_str().unwrap(),
+            marks.to_str().unwrap(),
+            name,
+            mode,
+        ],
+    );
+    c.stderr(Stdio::inherit());
+    Proc::spawn(c)
+}
+
 const PYUDEV: &str = r#"
 import os, sys, pyudev
 marks, want, by = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -225,24 +248,8 @@ fn pyudev_over_libudev1_gets_add_and_remove_after_the_handler_and_nothing_filter
         "SUBSYSTEM==\"net\", ENV{{HOTPLUG_ROLE}}=\"uplink\", RUN+=\"{handler}\"\n"
     ));
     let hp = daemon(&ns, &rules, &["udev"]);
-    let script = s.path("mon.py");
-    std::fs::write(&script, PYUDEV).unwrap();
     let name = Tap::name("p");
-    let py = clients_dir().join("venv/bin/python");
-    let mut c = inside(
-        &ns,
-        &[
-            "env",
-            &format!("LD_LIBRARY_PATH={}", libdirs(&x)),
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-            marks.to_str().unwrap(),
-            &name,
-            "subsystem",
-        ],
-    );
-    c.stderr(Stdio::inherit());
-    let mon = Proc::spawn(c);
+    let mon = pyudev_monitor(&ns, &s, &x, &marks, &name, "subsystem");
     let lib = mon
         .next_line(T, |l| l.starts_with("lib "))
         .expect("pyudev started");
@@ -403,24 +410,8 @@ fn pyudev_tag_filter_uses_the_bloom_filter_from_env_tags() {
     let rules =
         s.rules("SUBSYSTEM==\"net\", ENV{TAGS}=\":hotplugd:\", ENV{HOTPLUG_ROLE}=\"uplink\"\n");
     let hp = daemon(&ns, &rules, &["udev"]);
-    let script = s.path("mon.py");
-    std::fs::write(&script, PYUDEV).unwrap();
     let name = Tap::name("t");
-    let py = clients_dir().join("venv/bin/python");
-    let mut c = inside(
-        &ns,
-        &[
-            "env",
-            &format!("LD_LIBRARY_PATH={}", libdirs(&x)),
-            py.to_str().unwrap(),
-            script.to_str().unwrap(),
-            marks.to_str().unwrap(),
-            &name,
-            "tag",
-        ],
-    );
-    c.stderr(Stdio::inherit());
-    let mon = Proc::spawn(c);
+    let mon = pyudev_monitor(&ns, &s, &x, &marks, &name, "tag");
     assert!(mon.next_line(T, |l| l == "ready").is_some());
     ip_in(&ns, &["tuntap", "add", "dev", &name, "mode", "tap"]);
     ip_in(&ns, &["link", "del", &name]);
