@@ -82,6 +82,26 @@ pub const MAX_SUBST_LEN: usize = 2048;
 /// Exceeded: the surplus assignments are dropped, logged and counted.
 pub const MAX_ENV_ASSIGN: usize = 16;
 
+/// `SYMLINK` links one event's device can get from all rules.
+/// Exceeded: the surplus links are not made; logged and counted (`limits_hit`).
+/// udev has no limit; real rule sets give a device 2-6 (by-id, by-path,
+/// by-uuid, by-label, a vendor link).
+pub const MAX_LINKS: usize = 16;
+
+/// Bytes of one link path relative to `/dev` after substitution.
+/// Exceeded: the link is not made (a cut link would be a wrong name);
+/// logged and counted (`limits_hit`). The longest udev names seen
+/// (`disk/by-id/usb-...-0:0-part1`, `serial/by-id/...-if00-port0`) are
+/// under 160 bytes.
+pub const MAX_LINK_LEN: usize = 256;
+
+/// `TAG` names one event's device can carry. Exceeded: dropped, logged
+/// and counted (`limits_hit`).
+pub const MAX_TAGS: usize = 16;
+
+/// Bytes of one tag name. Longer: a load error (tags are literal words).
+pub const MAX_TAG_LEN: usize = 64;
+
 /// Bytes read from one sysfs attribute when matching `ATTR`/`ATTRS` or
 /// substituting `$attr{}`. sysfs attributes are at most one page (4096).
 pub const MAX_ATTR_LEN: usize = 4096;

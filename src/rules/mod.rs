@@ -23,7 +23,8 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::limits::{
-    MAX_ATTR_LEN, MAX_ENV_ASSIGN, MAX_PARENT_DEPTH, MAX_RUN_PER_EVENT, MAX_SUBST_LEN,
+    MAX_ATTR_LEN, MAX_ENV_ASSIGN, MAX_LINKS, MAX_LINK_LEN, MAX_PARENT_DEPTH, MAX_RUN_PER_EVENT,
+    MAX_SUBST_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 use crate::uevent::Uevent;
 use crate::usb::UsbView;
@@ -255,6 +256,35 @@ struct EnvAssign {
     value: Value,
 }
 
+/// What the rules decided for the event's device node and links: udev's
+/// `OWNER`, `GROUP`, `MODE`, `SYMLINK`, `TAG` and `OPTIONS+="link_priority=N"`
+/// (issue 13). Filled by [`RuleSet::evaluate`] (later rules override
+/// earlier ones unless a value was set with `:=`); applied by the daemon
+/// after the rules ran and before handlers start (see `crate::devnode`).
+#[derive(Clone, Debug, Default)]
+pub struct NodeAssign {
+    /// `OWNER`: uid, resolved at load.
+    pub uid: Option<u32>,
+    /// `GROUP`: gid, resolved at load.
+    pub gid: Option<u32>,
+    /// `MODE`: permission bits (`0o7777` at most).
+    pub mode: Option<u32>,
+    /// `SYMLINK`: links relative to `/dev`, after substitution and udev's
+    /// escaping, in rule order, without duplicates.
+    pub links: heapless::Vec<heapless::String<MAX_LINK_LEN>, MAX_LINKS>,
+    /// `OPTIONS+="link_priority=N"` (0 unless a rule set it).
+    pub link_priority: i32,
+    /// `TAG`: tag names (`[A-Za-z0-9_-]`), in rule order, without duplicates.
+    pub tags: heapless::Vec<heapless::String<MAX_TAG_LEN>, MAX_TAGS>,
+}
+
+impl NodeAssign {
+    /// Empties it for the next event.
+    pub fn clear(&mut self) {
+        *self = NodeAssign::default();
+    }
+}
+
 /// What one event collected from the rules. Reused across events (clear,
 /// then fill); fixed capacity, so evaluation never allocates.
 #[derive(Debug, Default)]
@@ -269,6 +299,8 @@ pub struct Matched {
     /// Work items and `ENV{}` assignments dropped at the per-event limits,
     /// and values cut at `MAX_SUBST_LEN`. Logged and counted by the caller.
     pub limits_hit: usize,
+    /// Device node permissions, links and tags (issue 13).
+    pub node: NodeAssign,
 }
 
 impl Matched {
@@ -279,6 +311,7 @@ impl Matched {
         self.work.clear();
         self.env.clear();
         self.limits_hit = 0;
+        self.node.clear();
     }
 
     /// True if there is work (processes to run, attributes to write).
