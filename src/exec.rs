@@ -361,6 +361,17 @@ impl Exec {
         self.procs.iter().filter(|p| p.holds_slot()).count()
     }
 
+    /// CONTROL HOOK (issue 15): the labels of jobs with a handler
+    /// holding a slot, and of jobs waiting, for `hotplugd settle`.
+    pub fn job_labels(&self, running: &mut Vec<String>, queued: &mut Vec<String>) {
+        for p in self.procs.iter().filter(|p| p.holds_slot()) {
+            if !running.contains(&p.label) {
+                running.push(p.label.clone());
+            }
+        }
+        queued.extend(self.pending.iter().map(|j| j.label.clone()));
+    }
+
     /// True if nothing waits or runs.
     pub fn idle(&self) -> bool {
         self.pending.is_empty() && self.procs.iter().all(|p| p.abandoned)

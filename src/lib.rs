@@ -54,6 +54,7 @@
 pub mod app;
 pub mod broadcast;
 pub mod cli;
+pub mod control;
 pub mod daemon;
 pub mod devices;
 pub mod exec;
@@ -67,5 +68,6 @@ pub mod rules;
 pub mod runner;
 pub mod stats;
 pub mod sys;
+pub mod tools;
 pub mod uevent;
 pub mod usb;

@@ -490,6 +490,33 @@ impl Mode for Runner {
         self.exec.idle()
     }
 
+    /// CONTROL HOOK (issue 15): idle, and no coldplug or resync pending.
+    fn settled(&self) -> bool {
+        self.exec.idle() && !self.recovery.as_ref().is_some_and(Recovery::busy)
+    }
+
+    /// CONTROL HOOK (issue 15).
+    fn status(&self, s: &mut crate::control::Status) {
+        self.exec.job_labels(&mut s.running, &mut s.queued);
+        s.recovery_busy = self.recovery.as_ref().is_some_and(Recovery::busy);
+    }
+
+    /// CONTROL HOOK (issue 15): the device table's record.
+    fn device(&self, devpath: &str, out: &mut String) -> bool {
+        let Some(fields) = self
+            .recovery
+            .as_ref()
+            .and_then(|r| r.table().fields(devpath))
+        else {
+            return false;
+        };
+        for f in fields {
+            out.push_str(&String::from_utf8_lossy(f));
+            out.push('\n');
+        }
+        true
+    }
+
     /// The socket is bound and the rules are loaded: coldplug (with
     /// recovery on), then ready.
     fn start(&mut self, cx: &mut Cx<'_>) -> io::Result<()> {

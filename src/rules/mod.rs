@@ -16,8 +16,10 @@
 //! free of I/O; `sys::sysfs` implements it for a real (or fixture) tree.
 
 pub mod glob;
+pub mod lint;
 pub mod parse;
 pub mod subst;
+pub mod trace;
 
 use core::fmt;
 use core::ops::Range;
@@ -368,7 +370,7 @@ fn trim_end_ws(v: &[u8]) -> &[u8] {
 
 /// Compares an attribute value as udev does: trailing whitespace is
 /// ignored unless the pattern itself ends in whitespace.
-fn attr_matches(t: &Match, value: &[u8]) -> bool {
+pub(crate) fn attr_matches(t: &Match, value: &[u8]) -> bool {
     let v = if t.pattern.last().is_some_and(|b| b.is_ascii_whitespace()) {
         value
     } else {
@@ -576,7 +578,7 @@ impl RuleSet {
     /// Whether an event-only or ATTR term's value matches its pattern
     /// (before negation). An unreadable ATTR makes `!=` fail too: `!`
     /// applied to "no value" is still no match, as in udev.
-    fn term_matches(
+    pub(crate) fn term_matches(
         &self,
         t: &Match,
         ev: &Uevent<'_>,
@@ -739,7 +741,7 @@ impl fmt::Display for RuleLocation<'_> {
 
 /// An `ENV{key}` value: the last assignment by a matching rule, else the
 /// event's field, else empty.
-fn env_value<'a>(rs: &RuleSet, ev: &Uevent<'a>, m: &'a Matched, key: &str) -> &'a [u8] {
+pub(crate) fn env_value<'a>(rs: &RuleSet, ev: &Uevent<'a>, m: &'a Matched, key: &str) -> &'a [u8] {
     for e in m.env.iter().rev() {
         if let Action::SetEnv { key: k, .. } = &rs.actions[e.action] {
             if k.as_ref() == key {
