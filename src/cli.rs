@@ -366,8 +366,8 @@ const RULES_OPTS: &str =
                    loads (each path is named, with the fix); this accepts
                    them anyway, with a warning each";
 
-const HANDLER_OPTS: &str =
-    "  --handler-timeout SECS  SIGTERM to a handler's process group after SECS
+const HANDLER_OPTS: &str = "  --handler-timeout SECS
+                   SIGTERM to a handler's process group after SECS
                    (default 30), SIGKILL 2 s later; one SIGKILL cannot end
                    (a hung mount or driver) gives its slot back 2 s after
   --max-children N handler processes at once (default 8)
@@ -422,7 +422,8 @@ Options:
                    none to have none. Root only (mode 0600, SO_PEERCRED
                    checked). A stale file is removed at start; at the
                    default path a failure is only a warning
-  --accept-injected  also accept uevents the kernel relays from a root
+  --accept-injected
+                   also accept uevents the kernel relays from a root
                    process (port 0, uid 0, any pid). Inside an LXD/Incus
                    container the host's manager injects the container's
                    uevents this way, so without it every event is rejected.
@@ -897,8 +898,9 @@ first: the kernel sends a real event, marked SYNTH_UUID=UUID (one UUID per
 run). The boot-time coldplug: `hotplugd trigger --action=add --settle`.
 
 Options:
-  -c, --action ACTION  add, remove, change (default), move, online,
-                   offline, bind or unbind
+  -c, --action ACTION
+                   add, remove, change (default), move, online, offline,
+                   bind or unbind
   -s, --subsystem-match SUBSYSTEM
                    only devices of SUBSYSTEM (a glob); repeatable: any
   -S, --subsystem-nomatch SUBSYSTEM
@@ -945,7 +947,8 @@ At the timeout: exit 4, naming the SEQNUM handled so far and the jobs
 still queued or running. No daemon: exit 3 at once.
 
 Options:
-  -t, --timeout SECS  give up after SECS (default 120)
+  -t, --timeout SECS
+                   give up after SECS (default 120)
   -v, --verbose    say what was settled
 {CONTROL_OPT}
   -h, --help       this help
@@ -968,7 +971,8 @@ probe asynchronously, so a finished trigger does not mean the device is
 there yet. At the timeout: exit 4, naming the paths not ready.
 
 Options:
-  -t, --timeout SECS  give up after SECS (default: no limit)
+  -t, --timeout SECS
+                   give up after SECS (default: no limit)
   --removed        wait for the paths to be gone
 {CONTROL_OPT}
   -h, --help       this help

@@ -20,7 +20,8 @@ pub struct TermTrace {
     /// attribute).
     pub seen: Option<String>,
     /// For a parent term (`KERNELS`, `SUBSYSTEMS`, `DRIVERS`, `ATTRS`): the
-    /// nearest device of the chain where it holds.
+    /// nearest device of the chain where it holds or, if it holds nowhere,
+    /// the nearest one with a value (`seen` is read there).
     pub at: Option<String>,
     /// The term holds (after `!=`).
     pub held: bool,
@@ -51,6 +52,10 @@ fn walks(k: &MatchKey) -> bool {
         k,
         MatchKey::Attrs(_) | MatchKey::Kernels | MatchKey::Subsystems | MatchKey::Drivers
     )
+}
+
+fn trimmed(b: &[u8]) -> String {
+    lossy(b.trim_ascii_end())
 }
 
 fn lossy(b: &[u8]) -> String {
@@ -84,8 +89,9 @@ fn seen(
                 _ => String::new(),
             })
         }
-        MatchKey::Attr(name) => sysfs.attr(ev.devpath(), name, &mut buf).map(lossy),
-        MatchKey::Attrs(name) => sysfs.attr(dev, name, &mut buf).map(lossy),
+        // shown as compared: without sysfs's trailing newline
+        MatchKey::Attr(name) => sysfs.attr(ev.devpath(), name, &mut buf).map(trimmed),
+        MatchKey::Attrs(name) => sysfs.attr(dev, name, &mut buf).map(trimmed),
         MatchKey::Kernels => Some(dev.rsplit('/').next().unwrap_or("").into()),
         MatchKey::Subsystems => sysfs.link(dev, "subsystem", &mut buf).map(lossy),
         MatchKey::Drivers => sysfs.link(dev, "driver", &mut buf).map(lossy),
@@ -147,12 +153,14 @@ pub fn trace(rs: &RuleSet, ev: &Uevent<'_>, sysfs: &dyn Sysfs, m: &mut Matched) 
         let mut tt = Vec::new();
         for t in terms {
             if walks(&t.key) {
+                let seen_at = |d: &str| seen(rs, t, ev, usb.as_ref(), sysfs, &partial, d);
+                // where it holds; else the nearest device that has a value
                 let at = ancestors(ev.devpath()).find(|d| holds_at(t, sysfs, d));
-                let dev = at.unwrap_or(ev.devpath());
+                let shown = at.or_else(|| ancestors(ev.devpath()).find(|d| seen_at(d).is_some()));
                 tt.push(TermTrace {
                     term: term_text(t),
-                    seen: seen(rs, t, ev, usb.as_ref(), sysfs, &partial, dev),
-                    at: at.map(String::from),
+                    seen: shown.and_then(seen_at),
+                    at: shown.map(String::from),
                     held: at.is_some(),
                 });
             } else {
