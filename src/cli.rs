@@ -124,8 +124,6 @@ pub struct TriggerOpts {
     pub settle: bool,
     /// `--timeout` for `--settle`.
     pub timeout: Duration,
-    /// `--sysfs-root` (default `/sys`).
-    pub sysfs_root: PathBuf,
     /// `--control`.
     pub control: Option<PathBuf>,
 }
@@ -922,7 +920,6 @@ Options:
                    event, handlers included; at --timeout fail (exit 4)
                    naming the devices whose jobs are still pending
   --timeout SECS   for --settle (default 120)
-  --sysfs-root DIR sysfs to write to (default /sys)
 {CONTROL_OPT}
   -h, --help       this help
 "
@@ -1096,7 +1093,6 @@ fn parse_trigger(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, Usag
         verbose: false,
         settle: false,
         timeout: Duration::from_secs(120),
-        sysfs_root: PathBuf::from("/sys"),
         control: None,
     };
     while let Some(arg) = p.next()? {
@@ -1135,7 +1131,6 @@ fn parse_trigger(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, Usag
             Short('v') | Long("verbose") => o.verbose = true,
             Short('w') | Long("settle") => o.settle = true,
             Long("timeout") => o.timeout = secs(p, "--timeout")?,
-            Long("sysfs-root") => o.sysfs_root = p.value()?.into(),
             Long("control") => o.control = Some(p.value()?.into()),
             Short('h') | Long("help") => return Ok(Command::Help(leak(trigger_help()))),
             Long("log-target") => c.log_target(p)?,

@@ -150,12 +150,20 @@ pub fn trace(rs: &RuleSet, ev: &Uevent<'_>, sysfs: &dyn Sysfs, m: &mut Matched) 
         } else {
             partial.clear();
         }
+        // the parent where every parent term holds, as the evaluator finds it
+        let joint = ancestors(ev.devpath()).find(|d| {
+            terms
+                .iter()
+                .filter(|t| walks(&t.key))
+                .all(|t| holds_at(t, sysfs, d))
+        });
         let mut tt = Vec::new();
         for t in terms {
             if walks(&t.key) {
                 let seen_at = |d: &str| seen(rs, t, ev, usb.as_ref(), sysfs, &partial, d);
-                // where it holds; else the nearest device that has a value
-                let at = ancestors(ev.devpath()).find(|d| holds_at(t, sysfs, d));
+                // where they all hold; else where this one holds; else the
+                // nearest device that has a value
+                let at = joint.or_else(|| ancestors(ev.devpath()).find(|d| holds_at(t, sysfs, d)));
                 let shown = at.or_else(|| ancestors(ev.devpath()).find(|d| seen_at(d).is_some()));
                 tt.push(TermTrace {
                     term: term_text(t),

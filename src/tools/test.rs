@@ -67,9 +67,6 @@ pub fn run(o: &TestOpts, builtins: &crate::exec::Builtins) -> Result<(), AppErro
         if r.terms.is_empty() {
             s.push_str("  (no terms: matches every event)\n");
         }
-        if !r.matched && r.terms.iter().all(|t| t.held) {
-            s.push_str("  (each term holds alone, but the parent terms do not all hold at the same parent device)\n");
-        }
         for t in &r.terms {
             let seen = match &t.seen {
                 Some(v) => format!("saw \"{}\"", printable(v.as_bytes())),
@@ -81,6 +78,9 @@ pub fn run(o: &TestOpts, builtins: &crate::exec::Builtins) -> Result<(), AppErro
                 if t.held { "ok  " } else { "FAIL" },
                 t.term
             ));
+        }
+        if !r.matched && r.terms.iter().all(|t| t.held) {
+            s.push_str("  => each term holds alone, but the parent terms do not all hold at the same parent device\n");
         }
     }
     let env: Vec<_> = rules.env_assignments(&m).collect();

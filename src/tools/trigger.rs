@@ -129,7 +129,9 @@ fn uuid() -> Result<String, AppError> {
 
 /// `hotplugd trigger`.
 pub fn run(o: &TriggerOpts) -> Result<(), AppError> {
-    let root = o.sysfs_root.as_path();
+    // always the real sysfs: a write to a fixture's uevent file would
+    // only overwrite it
+    let root = Path::new("/sys");
     let control = super::control_path(&o.control);
     // Before writing anything: with --settle, a daemon must be there.
     if o.settle && !o.dry_run {
