@@ -444,3 +444,48 @@ fn every_help_is_complete_and_aligned() {
         }
     }
 }
+
+#[test]
+fn only_root_may_talk_to_the_daemon() {
+    if !need_root("only_root_may_talk_to_the_daemon") || !need_tool("only_root", "setpriv") {
+        return;
+    }
+    let s = Scratch::new("tools-peer");
+    let (d, ctl) = daemon(&s, "SUBSYSTEM==\"hotplugd-none\", RUN+=\"/bin/true\"\n");
+    let exe = reachable_bin(&s.0);
+    let nobody = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+    ];
+    let as_nobody = || {
+        let mut c = wrapped_bin(&nobody, &exe);
+        c.args(["settle", "--timeout", "30", "--control", &ctl]);
+        c.output().unwrap()
+    };
+    // the file's mode (0600) stops another user first
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(3));
+    assert!(text(&o).1.contains("permission denied"), "{}", text(&o).1);
+    // with the file opened up, SO_PEERCRED still does: the daemon closes
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let o = as_nobody();
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o).1);
+    assert!(
+        text(&o).1.contains("closed the connection"),
+        "{}",
+        text(&o).1
+    );
+    assert!(
+        d.wait_stderr("control: refused pid", Duration::from_secs(5))
+            && d.stderr().contains("uid 65534"),
+        "{}",
+        d.stderr()
+    );
+    // root still gets its answer
+    let o = run_tool(&["settle", "--control", &ctl]);
+    assert!(o.status.success(), "{}", text(&o).1);
+}

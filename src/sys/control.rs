@@ -108,18 +108,14 @@ impl ControlClient {
                         return Ok(None);
                     }
                 }
+                Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(closed()),
                 Err(e) => return Err(e.into()),
             }
         }
         let mut buf = vec![0u8; crate::control::MAX_REPLY + 1];
         loop {
             match socket::recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-                Ok(0) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the daemon closed the connection (it stopped, or dropped us)",
-                    ))
-                }
+                Ok(0) | Err(Errno::ECONNRESET) => return Err(closed()),
                 Ok(n) => {
                     buf.truncate(n);
                     return Ok(Some(buf));
@@ -159,6 +155,13 @@ impl ControlClient {
             }
         }
     }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the daemon closed the connection (it stopped, or refused us: root only)",
+    )
 }
 
 /// The daemon's listening socket; the file is removed when it is dropped.
