@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -26,13 +25,15 @@ fn text(o: &Output) -> (String, String) {
 /// A daemon with `rules` and its own control socket in `s`; returns the
 /// process and the socket path, once it listens.
 fn daemon(s: &Scratch, rules: &str) -> (Proc, String) {
+    daemon_in(hotplugd(), s, rules)
+}
+
+/// [`daemon`], started by `cmd` (e.g. inside a namespace).
+fn daemon_in(mut cmd: std::process::Command, s: &Scratch, rules: &str) -> (Proc, String) {
     let ctl = s.path("control").to_string_lossy().into_owned();
     let r = s.rules(rules);
-    let p = Proc::spawn({
-        let mut c = hotplugd();
-        c.args(["run", "--insecure-rules", "--rules", &r, "--control", &ctl]);
-        c
-    });
+    cmd.args(["run", "--insecure-rules", "--rules", &r, "--control", &ctl]);
+    let p = Proc::spawn(cmd);
     p.wait_listening();
     assert!(
         p.wait_stderr("control socket", Duration::from_secs(10)),
@@ -42,38 +43,51 @@ fn daemon(s: &Scratch, rules: &str) -> (Proc, String) {
     (p, ctl)
 }
 
+/// A tool run inside `ns` (its network and mount namespaces: its sysfs
+/// shows the namespace's `lo`, whose events reach no other test).
+fn tool_in(ns: &Netns, args: &[&str]) -> Output {
+    ns.hotplugd().args(args).output().expect("run hotplugd")
+}
+
+const LO: &str = "/devices/virtual/net/lo";
+
 #[test]
 fn trigger_settle_returns_after_the_slow_handler_finished() {
     if !need_root("trigger_settle_returns_after_the_slow_handler_finished") {
         return;
     }
+    let ns = Netns::new();
     let s = Scratch::new("tools-trigger");
     let mark = s.path("done");
     let h = s.script(
         "h.sh",
         &format!("sleep 1; echo \"$ACTION $SYNTH_UUID\" > {}", mark.display()),
     );
-    let (d, ctl) = daemon(
+    let (d, ctl) = daemon_in(
+        ns.hotplugd(),
         &s,
-        &format!("SUBSYSTEM==\"mem\", KERNEL==\"full\", ENV{{SYNTH_UUID}}==\"?*\", RUN+=\"{h}\"\n"),
+        &format!("SUBSYSTEM==\"net\", KERNEL==\"lo\", ENV{{SYNTH_UUID}}==\"?*\", RUN+=\"{h}\"\n"),
     );
     let t = Instant::now();
-    let o = run_tool(&[
-        "trigger",
-        "--settle",
-        "--timeout",
-        "30",
-        "--action=change",
-        "--subsystem-match=mem",
-        "--sysname-match=full",
-        "--verbose",
-        "--control",
-        &ctl,
-    ]);
+    let o = tool_in(
+        &ns,
+        &[
+            "trigger",
+            "--settle",
+            "--timeout",
+            "30",
+            "--action=change",
+            "--subsystem-match=net",
+            "--sysname-match=lo",
+            "--verbose",
+            "--control",
+            &ctl,
+        ],
+    );
     let took = t.elapsed();
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    assert_eq!(out.trim(), format!("/sys{FULL}"), "only mem/full: {out}");
+    assert_eq!(out.trim(), format!("/sys{LO}"), "only lo: {out}");
     // the handler's side effect is there the moment trigger returns
     let got = std::fs::read_to_string(&mark).unwrap_or_default();
     assert!(got.starts_with("change "), "handler not finished: {got:?}");
@@ -89,31 +103,48 @@ fn settle_times_out_naming_the_pending_work_when_a_handler_is_slow() {
     if !need_root("settle_times_out_naming_the_pending_work_when_a_handler_is_slow") {
         return;
     }
+    let ns = Netns::new();
     let s = Scratch::new("tools-slow");
     let h = s.script("slow.sh", "sleep 5");
-    let (d, ctl) = daemon(
+    let (d, ctl) = daemon_in(
+        ns.hotplugd(),
         &s,
-        &format!("SUBSYSTEM==\"mem\", KERNEL==\"full\", ENV{{SYNTH_UUID}}==\"?*\", RUN+=\"{h}\"\n"),
+        &format!("SUBSYSTEM==\"net\", KERNEL==\"lo\", ENV{{SYNTH_UUID}}==\"?*\", RUN+=\"{h}\"\n"),
     );
-    synth(
-        &Path::new("/sys").join(&FULL[1..]).join("uevent"),
-        "change",
-        &uuid(),
-        &[],
+    // trigger --settle gives up at its timeout, naming the device
+    let o = tool_in(
+        &ns,
+        &[
+            "trigger",
+            "--settle",
+            "--timeout",
+            "0.5",
+            "--sysname-match=lo",
+            "--subsystem-match=net",
+            "--control",
+            &ctl,
+        ],
     );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(4), "{err}");
+    assert!(
+        err.contains(&format!("still pending (1): running: change {LO}")),
+        "{err}"
+    );
+    // and settle too, naming the work and the SEQNUM
     let t = Instant::now();
-    let o = run_tool(&["settle", "--timeout", "0.5", "--control", &ctl]);
+    let o = tool_in(&ns, &["settle", "--timeout", "0.5", "--control", &ctl]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(4), "{err}");
     assert!(err.contains("timed out after 0.5 s"), "{err}");
-    assert!(err.contains(&format!("running: change {FULL}")), "{err}");
+    assert!(err.contains(&format!("running: change {LO}")), "{err}");
     assert!(err.contains("SEQNUM"), "{err}");
     assert!(
         t.elapsed() < Duration::from_secs(4),
         "settle overran its timeout"
     );
     // and once the handler is done, settle succeeds
-    let o = run_tool(&["settle", "--timeout", "30", "--control", &ctl]);
+    let o = tool_in(&ns, &["settle", "--timeout", "30", "--control", &ctl]);
     assert!(o.status.success(), "{}", text(&o).1);
     drop(d);
 }
