@@ -124,7 +124,10 @@ pub fn run(o: &TestOpts, builtins: &crate::exec::Builtins) -> Result<(), AppErro
             extra_env: Vec::new(),
             handler_creds: None,
         };
-        crate::app::work_lines(&rules, &ev, &m, &view, &cfg, &mut |l| s.push_str(&l));
+        let mut jobs = crate::job::Jobs::new(1, crate::limits::JOB_SLOT);
+        crate::app::work_lines(&rules, &ev, &m, &view, &cfg, &mut jobs, &mut |l: String| {
+            s.push_str(&l)
+        });
     }
     std::io::stdout()
         .write_all(s.as_bytes())
