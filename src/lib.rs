@@ -31,6 +31,12 @@
 //!   and the kernel's netlink formats). Pure; [`sys::broadcast`] sends.
 //! - [`identity`] computes udev's `usb_id` / `path_id` properties over a
 //!   sysfs view (pure; [`sys::sysfs_view`] reads a real tree).
+//! - [`control`] is the protocol between the daemon and the tools (pure:
+//!   requests, replies, when a `settle` may be answered); the daemon serves
+//!   it through [`sys::control`]. [`tools`] are the short-lived commands
+//!   (`info`, `test`, `trigger`, `settle`, `wait`) that read sysfs and ask
+//!   the daemon; [`rules::trace`] and [`rules::lint`] serve `test` and
+//!   `check`.
 //! - [`app`] runs one command; [`cli`] parses the command line.
 //!
 //! Arrows point one way: pure modules import nothing from `sys`, `daemon`
