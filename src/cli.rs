@@ -941,7 +941,9 @@ kernel's current /sys/kernel/uevent_seqnum that is for this network
 namespace: events of other namespaces (containers) take sequence numbers
 too but never reach the daemon, so waiting for the raw number could hang.
 At the timeout: exit 4, naming the SEQNUM handled so far and the jobs
-still queued or running. No daemon: exit 3 at once.
+still queued or running. No daemon: exit 3 at once. A daemon that stops
+while we wait is taken for a restart: the new one is asked, until the
+timeout.
 
 Options:
   -t, --timeout SECS

@@ -836,7 +836,11 @@ impl<M: Mode, S: Source> Daemon<M, S> {
             // 5. timers, then the settles that may be answered
             let mut cx = cx!(self, now);
             self.mode.tick(now, &mut cx);
-            self.answer_settles();
+            // a stop drops queued work and kills handlers: that is not
+            // "handled"; the waiting tools get end-of-file when we exit
+            if stopping.is_none() {
+                self.answer_settles();
+            }
             let turn = now.elapsed();
             let us = u64::try_from(turn.as_micros()).unwrap_or(u64::MAX);
             if us > self.stats.longest_turn_us {
@@ -1035,6 +1039,9 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                     }
                 };
                 if !conn.allowed() {
+                    // said before closing, so the tool does not take it
+                    // for a daemon restart and wait
+                    let _ = conn.send(b"error refused: the control socket is for root only\n");
                     c.refused += 1;
                     warn!(
                         "control: refused pid {} uid {} (root only; control_refused={})",

@@ -500,13 +500,16 @@ fn only_root_may_talk_to_the_daemon() {
     let o = as_nobody();
     assert_eq!(o.status.code(), Some(3));
     assert!(text(&o).1.contains("permission denied"), "{}", text(&o).1);
-    // with the file opened up, SO_PEERCRED still does: the daemon closes
+    // with the file opened up, SO_PEERCRED still does: the daemon says so
+    // and closes
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o666)).unwrap();
     let o = as_nobody();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o).1);
     assert!(
-        text(&o).1.contains("closed the connection"),
+        text(&o)
+            .1
+            .contains("the daemon says: refused: the control socket is for root only"),
         "{}",
         text(&o).1
     );
@@ -519,4 +522,62 @@ fn only_root_may_talk_to_the_daemon() {
     // root still gets its answer
     let o = run_tool(&["settle", "--control", &ctl]);
     assert!(o.status.success(), "{}", text(&o).1);
+}
+
+#[test]
+fn a_settle_waits_through_a_daemon_restart() {
+    if !need_root("a_settle_waits_through_a_daemon_restart") {
+        return;
+    }
+    let ns = Netns::new();
+    let s = Scratch::new("tools-restart");
+    let h = s.script("slow.sh", "sleep 3");
+    let rules =
+        format!("SUBSYSTEM==\"net\", KERNEL==\"lo\", ENV{{SYNTH_UUID}}==\"?*\", RUN+=\"{h}\"\n");
+    let (d, ctl) = daemon_in(ns.hotplugd(), &s, &rules);
+    let o = tool_in(&ns, &["trigger", "--sysname-match=lo", "--control", &ctl]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let mut settle = Proc::spawn({
+        let mut c = ns.hotplugd();
+        c.args(["settle", "--timeout", "30", "--control", &ctl]);
+        c
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        settle.child.try_wait().unwrap().is_none(),
+        "settled with a handler running"
+    );
+    // the supervisor restarts the daemon: the waiting settle asks the new one
+    let (st, _) = d.stop();
+    assert!(st.success());
+    assert!(
+        settle.wait_stderr("the daemon went away", Duration::from_secs(10)),
+        "{}",
+        settle.stderr()
+    );
+    let (d2, _) = daemon_in(ns.hotplugd(), &s, &rules);
+    let st = settle.wait(Duration::from_secs(20));
+    assert!(st.success(), "{}", settle.stderr());
+    let (st, _) = d2.stop();
+    assert!(st.success());
+    // and when none comes back, it gives up at its timeout, saying why
+    let (d3, _) = daemon_in(ns.hotplugd(), &s, &rules);
+    let o = tool_in(&ns, &["trigger", "--sysname-match=lo", "--control", &ctl]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let mut settle = Proc::spawn({
+        let mut c = ns.hotplugd();
+        c.args(["settle", "--timeout", "2", "--control", &ctl]);
+        c
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let (st, _) = d3.stop();
+    assert!(st.success());
+    assert_eq!(settle.wait(Duration::from_secs(20)).code(), Some(4));
+    assert!(
+        settle
+            .stderr()
+            .contains("the daemon stopped while we waited and none answers"),
+        "{}",
+        settle.stderr()
+    );
 }

@@ -108,7 +108,8 @@ impl ControlClient {
                         return Ok(None);
                     }
                 }
-                Err(Errno::EPIPE | Errno::ECONNRESET) => return Err(closed()),
+                // closed: a refusal may wait in our queue; read it below
+                Err(Errno::EPIPE | Errno::ECONNRESET) => break,
                 Err(e) => return Err(e.into()),
             }
         }

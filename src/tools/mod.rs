@@ -16,7 +16,7 @@ pub mod trigger;
 pub mod wait;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::app::AppError;
 use crate::control::Reply;
@@ -131,16 +131,58 @@ pub fn ask(
 /// work left (see [`crate::control`]); at `timeout`, an error naming the
 /// work still queued or running (from a `status` request), filtered by
 /// `only` when given (the devpaths a trigger wrote to).
+///
+/// No daemon at the start: an error at once. A daemon that goes away
+/// while we wait (a supervisor restarting it) is waited for until the
+/// timeout, and the new one is asked again: it has the events the old one
+/// had not handled (coldplug, or the kernel's queue for the new socket).
 pub fn settle(
     path: &Path,
     timeout: Duration,
     only: Option<&[String]>,
 ) -> Result<Option<u64>, AppError> {
-    let c = connect(path)?;
-    match ask(&c, path, "settle", Some(timeout))? {
-        Some(Some(r)) => Ok(r.get("seqnum").and_then(|s| s.parse().ok())),
-        Some(None) => Err(AppError::System("settle: unexpected reply".into())),
-        None => Err(AppError::Timeout(pending(path, timeout, only))),
+    let deadline = Instant::now() + timeout;
+    let mut c = connect(path)?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match c.request(b"settle", Some(left)) {
+            Ok(Some(b)) => {
+                return match Reply::parse(&b) {
+                    Ok(Some(r)) => Ok(r.get("seqnum").and_then(|s| s.parse().ok())),
+                    Ok(None) => Err(AppError::System("settle: unexpected reply".into())),
+                    Err(e) => Err(AppError::System(format!(
+                        "{}: the daemon says: {e}",
+                        path.display()
+                    ))),
+                }
+            }
+            Ok(None) => return Err(AppError::Timeout(pending(path, timeout, only))),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                log::info!(
+                    "{}: the daemon went away; waiting for it to come back",
+                    path.display()
+                );
+                c = loop {
+                    if Instant::now() >= deadline {
+                        return Err(AppError::Timeout(format!(
+                            "timed out after {} s: the daemon stopped while we waited and none answers on {} since",
+                            timeout.as_secs_f64(),
+                            path.display()
+                        )));
+                    }
+                    match ctl::connect(path) {
+                        Ok(c) => break c,
+                        Err(ConnectError::Denied(_) | ConnectError::Other(..)) => {
+                            return Err(connect(path).err().unwrap_or_else(|| {
+                                AppError::System(format!("{}: cannot connect", path.display()))
+                            }))
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                    }
+                };
+            }
+            Err(e) => return Err(AppError::System(format!("{}: {e}", path.display()))),
+        }
     }
 }
 
