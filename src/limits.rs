@@ -74,8 +74,9 @@ pub const MAX_ARGS: usize = 32;
 pub const MAX_VALUE_LEN: usize = 1024;
 
 /// Bytes of one value after substitution (an argument, an `ENV{}` value, an
-/// attribute written). Exceeded: the value is cut at a character boundary,
-/// logged at warn and counted (`subst_truncated`); never silently.
+/// attribute written). Exceeded: the value is cut at this many bytes (a
+/// byte count: a multi-byte character may be split), logged at warn with
+/// the rule and counted (`limits_hit`); never silently.
 pub const MAX_SUBST_LEN: usize = 2048;
 
 /// `ENV{KEY}="value"` assignments that one event can collect from all rules.

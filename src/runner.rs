@@ -165,8 +165,12 @@ impl Runner {
         };
         if self.exec.idle() {
             let env = self.rules.env_assignments(&self.matched);
-            let label = format_args!("{} {}", ev.action(), ev.devpath());
-            b.send_with_env(ev.raw(), env, &label, cx.stats);
+            b.send_with_env(
+                ev.raw(),
+                env,
+                &format_args!("{} {}", ev.action(), ev.devpath()),
+                cx.stats,
+            );
         } else {
             let w = start_job(&mut self.exec, ev);
             let (job, _, oversize) = build_job(&self.rules, ev, &self.matched, &self.sysfs, w);
