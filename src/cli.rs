@@ -286,16 +286,16 @@ hotplugd: a uevent/hotplug daemon for embedded Linux
 Usage: hotplugd [-v]... COMMAND [OPTIONS]
 
 Commands:
-  monitor    print kernel uevents as they arrive (no configuration needed)
-  run        the daemon: match events against rules and run their handlers
-  check      check rule files; print every error and exit
-  replay     run recorded events through the rules, as the daemon would
+  monitor       print kernel uevents as they arrive (no configuration needed)
+  run           the daemon: match events against rules and run their handlers
+  check         check rule files; print every error and exit
+  replay        run recorded events through the rules, as the daemon would
   test-builtin  print what a builtin (usb_id, path_id) computes for a device
-  info       a device's properties, or its attributes and parents (-a)
-  test       trace the rules on a device's event: runs nothing
-  trigger    make the kernel resend events (coldplug), optionally --settle
-  settle     wait until the running daemon has handled every event
-  wait       wait until /dev or /sys paths exist and are handled
+  info          a device's properties, or its attributes and parents (-a)
+  test          trace the rules on a device's event: runs nothing
+  trigger       make the kernel resend events (coldplug), optionally --settle
+  settle        wait until the running daemon has handled every event
+  wait          wait until /dev or /sys paths exist and are handled
 
 Options for every command:
   -v, --verbose    more log output (repeat: -v debug, -vv trace); RUST_LOG
