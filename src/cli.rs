@@ -50,7 +50,7 @@ pub enum Command {
 /// Options of `test-builtin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestBuiltinOpts {
-    /// The builtin: `usb_id` or `path_id`.
+    /// The builtin: `usb_id`, `path_id` or `input_id`.
     pub name: String,
     /// The device: a `/sys/...` path or a devpath (`/devices/...`).
     pub device: String,
@@ -172,7 +172,7 @@ Commands:
   run        the daemon: match events against rules and run their handlers
   check      check rule files; print every error and exit
   replay     run recorded events through the rules, as the daemon would
-  test-builtin  print what a builtin (usb_id, path_id) computes for a device
+  test-builtin  print what a builtin (usb_id, path_id, input_id) computes
 
 Options for every command:
   -v, --verbose    more log output (repeat: -v debug, -vv trace); RUST_LOG
@@ -384,6 +384,11 @@ per line, in the order udev 252's `udevadm test-builtin` prints them:
             ID_SERIAL_SHORT, ID_TYPE, ID_INSTANCE, their ID_USB_* copies,
             ID_USB_INTERFACES, ID_USB_INTERFACE_NUM, ID_USB_DRIVER
   path_id   ID_PATH, ID_PATH_TAG (ID_PATH_ATA_COMPAT for ATA disks)
+  input_id  ID_INPUT, ID_INPUT_KEY, ID_INPUT_KEYBOARD, ID_INPUT_MOUSE,
+            ID_INPUT_TOUCHPAD, ID_INPUT_TOUCHSCREEN, ID_INPUT_JOYSTICK,
+            ID_INPUT_TABLET, ID_INPUT_TABLET_PAD, ID_INPUT_ACCELEROMETER,
+            ID_INPUT_POINTINGSTICK, ID_INPUT_SWITCH (nothing, and exit
+            status 0, for a device that is not an input device)
 DEVICE is a sysfs path (/sys/class/tty/ttyUSB0, /sys/devices/...) or a
 devpath (/devices/...); links are followed. Nothing is written anywhere.
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TEST: &str = "identity_matches_udev_252";
-const BUILTINS: [&str; 2] = ["usb_id", "path_id"];
+const BUILTINS: [&str; 3] = ["usb_id", "path_id", "input_id"];
 
 /// Debian's udev, unpacked under target/ once; the udevadm path and its
 /// library directory.
