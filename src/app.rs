@@ -496,6 +496,7 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
             ev.seqnum()
                 .map_or(String::new(), |s| format!(" seqnum {s}"))
         ));
+        sysfs.begin_event();
         rules.evaluate(&ev, &sysfs, &mut m);
         if m.count == 0 {
             w("  no rule matched\n".into());

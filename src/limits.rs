@@ -106,6 +106,21 @@ pub const MAX_TAG_LEN: usize = 64;
 /// substituting `$attr{}`. sysfs attributes are at most one page (4096).
 pub const MAX_ATTR_LEN: usize = 4096;
 
+/// sysfs reads one event's rules may remember (`ATTR`/`ATTRS` values,
+/// `SUBSYSTEMS`/`DRIVERS` link names, absent ones too), in
+/// `sys::sysfs::ReadCache`. 100 USB rules on the deepest fixture node read
+/// ~60 distinct (device, name) pairs. Exceeded: the read is done uncached
+/// (counted as `full`).
+pub const READ_CACHE_ENTRIES: usize = 192;
+
+/// Bytes for the remembered keys (`devpath/name`) and values of one event.
+/// Exceeded: as [`READ_CACHE_ENTRIES`].
+pub const READ_CACHE_BYTES: usize = 24 * 1024;
+
+/// Longest attribute value remembered; a longer one is read each time
+/// (`descriptors`, `report_descriptor`: nothing rules compare).
+pub const READ_CACHE_MAX_VALUE: usize = 256;
+
 /// Parent devices walked for `ATTRS`/`KERNELS`/`SUBSYSTEMS`/`DRIVERS`.
 /// The deepest real USB paths are ~12 levels; the kernel allows 7 hub tiers.
 pub const MAX_PARENT_DEPTH: usize = 32;
