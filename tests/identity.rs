@@ -1,6 +1,6 @@
 //! The identity builtins against the real thing: for every device node of
 //! every sysfs fixture tree (each device whose `uevent` has `DEVNAME`), and
-//! for `usb_id` and `path_id`, `hotplugd test-builtin` must print exactly
+//! for `usb_id`, `path_id` and `input_id`, `hotplugd test-builtin` must print exactly
 //! the properties Debian's udev 252 prints (`udevadm test-builtin`, run
 //! unpacked, with the fixture bind-mounted over /sys in a private mount
 //! namespace; see ../shared/notes/udev-reference.md), key for key, both
@@ -82,6 +82,22 @@ fn nodes(root: &Path) -> Vec<String> {
     out
 }
 
+/// What kind of node a devpath is, for the summary: `usb_device`,
+/// `disk`, `partition` (their `DEVTYPE`), else the class directory it
+/// sits in (`tty`, `bsg`, `hidraw`, `input`).
+fn kind(root: &Path, devpath: &str) -> String {
+    let uevent = fs::read_to_string(root.join(&devpath[1..]).join("uevent")).unwrap_or_default();
+    if let Some(t) = uevent.lines().find_map(|l| l.strip_prefix("DEVTYPE=")) {
+        return t.to_string();
+    }
+    let mut parts = devpath.rsplit('/').skip(1);
+    match parts.next() {
+        Some(p) if p.starts_with("input") => "input".into(),
+        Some(p) => p.to_string(),
+        None => "?".into(),
+    }
+}
+
 fn parse(out: &[u8]) -> BTreeMap<String, String> {
     String::from_utf8_lossy(out)
         .lines()
@@ -156,9 +172,15 @@ fn identity_matches_udev_252() {
         base.display()
     );
     let (mut compared, mut with_props, mut diffs) = (0, 0, Vec::new());
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    let mut total_nodes = 0;
     for root in &trees {
         let nodes = nodes(root);
         assert!(!nodes.is_empty(), "no device nodes in {}", root.display());
+        total_nodes += nodes.len();
+        for n in &nodes {
+            *kinds.entry(kind(root, n)).or_default() += 1;
+        }
         let want = udev_outputs(&udevadm, &lib, root, &nodes);
         for n in &nodes {
             for b in BUILTINS {
@@ -187,9 +209,22 @@ fn identity_matches_udev_252() {
         eprintln!("{}: {} device nodes", root.display(), nodes.len());
     }
     eprintln!(
-        "{TEST}: {compared} (builtin, node) pairs compared, {with_props} with properties, {} differ",
+        "{TEST}: {total_nodes} device nodes in {} trees ({kinds:?}), {compared} (builtin, node) pairs compared, {with_props} with properties, {} differ",
+        trees.len(),
         diffs.len()
     );
+    // every kind of node the issue names is in some fixture
+    for k in [
+        "tty",
+        "disk",
+        "partition",
+        "bsg",
+        "hidraw",
+        "input",
+        "usb_device",
+    ] {
+        assert!(kinds.contains_key(k), "no {k} node in any fixture tree");
+    }
     assert!(
         with_props > 0,
         "udev printed nothing at all: the reference did not run"
