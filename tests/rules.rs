@@ -790,7 +790,6 @@ KERNEL=="cciss/c0d0", SYMLINK+="disk/$kernel"
     let (m, env) = with("ttyS0");
     assert_eq!(links(&m), ["first", "serial/My_Modem", "odd/a_b_c"]);
     assert_eq!(get(&env, "DEVLINKS"), Some("/dev/first /dev/serial/My_Modem /dev/odd/a_b_c"));
-    assert_eq!(with("ttyS1").0.node.links.len(), 1);
     assert_eq!(links(&with("ttyS1").0), ["only"]);
     // := clears and is final: later += and = change nothing
     assert_eq!(links(&with("ttyS2").0), ["fixed"]);
@@ -801,7 +800,7 @@ KERNEL=="cciss/c0d0", SYMLINK+="disk/$kernel"
     assert_eq!(links(&m)[3], "one_link/My_Modem");
     // a link leaving /dev is not made, and counted; link_priority is kept
     let (m, _) = with("ttyS5");
-    assert_eq!(links(&m), ["first", "serial/My_Modem", "odd/a_b_c", "ok/../../x"].map(|_| ()).len().min(3).eq(&3).then(|| ["first", "serial/My_Modem", "odd/a_b_c"]).unwrap());
+    assert_eq!(links(&m), ["first", "serial/My_Modem", "odd/a_b_c"]);
     assert_eq!(m.limits_hit, 2, "`../escape` and `ok/../../x`");
     assert_eq!(m.node.link_priority, -5);
     // KERNEL compares with `!` as `/`, and $kernel gives the `/` form

@@ -619,6 +619,21 @@ impl RuleSet {
         }
     }
 
+    /// Files with skipped lines and not one rule (or label) loaded: files
+    /// that do not parse at all (a half-written or binary file). A reload
+    /// (SIGHUP) that finds one keeps the old rules.
+    pub fn unparsed_files(&self) -> Vec<&str> {
+        self.files
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| {
+                self.skipped.iter().any(|d| d.file == **f)
+                    && !self.rules.iter().any(|r| r.file == *i)
+            })
+            .map(|(_, f)| f.as_str())
+            .collect()
+    }
+
     /// Rules that can match (labels not counted).
     pub fn len(&self) -> usize {
         self.rules.iter().filter(|r| !r.label).count()
