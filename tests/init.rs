@@ -215,7 +215,7 @@ fn exit_codes_usage_config_system() {
         assert!(err.contains("--help"), "{err}");
     }
     // 1: configuration
-    let bad_rules = s.rules("ACTION==\"add\" RUN+=\"/bin/true\"\n");
+    let bad_rules = s.rules("ACTION==\"add\", TEST==\"/x\", RUN+=\"/bin/true\"\n");
     let (code, err) = status_of(&["check", "--rules", &bad_rules], &[]);
     assert_eq!(code, 1, "{err}");
     let (code, err) = status_of(&["run", "--rules", &bad_rules], &[]);
