@@ -405,7 +405,7 @@ impl Runner {
         if hit > 0 {
             cx.stats.limits_hit += hit as u64;
             warn!(
-                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN for RUN arguments, ENV{{}} and ATTR{{}} values; MAX_ENV_ASSIGN; MAX_RUN_PER_EVENT); limits_hit={}",
+                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN for RUN arguments, ENV{{}}, ATTR{{}} and SYMLINK values; MAX_ENV_ASSIGN; MAX_IMPORTED, MAX_IMPORTED_LEN; MAX_LINKS, MAX_LINK_LEN or a link leaving /dev; MAX_TAGS; MAX_RUN_PER_EVENT); limits_hit={}",
                 ev.action(),
                 ev.devpath(),
                 cx.stats.limits_hit
