@@ -314,8 +314,13 @@ Ready means: socket bound, rules loaded, coldplug done. If $NOTIFY_SOCKET is set
 (systemd Type=notify), READY=1 is sent then, RELOADING=1 and READY=1 around
 each SIGHUP reload, and STOPPING=1 on SIGINT/SIGTERM.
 
-Signals: SIGHUP reloads every rule file (on any error the old rules stay in
-force and each error is logged); SIGUSR1 logs the counters; SIGINT/SIGTERM
+Rules load as udev 252 loads them: a line udev would skip is skipped and
+logged, and the rest runs; a construct hotplugd cannot do as udev would
+(PROGRAM, TEST, NAME, ...) stops the start (see `hotplugd check --help`).
+
+Signals: SIGHUP reloads every rule file (if one cannot be read, parses not at
+all, or is refused, the old rules stay in force and each error is logged;
+skipped lines are logged and the rest loads); SIGUSR1 logs the counters; SIGINT/SIGTERM
 stop: queued work is dropped (logged), handlers get SIGTERM, then SIGKILL
 2 s later; exit 0 once every handler is reaped (one SIGKILL did not end is
 given up on 2 s after that, so a stop takes at most 4 s).
