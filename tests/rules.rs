@@ -80,8 +80,6 @@ fn every_error_file_gives_exactly_its_golden_diagnostics() {
         "keys are upper case",
         "takes no {...}",
         "needs {...}",
-        "is not a variable name",
-        "is not an attribute name",
         "is a match key: use == or !=",
         "ENV{} takes ==, !=, = or +=",
         "OPTIONS takes +=",
@@ -134,6 +132,8 @@ fn every_refused_file_gives_exactly_its_golden_diagnostics() {
     }
     for phrase in [
         "NAME is not supported",
+        "is not a variable name (letters, digits, _); hotplugd does not take this name",
+        "is not an attribute name (a relative path below the device, no '..'); hotplugd does not take this name",
         "PROGRAM is not supported",
         "RESULT is not supported",
         "TEST is not supported",

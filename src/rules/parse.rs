@@ -1468,7 +1468,14 @@ impl RuleBuilder<'_> {
                 None
             }
             Some(a) if !ok(a.as_bytes()) => {
-                self.fail(t.attr_at, format!("'{a}' is not {what}"));
+                // udev takes any ENV{}/ATTR{} name (with substitutions, `..`):
+                // skipping the line would run fewer rules than udev
+                let msg = format!("'{a}' is not {what}");
+                if t.key == "USB" {
+                    self.fail(t.attr_at, msg);
+                } else {
+                    self.refuse(t.attr_at, format!("{msg}; hotplugd does not take this name"));
+                }
                 None
             }
             Some(a) => Some(a),
