@@ -1243,9 +1243,10 @@ impl RuleBuilder<'_> {
                     .ok()
                     .filter(|m| *m <= 0o7777 && !v.is_empty())
                 else {
-                    return self.fail(
+                    // udev loads it and fails to parse it on every event
+                    return self.warn(
                         t.value_at,
-                        format!("MODE \"{v}\" is not an octal mode (e.g. \"0660\")"),
+                        format!("MODE \"{v}\" is not an octal mode (e.g. \"0660\"): ignored, as udev ignores it"),
                     );
                 };
                 (NodeKey::Mode, m)
@@ -1346,13 +1347,14 @@ impl RuleBuilder<'_> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return self.fail(
+            // udev loads it and refuses the tag on every event
+            return self.warn(
                 t.value_at,
-                format!("\"{v}\" is not a tag name (letters, digits, _ and -)"),
+                format!("\"{v}\" is not a tag name (letters, digits, _ and -): ignored, as udev ignores it"),
             );
         }
         if v.len() > MAX_TAG_LEN {
-            return self.fail(
+            return self.refuse(
                 t.value_at,
                 format!("tag is longer than {MAX_TAG_LEN} bytes (MAX_TAG_LEN)"),
             );
@@ -1474,7 +1476,10 @@ impl RuleBuilder<'_> {
                 if t.key == "USB" {
                     self.fail(t.attr_at, msg);
                 } else {
-                    self.refuse(t.attr_at, format!("{msg}; hotplugd does not take this name"));
+                    self.refuse(
+                        t.attr_at,
+                        format!("{msg}; hotplugd does not take this name"),
+                    );
                 }
                 None
             }
@@ -1541,7 +1546,11 @@ impl RuleBuilder<'_> {
             Err(at) => return self.refuse(t.value_at + at, "unclosed single quote in RUN".into()),
         };
         if words.is_empty() {
-            return self.fail(t.value_at, "RUN needs a program".into());
+            // udev loads it and has nothing to run
+            return self.warn(
+                t.value_at,
+                "RUN needs a program: this one runs nothing".into(),
+            );
         }
         if words.len() > MAX_ARGS {
             return self.refuse(
