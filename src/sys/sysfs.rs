@@ -340,6 +340,21 @@ impl ReadCache {
         };
         self.len += 1;
     }
+
+    fn builtin(
+        &self,
+        name: &str,
+        devpath: &str,
+        id_bus_set: bool,
+    ) -> Option<crate::identity::Properties> {
+        match crate::identity::run_builtin(name, self, devpath, id_bus_set) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::debug!("IMPORT{{builtin}}=\"{name}\" {devpath}: {e}; the rule does not match");
+                None
+            }
+        }
+    }
 }
 
 /// readlink(2) into `buf`; the length, or `None`.
