@@ -147,6 +147,21 @@ impl Sysfs for SysfsRoot {
         buf.copy_within(at..at + n, 0);
         Some(&buf[..n])
     }
+
+    fn builtin(
+        &self,
+        name: &str,
+        devpath: &str,
+        id_bus_set: bool,
+    ) -> Option<crate::identity::Properties> {
+        match crate::identity::run_builtin(name, self, devpath, id_bus_set) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::debug!("IMPORT{{builtin}}=\"{name}\" {devpath}: {e}; the rule does not match");
+                None
+            }
+        }
+    }
 }
 
 impl SysfsRoot {
@@ -339,21 +354,6 @@ impl ReadCache {
             value_len: value.map_or(ABSENT, |v| v.len() as u16),
         };
         self.len += 1;
-    }
-
-    fn builtin(
-        &self,
-        name: &str,
-        devpath: &str,
-        id_bus_set: bool,
-    ) -> Option<crate::identity::Properties> {
-        match crate::identity::run_builtin(name, self, devpath, id_bus_set) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                log::debug!("IMPORT{{builtin}}=\"{name}\" {devpath}: {e}; the rule does not match");
-                None
-            }
-        }
     }
 }
 
