@@ -946,8 +946,9 @@ fn the_board_persistent_links_are_udevs_names() {
         "disk/by-id/usb-QEMU_QEMU_HARDDISK_QSTICK0001-0:0-part1",
         "disk/by-path/pci-0000:00:02.0-usb-0:3:1.0-scsi-0:0:0:0",
         "disk/by-path/pci-0000:00:02.0-usb-0:3:1.0-scsi-0:0:0:0-part1",
-        "input/by-id/usb-QEMU_QEMU_USB_Keyboard_68284-0000:00:02.0-4-event-if00",
-        "input/by-path/pci-0000:00:02.0-usb-0:4:1.0-event",
+        // input_id classifies it: udev's -event-kbd
+        "input/by-id/usb-QEMU_QEMU_USB_Keyboard_68284-0000:00:02.0-4-event-kbd",
+        "input/by-path/pci-0000:00:02.0-usb-0:4:1.0-event-kbd",
     ];
     for w in want {
         assert!(got.contains(&format!("add {w}")), "no {w} in {got:#?}");
