@@ -798,10 +798,11 @@ mod tests {
             })
         );
         assert!(args("test-builtin usb_id").is_err());
-        assert!(args("test-builtin input_id /sys/x")
+        assert!(args("test-builtin input_id /sys/x").is_ok());
+        assert!(args("test-builtin hwdb /sys/x")
             .unwrap_err()
             .0
-            .contains("usb_id"));
+            .contains("usb_id, path_id, input_id"));
     }
 
     #[test]
