@@ -161,6 +161,38 @@ def input_dev(hiddev, n, product, name, phys, uniq, caps, nodes):
         link(f"class/input/{node}", e)
 
 
+def scsi_stick(iface, vendor, model, rev):
+    """host0/target0:0:0/0:0:0:0 (sd) -> block/sda -> sda1, and bsg."""
+    h = f"{iface}/host0"
+    put(f"{h}/uevent", "DEVTYPE=scsi_host\n")
+    link(f"{h}/subsystem", "bus/scsi")
+    put(f"{h}/scsi_host/host0/uevent", "")
+    put(f"{h}/scsi_host/host0/proc_name", "usb-storage\n")
+    link(f"{h}/scsi_host/host0/subsystem", "class/scsi_host")
+    t = f"{h}/target0:0:0"
+    put(f"{t}/uevent", "DEVTYPE=scsi_target\n")
+    link(f"{t}/subsystem", "bus/scsi")
+    d = f"{t}/0:0:0:0"
+    put(f"{d}/uevent", "DEVTYPE=scsi_device\nDRIVER=sd\nMODALIAS=scsi:t-0x00\n")
+    attrs(d, vendor=vendor, model=model, rev=rev, type="0", scsi_level="7",
+          modalias="scsi:t-0x00", state="running")
+    link(f"{d}/subsystem", "bus/scsi")
+    link(f"{d}/driver", "bus/scsi/drivers/sd")
+    b = f"{d}/block/sda"
+    put(f"{b}/uevent", "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\nDISKSEQ=9\n")
+    attrs(b, dev="8:0", size="60063744", removable="1", ro="0", range="16", ext_range="256")
+    link(f"{b}/subsystem", "class/block")
+    link("block/sda", b)
+    p = f"{b}/sda1"
+    put(f"{p}/uevent", "MAJOR=8\nMINOR=1\nDEVNAME=sda1\nDEVTYPE=partition\nDISKSEQ=9\nPARTN=1\n")
+    attrs(p, dev="8:1", partition="1", start="32", size="60063712", ro="0")
+    link(f"{p}/subsystem", "class/block")
+    g = f"{d}/bsg/0:0:0:0"
+    put(f"{g}/uevent", "MAJOR=246\nMINOR=0\nDEVNAME=bsg/0:0:0:0\n")
+    put(f"{g}/dev", "246:0\n")
+    link(f"{g}/subsystem", "class/bsg")
+
+
 def main():
     if os.path.isdir(ROOT):
         keep = os.path.join(ROOT, "SOURCES.md")
@@ -200,12 +232,23 @@ def main():
     for num, tty in ((0, "ttyUSB0"), (1, "ttyUSB1")):
         i = usb_interface(ft, f"1-1.2:1.{num}", 0x0403, 0x6010, 0x0700, num, 0xff, 0xff, 0xff, "ftdi_sio", 2)
         serial_port(i, tty, num, "ftdi_sio")
-    # CH340: product string only
-    ch = usb_device("usb1/1-1/1-1.3", (1, 5), 4, 0x1a86, 0x7523, 0x0254, 12, (0xff, 0, 0),
+    # a Genesys Logic 4-port hub on port 3 (no serial), and behind it:
+    gl = usb_device("usb1/1-1/1-1.3", (1, 5), 4, 0x05e3, 0x0610, 0x9226, 480, (9, 0, 2),
+                    [(0, 0, 9, 0, 1, [(0x81, 3, 1)]), (0, 1, 9, 0, 2, [(0x81, 3, 1)])],
+                    product="USB2.0 Hub")
+    usb_interface(gl, "1-1.3:1.0", 0x05e3, 0x0610, 0x9226, 0, 9, 0, 1, "hub", 1)
+    # a CH340: product string only
+    ch = usb_device("usb1/1-1/1-1.3/1-1.3.1", (1, 8), 7, 0x1a86, 0x7523, 0x0254, 12, (0xff, 0, 0),
                     [(0, 0, 0xff, 1, 2, [(0x82, 2, 32), (0x02, 2, 32), (0x81, 3, 8)])],
                     product="USB Serial")
-    i = usb_interface(ch, "1-1.3:1.0", 0x1a86, 0x7523, 0x0254, 0, 0xff, 1, 2, "ch341", 3)
+    i = usb_interface(ch, "1-1.3.1:1.0", 0x1a86, 0x7523, 0x0254, 0, 0xff, 1, 2, "ch341", 3)
     serial_port(i, "ttyUSB2", 2, "ch341-uart")
+    # a SanDisk Cruzer Blade stick with one partition
+    sd = usb_device("usb1/1-1/1-1.3/1-1.3.4", (1, 9), 8, 0x0781, 0x5567, 0x0126, 480, (0, 0, 0),
+                    [(0, 0, 8, 6, 0x50, [(0x81, 2, 512), (0x02, 2, 512)])],
+                    manufacturer="SanDisk", product="Cruzer Blade", serial="4C530001230321119093")
+    i = usb_interface(sd, "1-1.3.4:1.0", 0x0781, 0x5567, 0x0126, 0, 8, 6, 0x50, "usb-storage", 2)
+    scsi_stick(i, "SanDisk ", "Cruzer Blade    ", "1.00")
     # Logitech Unifying receiver with a K400 (keyboard + touchpad as a mouse)
     lg = usb_device("usb1/1-1/1-1.4", (1, 6), 5, 0x046d, 0xc52b, 0x1211, 12, (0, 0, 0),
                     [(0, 0, 3, 1, 1, [(0x81, 3, 8)]), (1, 0, 3, 1, 2, [(0x82, 3, 8)]),
