@@ -220,6 +220,10 @@ fn family_links<'a>(links: impl Iterator<Item = &'a str>) -> Vec<String> {
 
 /// udev's links for every node of one tree: `udevadm test --action=add`
 /// with only its persistent-link rules, in one private mount namespace.
+/// `nodes` is sorted, so a disk comes before its partitions: `udevadm
+/// test` records the disk's properties in /run/udev/data (the tmpfs), and
+/// the partition's `IMPORT{parent}="ID_*"` reads them, as on a running
+/// system (run alone, a partition gets no by-id link from udev).
 fn udev_links(
     udevadm: &Path,
     lib: &Path,
