@@ -33,6 +33,14 @@ const UDEV_RULES: [&str; 4] = [
     "60-input-id.rules",
     "60-persistent-input.rules",
 ];
+/// The fixtures are 64-bit kernels' sysfs and the reference is x86_64
+/// udev: both read the input capability bitmaps in 64-bit words. A 32-bit
+/// build (armv7 under qemu-user) reads them in 32-bit words, as udev
+/// built for armv7 would, so there `input_id` and the input links (whose
+/// suffix comes from it) are not compared; `src/identity/input_id.rs`'
+/// unit tests cover the 32-bit layout.
+const WORD64: bool = cfg!(target_pointer_width = "64");
+
 /// The link families hotplugd's rules file makes (below /dev).
 const FAMILIES: [&str; 6] = [
     "serial/by-id/",
@@ -211,11 +219,18 @@ fn udev_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
 fn family_links<'a>(links: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut v: Vec<String> = links
         .map(|l| l.strip_prefix("/dev/").unwrap_or(l))
-        .filter(|l| FAMILIES.iter().any(|f| l.starts_with(f)))
+        .filter(|l| compared_families().any(|f| l.starts_with(f)))
         .map(str::to_string)
         .collect();
     v.sort();
     v
+}
+
+/// The families compared on this build (see [`WORD64`]).
+fn compared_families() -> impl Iterator<Item = &'static str> {
+    FAMILIES
+        .into_iter()
+        .filter(|f| WORD64 || !f.starts_with("input/"))
 }
 
 /// udev's links for every node of one tree: `udevadm test --action=add`
@@ -297,6 +312,11 @@ fn persistent_links_match_udev_252() {
     let Some((udevadm, lib)) = udev_or_skip(LINKS_TEST) else {
         return;
     };
+    if !WORD64 {
+        eprintln!(
+            "{LINKS_TEST}: 32-bit build: input links not compared (64-bit fixtures and reference)"
+        );
+    }
     use hotplugd::rules::{Matched, Sysfs};
     let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("board/generic/rules.d/60-persistent-links.rules");
@@ -337,7 +357,7 @@ fn persistent_links_match_udev_252() {
         "{LINKS_TEST}: {compared} device nodes compared, {with_links} with links ({families:?}), {} differ",
         diffs.len()
     );
-    for f in FAMILIES {
+    for f in compared_families() {
         assert!(
             families.contains_key(f),
             "udev made no {f} link on any fixture: the reference did not run"
@@ -351,6 +371,9 @@ fn identity_matches_udev_252() {
     let Some((udevadm, lib)) = udev_or_skip(TEST) else {
         return;
     };
+    if !WORD64 {
+        eprintln!("{TEST}: 32-bit build: input_id not compared (64-bit fixtures and reference)");
+    }
     let trees = trees();
     let (mut compared, mut with_props, mut diffs) = (0, 0, Vec::new());
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
@@ -365,6 +388,9 @@ fn identity_matches_udev_252() {
         let want = udev_outputs(&udevadm, &lib, root, &nodes);
         for n in &nodes {
             for b in BUILTINS {
+                if b == "input_id" && !WORD64 {
+                    continue;
+                }
                 let out = common::hotplugd()
                     .args(["test-builtin", b, &format!("/sys{n}"), "--sysfs-root"])
                     .arg(root)
