@@ -258,15 +258,27 @@ impl Runner {
         &self.rules
     }
 
-    /// Logs `rules: N rules from M files` and each warning.
+    /// Logs `rules: N rules from M files`, each warning and each line
+    /// skipped (as udev skips it: the rest loaded).
     pub fn log_loaded(&self) {
         for w in &self.rules.warnings {
             warn!("{w}");
         }
+        for e in &self.rules.skipped {
+            error!("{e}");
+        }
         info!(
-            "rules: {} rules from {} files",
+            "rules: {} rules from {} files{}",
             self.rules.len(),
-            self.rules.files.len()
+            self.rules.files.len(),
+            if self.rules.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} lines with errors skipped, as udev skips them",
+                    self.rules.skipped.len()
+                )
+            }
         );
         let c = self.exec.config();
         info!(
@@ -293,6 +305,17 @@ impl Runner {
 
     fn reload_rules(&mut self) {
         match self.from.load(&self.exec.builtin_names()) {
+            Ok(rs) if !rs.unparsed_files().is_empty() => {
+                for e in &rs.skipped {
+                    error!("{e}");
+                }
+                error!(
+                    "reload failed ({} does not parse at all: half-written?): the old rules ({} rules from {} files) stay in force",
+                    rs.unparsed_files().join(", "),
+                    self.rules.len(),
+                    self.rules.files.len()
+                );
+            }
             Ok(rs) => {
                 self.rules = rs;
                 info!("reloaded after SIGHUP");
@@ -347,6 +370,7 @@ pub fn build_job(
                 });
                 r
             }
+            // ENV, OWNER/GROUP/MODE, SYMLINK, TAG, OPTIONS: decided by the rules
             _ => Ok(()),
         };
         if let Err(e) = added {
@@ -386,6 +410,8 @@ impl Runner {
     /// One event (live or synthetic) through the rules and into the
     /// handler engine.
     fn handle(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
+        // what this event reads of sysfs is read once (ATTRS walks)
+        self.sysfs.begin_event();
         self.rules.evaluate(ev, &self.sysfs, &mut self.matched);
         let m = &self.matched;
         if m.count == 0 {
@@ -418,7 +444,7 @@ impl Runner {
         if hit > 0 {
             cx.stats.limits_hit += hit as u64;
             warn!(
-                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN for RUN arguments, ENV{{}} and ATTR{{}} values; MAX_ENV_ASSIGN; MAX_RUN_PER_EVENT); limits_hit={}",
+                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN for RUN arguments, ENV{{}}, ATTR{{}} and SYMLINK values; MAX_ENV_ASSIGN; MAX_IMPORTED, MAX_IMPORTED_LEN; MAX_LINKS, MAX_LINK_LEN or a link leaving /dev; MAX_TAGS; MAX_RUN_PER_EVENT); limits_hit={}",
                 ev.action(),
                 ev.devpath(),
                 cx.stats.limits_hit
