@@ -520,6 +520,23 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
         for (k, v) in rules.env_assignments(&m) {
             w(format!("  ENV{{{k}}}={}\n", quoted(v)));
         }
+        let node = &m.node;
+        if node.uid.is_some() || node.gid.is_some() || node.mode.is_some() {
+            let show = |v: Option<u32>, octal: bool| match v {
+                Some(v) if octal => format!("{v:04o}"),
+                Some(v) => v.to_string(),
+                None => "-".into(),
+            };
+            w(format!(
+                "  node: OWNER={} GROUP={} MODE={}\n",
+                show(node.uid, false),
+                show(node.gid, false),
+                show(node.mode, true)
+            ));
+        }
+        if node.link_priority != 0 {
+            w(format!("  link_priority={}\n", node.link_priority));
+        }
         let (job, _) = build_job(&rules, &ev, &m, &sysfs);
         for (wi, step) in m.work.iter().zip(job.steps.iter()) {
             let loc = rules.location(wi.rule);

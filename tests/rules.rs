@@ -911,6 +911,11 @@ ENV{NEW}=="", ENV{SEEN_EMPTY}="1"
 #[test]
 fn the_board_persistent_links_are_udevs_names() {
     let path = "board/generic/rules.d/60-persistent-links.rules";
+    // `hotplugd check` accepts it: no error, no warning
+    let (code, stdout, stderr) = check(&["--strict", "--rules", path]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout, "rules: 27 rules from 1 files\n");
+    assert_eq!(stderr, "");
     let rs = compile(path, &common::read(common::repo(path)));
     let events = fixture("tests/corpus/sysfs/x86_64/uevents.jsonl");
     let sysfs = SysfsRoot::new(&common::repo("tests/corpus/sysfs/x86_64"));
@@ -1052,4 +1057,39 @@ IMPORT{program}="/bin/id \"x\"", ENV{NEVER}="1"
     ] {
         assert!(once.contains(part), "{part} not in {once}");
     }
+}
+
+/// `replay --dry-run` shows what the rules decided for the node: owner,
+/// group, mode, links and tags.
+#[test]
+fn dry_run_shows_the_node_links_and_tags() {
+    let dir = std::env::temp_dir().join(format!("hotplugd-dry-node-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let rules = dir.join("n.rules");
+    std::fs::write(
+        &rules,
+        "SUBSYSTEM==\"tty\", KERNEL==\"ttyUSB0\", OWNER=\"0\", MODE=\"0620\", SYMLINK+=\"x/$kernel\", TAG+=\"uaccess\", OPTIONS+=\"link_priority=7\"\n",
+    )
+    .unwrap();
+    let out = common::hotplugd()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["replay", "--dry-run", "--rules"])
+        .arg(&rules)
+        .args([
+            "--sysfs-root",
+            "tests/corpus/sysfs/x86_64",
+            "tests/corpus/sysfs/x86_64/uevents.jsonl",
+        ])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let want = "  ENV{DEVLINKS}=\"/dev/x/ttyUSB0\"\n  ENV{TAGS}=\":uaccess:\"\n  ENV{CURRENT_TAGS}=\":uaccess:\"\n  node: OWNER=0 GROUP=- MODE=0620\n  link_priority=7\n";
+    assert!(text.contains(want), "{text}");
+    assert_eq!(
+        text.matches("node: ").count(),
+        1,
+        "only the tty's add: {text}"
+    );
 }
