@@ -361,23 +361,23 @@ pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
     match rules_from(&opts.rules, opts.insecure_rules).load(&builtins.names()) {
         Ok(rs) => {
             let mut err = io::stderr().lock();
-            let mut all: Vec<&Diagnostic> = rs.warnings.iter().chain(&rs.skipped).collect();
+            let mut all: Vec<&Diagnostic> = rs.warnings.iter().chain(&rs.errors).collect();
             all.sort_by_key(|d| (rs.files.iter().position(|f| *f == d.file), d.line, d.col));
             for d in all {
                 let _ = writeln!(err, "{d}");
             }
             let mut summary = format!("rules: {} rules from {} files", rs.len(), rs.files.len());
-            if !rs.skipped.is_empty() {
-                summary.push_str(&format!(", {}", plural(rs.skipped.len(), "error")));
+            if !rs.errors.is_empty() {
+                summary.push_str(&format!(", {}", plural(rs.errors.len(), "error")));
             }
             if !rs.warnings.is_empty() {
                 summary.push_str(&format!(", {}", plural(rs.warnings.len(), "warning")));
             }
             let _ = writeln!(io::stdout(), "{summary}");
-            if !rs.skipped.is_empty() {
+            if !rs.errors.is_empty() {
                 return Err(AppError::Config(format!(
                     "{} in the rules: those lines are skipped, as udev skips them; `run` loads the rest",
-                    plural(rs.skipped.len(), "error")
+                    plural(rs.errors.len(), "error")
                 )));
             }
             if opts.strict && !rs.warnings.is_empty() {

@@ -96,6 +96,12 @@ pub enum MatchKey {
     Subsystems,
     /// `DRIVERS`: the driver of the device or a parent
     Drivers,
+    /// `TAG`, `TAGS`: a tag an earlier rule set for this event (udev 252:
+    /// true if any current tag matches)
+    Tag,
+    /// `SYMLINK`: a link an earlier rule set for this event (true if any
+    /// matches)
+    Symlink,
 }
 
 impl MatchKey {
@@ -296,9 +302,11 @@ pub struct RuleSet {
     pub actions: Vec<Action>,
     /// Warnings found while loading (the set loaded anyway).
     pub warnings: Vec<Diagnostic>,
-    /// Errors for lines that were skipped, as udev skips them (the rest
-    /// loaded): `check` exits 1 on any; `run` logs them and runs.
-    pub skipped: Vec<Diagnostic>,
+    /// Errors udev also reports and loads past: a line skipped (as udev
+    /// skips it), or a term ignored (an unknown user or group, as udev
+    /// ignores it); the rest loaded. `check` exits 1 on any; `run` logs
+    /// them and runs.
+    pub errors: Vec<Diagnostic>,
     /// Trust problems found on the descriptors the rule files were read
     /// from and the directories leading to them (as root only), each with
     /// the path at fault; [`parse::check_trust`] reports them.
@@ -438,8 +446,13 @@ pub struct Matched {
     pub node: NodeAssign,
     /// `DEVLINKS` as udev exports it (`/dev/a /dev/b`), empty without links.
     devlinks: heapless::Vec<u8, DEVLINKS_LEN>,
-    /// `TAGS`/`CURRENT_TAGS` as udev exports them (`:a:b:`), empty without tags.
+    /// Every tag this event's rules added, removed or not (udev's `TAGS`;
+    /// `CURRENT_TAGS` is [`NodeAssign::tags`]).
+    all_tags: heapless::Vec<heapless::String<MAX_TAG_LEN>, MAX_TAGS>,
+    /// `TAGS` as udev exports it (`:a:b:`), empty without tags.
     tags: heapless::Vec<u8, TAGS_LEN>,
+    /// `CURRENT_TAGS` as udev exports it (`:a:b:`), empty without tags.
+    current_tags: heapless::Vec<u8, TAGS_LEN>,
 }
 
 impl Matched {
@@ -456,7 +469,9 @@ impl Matched {
         self.limits_hit = 0;
         self.node.clear();
         self.devlinks.clear();
+        self.all_tags.clear();
         self.tags.clear();
+        self.current_tags.clear();
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -464,15 +479,15 @@ impl Matched {
         self.seq
     }
 
-    /// What udev exports besides the properties: `DEVLINKS`, `TAGS` and
-    /// `CURRENT_TAGS`, each only when not empty.
+    /// What udev exports besides the properties: `DEVLINKS`, `TAGS` (every
+    /// tag added, even one a later `TAG-=` removed) and `CURRENT_TAGS` (the
+    /// tags in force), each only when not empty.
     pub fn exported<'a>(&'a self) -> impl Iterator<Item = (&'static str, &'a [u8])> + 'a {
         let links = (!self.devlinks.is_empty()).then_some(("DEVLINKS", &self.devlinks[..]));
-        let tags = (!self.tags.is_empty()).then_some(&self.tags[..]);
-        links
-            .into_iter()
-            .chain(tags.map(|t| ("TAGS", t)))
-            .chain(tags.map(|t| ("CURRENT_TAGS", t)))
+        let tags = (!self.tags.is_empty()).then_some(("TAGS", &self.tags[..]));
+        let current =
+            (!self.current_tags.is_empty()).then_some(("CURRENT_TAGS", &self.current_tags[..]));
+        links.into_iter().chain(tags).chain(current)
     }
 
     /// True if there is work (processes to run, attributes to write).
@@ -520,12 +535,17 @@ fn export(m: &mut Matched) {
         let _ = m.devlinks.extend_from_slice(b"/dev/");
         let _ = m.devlinks.extend_from_slice(l.as_bytes());
     }
-    for t in &m.node.tags {
-        if m.tags.is_empty() {
-            let _ = m.tags.push(b':');
+    for (list, out) in [
+        (&m.all_tags, &mut m.tags),
+        (&m.node.tags, &mut m.current_tags),
+    ] {
+        for t in list {
+            if out.is_empty() {
+                let _ = out.push(b':');
+            }
+            let _ = out.extend_from_slice(t.as_bytes());
+            let _ = out.push(b':');
         }
-        let _ = m.tags.extend_from_slice(t.as_bytes());
-        let _ = m.tags.push(b':');
     }
 }
 
@@ -626,7 +646,7 @@ impl RuleSet {
             .iter()
             .enumerate()
             .filter(|(i, f)| {
-                self.skipped.iter().any(|d| d.file == **f)
+                self.errors.iter().any(|d| d.file == **f)
                     && !self.rules.iter().any(|r| r.file == *i)
             })
             .map(|(_, f)| f.as_str())
@@ -862,7 +882,10 @@ impl RuleSet {
                 AssignOp::Remove => m.node.tags.retain(|t| t.as_str() != name.as_ref()),
                 _ => {
                     if *op != AssignOp::Add {
+                        // udev: `TAG=` clears every tag (TAGS too); `TAG-=`
+                        // only the current ones
                         m.node.tags.clear();
+                        m.all_tags.clear();
                     }
                     if m.node.tags.iter().any(|t| t.as_str() == name.as_ref()) {
                         return;
@@ -870,6 +893,9 @@ impl RuleSet {
                     let mut t = heapless::String::new();
                     // the loader keeps names within MAX_TAG_LEN
                     let _ = t.push_str(name);
+                    if !m.all_tags.iter().any(|x| x == &t) {
+                        let _ = m.all_tags.push(t.clone());
+                    }
                     if m.node.tags.push(t).is_err() {
                         m.limits_hit += 1;
                     }
@@ -969,6 +995,8 @@ impl RuleSet {
                     None => t.negate, // makes the caller's `== negate` test fail
                 }
             }
+            MatchKey::Tag => m.node.tags.iter().any(|t| g.matches(t.as_bytes())),
+            MatchKey::Symlink => m.node.links.iter().any(|l| g.matches(l.as_bytes())),
             MatchKey::Attrs(_) | MatchKey::Kernels | MatchKey::Subsystems | MatchKey::Drivers => {
                 false
             }
@@ -1244,6 +1272,8 @@ impl MatchKey {
             MatchKey::Kernels => "KERNELS".into(),
             MatchKey::Subsystems => "SUBSYSTEMS".into(),
             MatchKey::Drivers => "DRIVERS".into(),
+            MatchKey::Tag => "TAG".into(),
+            MatchKey::Symlink => "SYMLINK".into(),
         }
     }
 }
