@@ -488,6 +488,7 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
     let cfg = exec_config(&opts.handlers)?;
     let sysfs = SysfsRoot::new(&opts.handlers.sysfs_root);
     let mut m = Matched::default();
+    let mut jobs = crate::job::Jobs::new(1, crate::limits::JOB_SLOT);
     let mut out = io::stdout().lock();
     let mut w = |s: String| {
         let _ = out.write_all(s.as_bytes());
@@ -537,30 +538,50 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
         if node.link_priority != 0 {
             w(format!("  link_priority={}\n", node.link_priority));
         }
-        let (job, _) = build_job(&rules, &ev, &m, &sysfs);
-        for (wi, step) in m.work.iter().zip(job.steps.iter()) {
-            let loc = rules.location(wi.rule);
-            match step {
-                exec::Step::Exec { argv, .. } => {
-                    let args: Vec<String> = argv.iter().map(|a| quoted(a)).collect();
+        let (job, _, _) = build_job(
+            &rules,
+            &ev,
+            &m,
+            &sysfs,
+            jobs.start(ev.action(), ev.devpath(), None),
+        );
+        let v = jobs.view(&job);
+        for step in v.steps() {
+            match *step {
+                exec::Step::Exec { argv, rule } => {
+                    let loc = v.rule(rule);
+                    let args: Vec<String> = v.words(argv).iter().map(quoted).collect();
                     w(format!("  run {loc}: [{}]\n", args.join(", ")));
-                    for (k, v) in &job.env {
-                        w(format!("    {k}={}\n", printable(v)));
+                    for e in v.env().iter() {
+                        w(format!("    {}\n", printable(e)));
                     }
                     w(format!("    HOTPLUGD_RULE={loc}\n"));
                     for (k, v) in &cfg.extra_env {
                         w(format!("    {}={}\n", printable(k), printable(v)));
                     }
                 }
-                exec::Step::Builtin { name, args, .. } => {
-                    let args: Vec<String> = args.iter().map(|a| quoted(a)).collect();
-                    w(format!("  builtin {loc}: {name} [{}]\n", args.join(", ")));
+                exec::Step::Builtin {
+                    name, args, rule, ..
+                } => {
+                    let args: Vec<String> = v.words(args).iter().map(quoted).collect();
+                    w(format!(
+                        "  builtin {}: {} [{}]\n",
+                        v.rule(rule),
+                        v.str(name),
+                        args.join(", ")
+                    ));
                 }
-                exec::Step::WriteAttr { name, value, .. } => {
-                    w(format!("  attr {loc}: {name} = {}\n", quoted(value)));
+                exec::Step::WriteAttr { name, value, rule } => {
+                    w(format!(
+                        "  attr {}: {} = {}\n",
+                        v.rule(rule),
+                        v.str(name),
+                        quoted(v.bytes(value))
+                    ));
                 }
             }
         }
+        jobs.recycle(job);
     }
     Ok(())
 }

@@ -58,6 +58,7 @@ pub mod daemon;
 pub mod devices;
 pub mod exec;
 pub mod identity;
+pub mod job;
 pub mod json;
 pub mod limits;
 pub mod monitor;

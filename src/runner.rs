@@ -9,7 +9,7 @@ use std::time::Instant;
 use log::{debug, error, info, warn};
 
 use crate::daemon::{Cx, Flow, Mode, BATCH};
-use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Exit, Job, Step};
+use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Exit, Job, JobWriter};
 use crate::recovery::{Coldplug, Recovery, Track, Verdict};
 use crate::rules::parse::{self, Source, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use crate::rules::{Action, Diagnostic, Matched, RuleSet};
@@ -153,9 +153,8 @@ impl Runner {
         let Some(b) = self.broadcaster.as_mut() else {
             return;
         };
-        while let Some(job) = self.exec.take_finished() {
-            b.send(&job.raw, b"", &job.label, cx.stats);
-        }
+        self.exec
+            .drain_finished(|job| b.send(job.raw(), b"", &job.label(), cx.stats));
     }
 
     /// BROADCAST HOOK (issue 16): an event the rules gave no work to is
@@ -166,10 +165,16 @@ impl Runner {
         };
         if self.exec.idle() {
             let env = self.rules.env_assignments(&self.matched);
-            let label = format_args!("{} {}", ev.action(), ev.devpath());
-            b.send_with_env(ev.raw(), env, &label, cx.stats);
+            b.send_with_env(
+                ev.raw(),
+                env,
+                &format_args!("{} {}", ev.action(), ev.devpath()),
+                cx.stats,
+            );
         } else {
-            let (job, _) = build_job(&self.rules, ev, &self.matched, &self.sysfs);
+            let w = start_job(&mut self.exec, ev);
+            let (job, _, oversize) = build_job(&self.rules, ev, &self.matched, &self.sysfs, w);
+            note_oversize(oversize, ev, cx);
             self.exec.push(job, cx.now, cx.procs, cx.stats);
         }
     }
@@ -270,10 +275,20 @@ impl Runner {
                 String::new()
             } else {
                 format!(
-                    "; {} lines with errors skipped, as udev skips them",
+                    "; {} errors (lines skipped or terms ignored, as udev does)",
                     self.rules.errors.len()
                 )
             }
+        );
+        let c = self.exec.config();
+        info!(
+            "handler jobs: {} KiB reserved ({} slots of {} KiB: --max-queue {} + --max-children {} + {} finished)",
+            self.exec.reserved_bytes() / 1024,
+            c.max_queue + c.max_children + crate::exec::FINISHED_SLOTS,
+            crate::limits::JOB_SLOT / 1024,
+            c.max_queue,
+            c.max_children,
+            crate::exec::FINISHED_SLOTS
         );
     }
 
@@ -321,54 +336,73 @@ impl Runner {
     }
 }
 
-/// Builds the job for an event the rules gave work to. Allocates.
-pub fn build_job(rules: &RuleSet, ev: &Uevent<'_>, m: &Matched, sysfs: &SysfsRoot) -> (Job, usize) {
+/// Writes the job for an event the rules gave work to into `w` (reserved
+/// memory: nothing is allocated). Returns the job, the values cut or steps
+/// dropped at fixed limits (for the caller to count in `limits_hit`), and
+/// whether the job outgrew its slot (`job_oversize`).
+pub fn build_job(
+    rules: &RuleSet,
+    ev: &Uevent<'_>,
+    m: &Matched,
+    sysfs: &SysfsRoot,
+    mut w: JobWriter<'_>,
+) -> (Job, usize, bool) {
     let mut limits_hit = 0;
-    let mut raw = ev.raw().to_vec();
-    for (k, v) in rules.env_assignments(m) {
-        raw.extend_from_slice(k.as_bytes());
-        raw.push(b'=');
-        raw.extend_from_slice(v);
-        raw.push(0);
-    }
-    let mut steps = std::collections::VecDeque::new();
-    for w in &m.work {
-        let rule = rules.location(w.rule).to_string();
-        match &rules.actions[w.action] {
+    w.raw(ev.raw(), rules.env_assignments(m));
+    rules.env_each(ev, m, &mut |k, v| w.env(k, v));
+    for wk in &m.work {
+        let loc = rules.location(wk.rule);
+        let added = match &rules.actions[wk.action] {
             Action::Run(_) => {
-                if let Some(argv) = rules.argv(w, ev, m, sysfs, &mut limits_hit) {
-                    steps.push_back(Step::Exec { argv, rule });
-                }
+                w.begin_words();
+                rules.words_each(wk, ev, m, sysfs, &mut limits_hit, &mut |a| w.word(a));
+                w.exec(format_args!("{loc}"))
             }
             Action::Builtin { id, name, .. } => {
-                let args = rules
-                    .argv(w, ev, m, sysfs, &mut limits_hit)
-                    .unwrap_or_default();
-                steps.push_back(Step::Builtin {
-                    id: *id,
-                    name: name.to_string(),
-                    args,
-                    rule,
-                });
+                w.begin_words();
+                rules.words_each(wk, ev, m, sysfs, &mut limits_hit, &mut |a| w.word(a));
+                w.builtin(*id, name, format_args!("{loc}"))
             }
             Action::WriteAttr { .. } => {
-                if let Some((name, value)) = rules.attr_write(w, ev, m, sysfs, &mut limits_hit) {
-                    steps.push_back(Step::WriteAttr { name, value, rule });
-                }
+                let mut r = Ok(());
+                rules.attr_each(wk, ev, m, sysfs, &mut limits_hit, &mut |n, v| {
+                    r = w.write_attr(n, v, format_args!("{loc}"));
+                });
+                r
             }
-            // ENV, OWNER/GROUP/MODE, SYMLINK, TAG, OPTIONS: decided by the rules
-            _ => {}
+            _ => Ok(()),
+        };
+        if let Err(e) = added {
+            limits_hit += 1;
+            warn!(
+                "{loc}: not run for {} {}: {e} (limits_hit counts it)",
+                ev.action(),
+                ev.devpath()
+            );
         }
     }
-    let job = Job {
-        label: format!("{} {}", ev.action(), ev.devpath()),
-        devpath: ev.devpath().to_string(),
-        devpath_old: ev.get_str("DEVPATH_OLD").map(String::from),
-        raw,
-        env: rules.env(ev, m),
-        steps,
-    };
-    (job, limits_hit)
+    let (job, oversize) = w.finish();
+    (job, limits_hit, oversize)
+}
+
+/// Counts and logs a job that outgrew its reserved slot.
+fn note_oversize(oversize: bool, ev: &Uevent<'_>, cx: &mut Cx<'_>) {
+    if oversize {
+        cx.stats.job_oversize += 1;
+        warn!(
+            "{} {}: its job did not fit its reserved {} bytes (or every slot was in use) and was \
+             put on the heap whole (job_oversize={})",
+            ev.action(),
+            ev.devpath(),
+            crate::limits::JOB_SLOT,
+            cx.stats.job_oversize
+        );
+    }
+}
+
+/// Starts the job of an event in the engine's reserved memory.
+fn start_job<'e>(exec: &'e mut Exec, ev: &Uevent<'_>) -> JobWriter<'e> {
+    exec.start_job(ev.action(), ev.devpath(), ev.get_str("DEVPATH_OLD"))
 }
 
 impl Runner {
@@ -392,7 +426,9 @@ impl Runner {
         );
         let mut hit = m.limits_hit;
         if m.has_work() {
-            let (job, h) = build_job(&self.rules, ev, m, &self.sysfs);
+            let w = start_job(&mut self.exec, ev);
+            let (job, h, oversize) = build_job(&self.rules, ev, m, &self.sysfs, w);
+            note_oversize(oversize, ev, cx);
             hit += h;
             self.exec.push(job, cx.now, cx.procs, cx.stats);
             if !self.exec.has_room() {

@@ -1003,8 +1003,9 @@ impl RuleSet {
         }
     }
 
-    /// The argv of a `RUN` work item, substituted (allocates: one `Vec` per
-    /// argument). `None` if the work item is not a `RUN`.
+    /// The argv of a `RUN` (or a builtin's arguments), substituted, as
+    /// [`RuleSet::words_each`] gives it (allocates: for tools and tests).
+    /// `None` if the work item is neither.
     pub fn argv(
         &self,
         w: &Work,
@@ -1013,37 +1014,16 @@ impl RuleSet {
         sysfs: &dyn Sysfs,
         limits_hit: &mut usize,
     ) -> Option<Vec<Vec<u8>>> {
-        let words = match &self.actions[w.action] {
-            Action::Run(c) => &c.argv,
-            Action::Builtin { args, .. } => args,
-            _ => return None,
-        };
-        let cx = Expand {
-            rs: self,
-            ev,
-            m,
-            sysfs,
-            parent: w.parent,
-        };
-        Some(
-            words
-                .iter()
-                .map(|t| {
-                    let mut v = Value::new();
-                    if !cx.expand(t, &mut v, false) {
-                        *limits_hit += 1;
-                    }
-                    v.to_vec()
-                })
-                .collect(),
-        )
+        let mut out = Vec::new();
+        self.words_each(w, ev, m, sysfs, limits_hit, &mut |a| out.push(a.to_vec()))
+            .then_some(out)
     }
 
-    /// The substituted value of an `ATTR{}=` work item: (attribute, value).
+    /// The substituted value of an `ATTR{}=` work item: (attribute, value),
+    /// as [`RuleSet::attr_each`] gives it (allocates: for tools and tests).
     /// A value longer than `MAX_SUBST_LEN` is cut there (and still written,
-    /// as a `RUN` argument is still passed) and counted in `limits_hit`, for
-    /// the caller to log, as [`RuleSet::argv`] does. `None` if the work item
-    /// is not an `ATTR{}=`.
+    /// as a `RUN` argument is still passed) and counted in `limits_hit`.
+    /// `None` if the work item is not an `ATTR{}=`.
     pub fn attr_write(
         &self,
         w: &Work,
@@ -1052,8 +1032,62 @@ impl RuleSet {
         sysfs: &dyn Sysfs,
         limits_hit: &mut usize,
     ) -> Option<(String, Vec<u8>)> {
+        let mut out = None;
+        self.attr_each(w, ev, m, sysfs, limits_hit, &mut |n, v| {
+            out = Some((n.to_string(), v.to_vec()))
+        });
+        out
+    }
+
+    /// The substituted words of a `RUN` or builtin work item, each handed
+    /// to `out` (no allocation). False if the work item is neither.
+    /// Values cut at `MAX_SUBST_LEN` are counted in `limits_hit`.
+    pub fn words_each(
+        &self,
+        w: &Work,
+        ev: &Uevent<'_>,
+        m: &Matched,
+        sysfs: &dyn Sysfs,
+        limits_hit: &mut usize,
+        out: &mut dyn FnMut(&[u8]),
+    ) -> bool {
+        let words = match &self.actions[w.action] {
+            Action::Run(c) => &c.argv,
+            Action::Builtin { args, .. } => args,
+            _ => return false,
+        };
+        let cx = Expand {
+            rs: self,
+            ev,
+            m,
+            sysfs,
+            parent: w.parent,
+        };
+        let mut v = Value::new();
+        for t in words {
+            v.clear();
+            if !cx.expand(t, &mut v, false) {
+                *limits_hit += 1;
+            }
+            out(&v);
+        }
+        true
+    }
+
+    /// The substituted value of an `ATTR{}=` work item, handed to `out`
+    /// with the attribute's name (no allocation); as [`RuleSet::attr_write`].
+    /// False if the work item is not an `ATTR{}=`.
+    pub fn attr_each(
+        &self,
+        w: &Work,
+        ev: &Uevent<'_>,
+        m: &Matched,
+        sysfs: &dyn Sysfs,
+        limits_hit: &mut usize,
+        out: &mut dyn FnMut(&str, &[u8]),
+    ) -> bool {
         let Action::WriteAttr { name, value } = &self.actions[w.action] else {
-            return None;
+            return false;
         };
         let cx = Expand {
             rs: self,
@@ -1066,54 +1100,79 @@ impl RuleSet {
         if !cx.expand(value, &mut v, false) {
             *limits_hit += 1;
         }
-        Some((name.to_string(), v.to_vec()))
+        out(name, &v);
+        true
     }
 
-    /// The environment a handler sees: the event's fields (a repeated key
-    /// once, with its last value) in wire order, then what matching rules
-    /// assigned with `ENV{}` and imported with `IMPORT{builtin}` (replacing
-    /// event fields of the same name; `ENV{KEY}=""` removes `KEY`), then
-    /// `DEVLINKS`, `TAGS` and `CURRENT_TAGS` when there are links or tags.
-    /// Allocates.
+    /// The environment a handler sees, as [`RuleSet::env_each`] gives it
+    /// (allocates: for tools and tests).
     pub fn env(&self, ev: &Uevent<'_>, m: &Matched) -> Vec<(String, Vec<u8>)> {
-        let mut out: Vec<(String, Vec<u8>)> =
-            Vec::with_capacity(ev.fields().len() + m.env.len() + m.imported.len() + 3);
-        for f in ev.fields() {
-            match out.iter_mut().find(|(k, _)| k == f.key) {
-                Some(e) => e.1 = f.value.to_vec(),
-                None => out.push((f.key.to_string(), f.value.to_vec())),
-            }
-        }
-        let exported = m.exported().map(|(k, v)| -> (&str, &[u8]) { (k, v) });
-        for (key, value) in self.properties(m).chain(exported) {
-            if value.is_empty() {
-                out.retain(|(k, _)| k != key);
-                continue;
-            }
-            match out.iter_mut().find(|(k, _)| k == key) {
-                Some(x) => x.1 = value.to_vec(),
-                None => out.push((key.to_string(), value.to_vec())),
-            }
-        }
+        let mut out = Vec::with_capacity(ev.fields().len() + m.env.len() + m.imported.len() + 3);
+        self.env_each(ev, m, &mut |k, v| {
+            out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()))
+        });
         out
     }
 
-    /// Every property rules set (`ENV{}`) or imported, in the order they
-    /// were set, private ones (`ENV{.NAME}`) left out; an empty value means
-    /// removed. Allocates (a sort).
-    fn properties<'a>(&'a self, m: &'a Matched) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        let mut all: Vec<(u32, &str, &[u8])> = m
-            .env
-            .iter()
-            .filter_map(|e| match &self.actions[e.action] {
-                Action::SetEnv { key, .. } => Some((e.seq, key.as_ref(), &e.value[..])),
-                _ => None,
-            })
-            .chain(m.imported.iter().map(|e| (e.seq, e.key, &e.value[..])))
-            .filter(|(_, k, _)| !subst::is_private(k))
-            .collect();
-        all.sort_by_key(|e| e.0);
-        all.into_iter().map(|(_, k, v)| (k, v))
+    /// The handler environment, each (key, value) handed to `out`, without
+    /// allocating: the event's fields in wire order (a key the event
+    /// repeats once, at its first place, with its last value), a property
+    /// the rules set (`ENV{}`) or imported (`IMPORT{builtin}`) replacing a
+    /// field of the same name in place (the later of the two wins; an empty
+    /// value, `ENV{KEY}=""`, removes it); then the new properties, `ENV{}`
+    /// ones in the order first assigned, then imported ones; then
+    /// `DEVLINKS`, `TAGS` and `CURRENT_TAGS` when there are links or tags.
+    /// Private properties (`ENV{.NAME}`) are left out.
+    pub fn env_each(&self, ev: &Uevent<'_>, m: &Matched, out: &mut dyn FnMut(&[u8], &[u8])) {
+        let fields = ev.fields();
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|g| g.key == f.key) {
+                continue;
+            }
+            let value = match property(self, m, f.key) {
+                Some([]) => continue, // removed
+                Some(v) => v,
+                None => fields[i..]
+                    .iter()
+                    .rev()
+                    .find(|g| g.key == f.key)
+                    .map_or(f.value, |g| g.value),
+            };
+            out(f.key.as_bytes(), value);
+        }
+        let in_event = |key: &str| fields.iter().any(|f| f.key == key);
+        let set_by_env = |key: &str| {
+            m.env.iter().any(
+                |e| matches!(&self.actions[e.action], Action::SetEnv { key: k, .. } if k.as_ref() == key),
+            )
+        };
+        for (i, e) in m.env.iter().enumerate() {
+            let Action::SetEnv { key, .. } = &self.actions[e.action] else {
+                continue;
+            };
+            if in_event(key)
+                || m.env[..i].iter().any(|p| {
+                    matches!(&self.actions[p.action], Action::SetEnv { key: k, .. } if k == key)
+                })
+            {
+                continue;
+            }
+            match property(self, m, key) {
+                Some(v) if !v.is_empty() => out(key.as_bytes(), v),
+                _ => {}
+            }
+        }
+        for e in &m.imported {
+            if in_event(e.key) || set_by_env(e.key) || e.value.is_empty() {
+                continue;
+            }
+            out(e.key.as_bytes(), &e.value);
+        }
+        for (k, v) in m.exported() {
+            if !in_event(k) {
+                out(k.as_bytes(), v);
+            }
+        }
     }
 
     /// What the rules added to the event, as (key, value), for dry runs and
@@ -1188,6 +1247,25 @@ fn env_value<'a>(rs: &RuleSet, ev: &Uevent<'a>, m: &'a Matched, key: &str) -> &'
         (Some(s), _) => &s.value,
         (None, Some(i)) => &i.value,
         (None, None) => ev.get(key).unwrap_or(b""),
+    }
+}
+
+/// A non-private property the rules set or imported (the later of the
+/// two), if any: `Some(b"")` when `ENV{key}=""` removed it.
+fn property<'a>(rs: &RuleSet, m: &'a Matched, key: &str) -> Option<&'a [u8]> {
+    if subst::is_private(key) {
+        return None;
+    }
+    let set = m.env.iter().find(|e| match &rs.actions[e.action] {
+        Action::SetEnv { key: k, .. } => k.as_ref() == key,
+        _ => false,
+    });
+    let imported = m.imported.iter().find(|e| e.key == key);
+    match (set, imported) {
+        (Some(s), Some(i)) if i.seq > s.seq => Some(&i.value),
+        (Some(s), _) => Some(&s.value),
+        (None, Some(i)) => Some(&i.value),
+        (None, None) => None,
     }
 }
 
@@ -1502,5 +1580,42 @@ mod tests {
             .expect("an ATTR{} write");
         assert_eq!(value, long.as_bytes());
         assert_eq!(hit, 1);
+    }
+
+    /// The handler environment: a repeated kernel key once, at its first
+    /// place, with its last value; `ENV{}` replaces in place (last
+    /// assignment wins); new keys follow in the order first assigned;
+    /// private keys are not exported.
+    #[test]
+    fn the_handler_environment_keeps_udevs_order_and_last_values() {
+        let src = parse::Source {
+            name: "t.rules".into(),
+            text: "SUBSYSTEM==\"tty\", ENV{NEW}=\"1\", ENV{B}=\"x\", ENV{.P}=\"p\"\n\
+                   SUBSYSTEM==\"tty\", ENV{NEW}=\"2\", ENV{OTHER}=\"o\"\n"
+                .into(),
+        };
+        let rs = parse::compile(&[src], &[]).expect("loads");
+        let raw = b"change@/d\0ACTION=change\0DEVPATH=/d\0SUBSYSTEM=tty\0A=1\0B=1\0A=2\0SEQNUM=1\0";
+        let ev = Uevent::parse(raw).expect("event");
+        let mut m = Matched::default();
+        rs.evaluate(&ev, &NoSysfs, &mut m);
+        let env: Vec<String> = rs
+            .env(&ev, &m)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(&v)))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "ACTION=change",
+                "DEVPATH=/d",
+                "SUBSYSTEM=tty",
+                "A=2",
+                "B=x",
+                "SEQNUM=1",
+                "NEW=2",
+                "OTHER=o"
+            ]
+        );
     }
 }
