@@ -1116,3 +1116,20 @@ fn dry_run_shows_the_node_links_and_tags() {
         "only the tty's add: {text}"
     );
 }
+
+/// The device table follows the subsystems of rules that set a node's
+/// owner, group, mode, links or tags too (their `remove` must be known).
+#[test]
+fn node_rules_count_for_the_tracked_subsystems() {
+    let rs = lenient("SUBSYSTEM==\"tty\", MODE=\"0660\"\nSUBSYSTEM==\"block\", SYMLINK+=\"x\"\nSUBSYSTEM==\"input\", TAG+=\"seat\"\nSUBSYSTEM==\"net\", ENV{X}=\"1\"\n");
+    assert_eq!(
+        rs.subsystems(),
+        Some(vec!["block".to_string(), "input".into(), "tty".into()])
+    );
+    let rs = lenient("ATTRS{idVendor}==\"0403\", GROUP=\"dialout\"\n");
+    assert_eq!(
+        rs.subsystems(),
+        None,
+        "a node rule with no SUBSYSTEM== can match any"
+    );
+}

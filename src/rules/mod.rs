@@ -664,14 +664,22 @@ impl RuleSet {
     }
 
     /// The subsystems this rule set can act on: `None` if some rule with
-    /// work has no `SUBSYSTEM==` literal terms (it could match any).
+    /// work (a handler, an attribute write, or the device node's owner,
+    /// group, mode, links or tags, which the device table must remember
+    /// for the `remove`) has no `SUBSYSTEM==` literal terms (it could match
+    /// any).
     pub fn subsystems(&self) -> Option<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
         for r in self.rules.iter().filter(|r| !r.label) {
             if !self.actions[r.actions.clone()].iter().any(|a| {
                 matches!(
                     a,
-                    Action::Run(_) | Action::Builtin { .. } | Action::WriteAttr { .. }
+                    Action::Run(_)
+                        | Action::Builtin { .. }
+                        | Action::WriteAttr { .. }
+                        | Action::Node { .. }
+                        | Action::Symlink { .. }
+                        | Action::Tag { .. }
                 )
             }) {
                 continue;
