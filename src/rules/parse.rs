@@ -1148,10 +1148,6 @@ impl RuleBuilder<'_> {
             "TEST" => self.refuse(t.key_at, "TEST is not supported: test for the file in the RUN handler, or match ATTR{...}".into()),
             "TAGS" if is_match && t.attr.is_none() => self.add_match(MatchKey::Tag, t),
             "TAGS" => self.fail(t.op_at, "TAGS is a match key: use == or != (to set a tag: TAG+=)".into()),
-            "CURRENT_TAGS" => self.refuse(
-                t.key_at,
-                format!("{key} is not supported: match TAG== or TAGS== (the tags this event's rules set)"),
-            ),
             "SYSCTL" | "CONST" => {
                 self.refuse(t.key_at, format!("{key} is a udev key that hotplugd does not support"))
             }
@@ -1459,6 +1455,28 @@ impl RuleBuilder<'_> {
                 at,
                 format!("string_escape \"{e}\": expected none or replace; ignored (as udev does)"),
             ),
+            ("log_level", l)
+                if !(l == "reset"
+                    || l.parse::<u8>().is_ok_and(|n| n <= 7)
+                    || matches!(
+                        l,
+                        "emerg"
+                            | "alert"
+                            | "crit"
+                            | "err"
+                            | "warning"
+                            | "notice"
+                            | "info"
+                            | "debug"
+                    )) =>
+            {
+                self.fail(
+                    at,
+                    format!(
+                        "log_level \"{l}\" is not a log level (0-7, emerg ... debug, or reset)"
+                    ),
+                )
+            }
             (
                 "static_node" | "watch" | "nowatch" | "db_persist" | "log_level" | "all_partitions",
                 _,
