@@ -1,11 +1,14 @@
 //! Rule files → [`RuleSet`], or every mistake as a [`Diagnostic`].
 //!
-//! The language (a udev subset; the README documents it in full):
-//! one rule per logical line (a trailing `\` continues it), `KEY OP "value"`
-//! terms separated by commas, `#` starts a comment line. Match keys take
-//! `==`/`!=` and a glob; assignments take `=` or `+=`. All errors of a file
-//! are reported at once, each as `file:line:column: message` with the line
-//! and a caret.
+//! The language is udev's, read as udev 252 reads it (the README and
+//! `docs/udev-rules-compat.md` document it in full): one rule per logical
+//! line (a trailing `\` continues it; a `#` line is a comment wherever it
+//! is), `KEY{attr} OP "value"` terms separated by whitespace or commas,
+//! `\"` and `e"..."` escapes in values. Each diagnostic is `file:line:column:
+//! message` with the line and a caret, in three classes: a line udev would
+//! skip is skipped and the rest loads ([`RuleSet::errors`]); a construct
+//! hotplugd cannot do as udev would refuses the set (`Err`); what udev
+//! accepts with a note is a warning ([`RuleSet::warnings`]).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -49,7 +52,7 @@ pub const DEFAULT_RULES_NAME: &str = "<default rules>";
 /// replacing symlink to `/dev/null` masks the name. `builtins` are the
 /// names `RUN{builtin}` may use. On an error reading a file, or a construct
 /// hotplugd refuses, nothing is returned but the diagnostics; lines udev
-/// would skip are skipped ([`RuleSet::skipped`]).
+/// would skip are skipped ([`RuleSet::errors`]).
 /// With `as_root` (the daemon's effective uid is 0: `sys::is_root`), each
 /// file is also checked for trust on the descriptor it is read from (see
 /// [`check_trust`], which reports what was found).
@@ -685,7 +688,7 @@ fn lex(text: &str) -> Result<Lexed<'_>, (usize, String)> {
 /// As udev 252 reads rules (docs/udev-rules-compat.md):
 /// - a line udev would skip (a bad term, an unknown key, a wrong operator,
 ///   an unknown user or group, ...) is skipped with an error and the rest
-///   loads: the error is in [`RuleSet::skipped`];
+///   loads: the error is in [`RuleSet::errors`];
 /// - a construct hotplugd cannot do as udev would (`PROGRAM`, `TEST`,
 ///   `NAME`, ...) refuses the whole set: `Err` with every error, so `run`
 ///   never runs with fewer rules than udev would have;
