@@ -386,23 +386,23 @@ pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
             let lints = crate::rules::lint::lint(&rs);
             rs.warnings.extend(lints);
             let mut err = io::stderr().lock();
-            let mut all: Vec<&Diagnostic> = rs.warnings.iter().chain(&rs.skipped).collect();
+            let mut all: Vec<&Diagnostic> = rs.warnings.iter().chain(&rs.errors).collect();
             all.sort_by_key(|d| (rs.files.iter().position(|f| *f == d.file), d.line, d.col));
             for d in all {
                 let _ = writeln!(err, "{d}");
             }
             let mut summary = format!("rules: {} rules from {} files", rs.len(), rs.files.len());
-            if !rs.skipped.is_empty() {
-                summary.push_str(&format!(", {}", plural(rs.skipped.len(), "error")));
+            if !rs.errors.is_empty() {
+                summary.push_str(&format!(", {}", plural(rs.errors.len(), "error")));
             }
             if !rs.warnings.is_empty() {
                 summary.push_str(&format!(", {}", plural(rs.warnings.len(), "warning")));
             }
             let _ = writeln!(io::stdout(), "{summary}");
-            if !rs.skipped.is_empty() {
+            if !rs.errors.is_empty() {
                 return Err(AppError::Config(format!(
                     "{} in the rules: those lines are skipped, as udev skips them; `run` loads the rest",
-                    plural(rs.skipped.len(), "error")
+                    plural(rs.errors.len(), "error")
                 )));
             }
             if opts.strict && !rs.warnings.is_empty() {
@@ -546,6 +546,23 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
         }
         for (k, v) in rules.env_assignments(&m) {
             w(format!("  ENV{{{k}}}={}\n", quoted(v)));
+        }
+        let node = &m.node;
+        if node.uid.is_some() || node.gid.is_some() || node.mode.is_some() {
+            let show = |v: Option<u32>, octal: bool| match v {
+                Some(v) if octal => format!("{v:04o}"),
+                Some(v) => v.to_string(),
+                None => "-".into(),
+            };
+            w(format!(
+                "  node: OWNER={} GROUP={} MODE={}\n",
+                show(node.uid, false),
+                show(node.gid, false),
+                show(node.mode, true)
+            ));
+        }
+        if node.link_priority != 0 {
+            w(format!("  link_priority={}\n", node.link_priority));
         }
         work_lines(&rules, &ev, &m, &sysfs, &cfg, &mut jobs, &mut |l| w(l));
     }

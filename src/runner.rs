@@ -264,19 +264,19 @@ impl Runner {
         for w in &self.rules.warnings {
             warn!("{w}");
         }
-        for e in &self.rules.skipped {
+        for e in &self.rules.errors {
             error!("{e}");
         }
         info!(
             "rules: {} rules from {} files{}",
             self.rules.len(),
             self.rules.files.len(),
-            if self.rules.skipped.is_empty() {
+            if self.rules.errors.is_empty() {
                 String::new()
             } else {
                 format!(
-                    "; {} lines with errors skipped, as udev skips them",
-                    self.rules.skipped.len()
+                    "; {} errors (lines skipped or terms ignored, as udev does)",
+                    self.rules.errors.len()
                 )
             }
         );
@@ -306,7 +306,7 @@ impl Runner {
     fn reload_rules(&mut self) {
         match self.from.load(&self.exec.builtin_names()) {
             Ok(rs) if !rs.unparsed_files().is_empty() => {
-                for e in &rs.skipped {
+                for e in &rs.errors {
                     error!("{e}");
                 }
                 error!(

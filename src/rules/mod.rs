@@ -1,16 +1,22 @@
-//! Rules: a udev-style language, compiled once into tables, matched many
-//! times without allocating.
+//! Rules: udev's language, compiled once into tables, matched many times
+//! without allocating.
 //!
 //! - [`parse`] turns rule files into a [`RuleSet`] or a list of
-//!   [`Diagnostic`]s (`file:line:column: message`, the line, a caret). A
-//!   failed load changes nothing: the caller keeps the old set.
+//!   [`Diagnostic`]s (`file:line:column: message`, the line, a caret). Lines
+//!   udev would skip are skipped ([`RuleSet::errors`]); a refused load
+//!   changes nothing: the caller keeps the old set.
 //! - [`RuleSet::evaluate`] runs one event through the rules into a reusable
 //!   [`Matched`] (fixed capacity; no allocation). Terms that need sysfs
 //!   (`ATTR`, then the parent walk of `ATTRS`/`KERNELS`/`SUBSYSTEMS`/
-//!   `DRIVERS`) are evaluated only after the rule's event-only terms matched.
-//! - Building the handler's argv and environment from a [`Matched`] happens
-//!   afterwards ([`RuleSet::argv`], [`RuleSet::env`]) and allocates: it is
-//!   part of starting a process, which allocates anyway.
+//!   `DRIVERS`) are evaluated only after the rule's event-only terms
+//!   matched, and `IMPORT{builtin}` after all of them (as udev orders
+//!   them); a failing import makes the rule not match. The builtin itself
+//!   (`crate::identity`) allocates; what it returns is copied into fixed
+//!   room. `OWNER`/`GROUP`/`MODE`/`SYMLINK`/`TAG` results go to
+//!   [`Matched::node`] ([`NodeAssign`]) for the device node code.
+//! - The handler's argv and environment are handed out word by word
+//!   ([`RuleSet::words_each`], [`RuleSet::env_each`]) without allocating;
+//!   [`RuleSet::argv`] and [`RuleSet::env`] collect them for tools and tests.
 //!
 //! sysfs is reached only through the [`Sysfs`] trait, so this module stays
 //! free of I/O; `sys::sysfs` implements it for a real (or fixture) tree.
@@ -25,8 +31,8 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::limits::{
-    MAX_ATTR_LEN, MAX_ENV_ASSIGN, MAX_FIELDS, MAX_IMPORTED, MAX_IMPORTED_LEN, MAX_LINKS,
-    MAX_LINK_LEN, MAX_PARENT_DEPTH, MAX_RUN_PER_EVENT, MAX_SUBST_LEN, MAX_TAGS, MAX_TAG_LEN,
+    MAX_ATTR_LEN, MAX_ENV_ASSIGN, MAX_IMPORTED, MAX_IMPORTED_LEN, MAX_LINKS, MAX_LINK_LEN,
+    MAX_PARENT_DEPTH, MAX_RUN_PER_EVENT, MAX_SUBST_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 use crate::uevent::Uevent;
 use crate::usb::UsbView;
@@ -98,6 +104,12 @@ pub enum MatchKey {
     Subsystems,
     /// `DRIVERS`: the driver of the device or a parent
     Drivers,
+    /// `TAG`, `TAGS`: a tag an earlier rule set for this event (udev 252:
+    /// true if any current tag matches)
+    Tag,
+    /// `SYMLINK`: a link an earlier rule set for this event (true if any
+    /// matches)
+    Symlink,
 }
 
 impl MatchKey {
@@ -298,9 +310,11 @@ pub struct RuleSet {
     pub actions: Vec<Action>,
     /// Warnings found while loading (the set loaded anyway).
     pub warnings: Vec<Diagnostic>,
-    /// Errors for lines that were skipped, as udev skips them (the rest
-    /// loaded): `check` exits 1 on any; `run` logs them and runs.
-    pub skipped: Vec<Diagnostic>,
+    /// Errors udev also reports and loads past: a line skipped (as udev
+    /// skips it), or a term ignored (an unknown user or group, as udev
+    /// ignores it); the rest loaded. `check` exits 1 on any; `run` logs
+    /// them and runs.
+    pub errors: Vec<Diagnostic>,
     /// Trust problems found on the descriptors the rule files were read
     /// from and the directories leading to them (as root only), each with
     /// the path at fault; [`parse::check_trust`] reports them.
@@ -440,8 +454,13 @@ pub struct Matched {
     pub node: NodeAssign,
     /// `DEVLINKS` as udev exports it (`/dev/a /dev/b`), empty without links.
     devlinks: heapless::Vec<u8, DEVLINKS_LEN>,
-    /// `TAGS`/`CURRENT_TAGS` as udev exports them (`:a:b:`), empty without tags.
+    /// Every tag this event's rules added, removed or not (udev's `TAGS`;
+    /// `CURRENT_TAGS` is [`NodeAssign::tags`]).
+    all_tags: heapless::Vec<heapless::String<MAX_TAG_LEN>, MAX_TAGS>,
+    /// `TAGS` as udev exports it (`:a:b:`), empty without tags.
     tags: heapless::Vec<u8, TAGS_LEN>,
+    /// `CURRENT_TAGS` as udev exports it (`:a:b:`), empty without tags.
+    current_tags: heapless::Vec<u8, TAGS_LEN>,
 }
 
 impl Matched {
@@ -458,7 +477,9 @@ impl Matched {
         self.limits_hit = 0;
         self.node.clear();
         self.devlinks.clear();
+        self.all_tags.clear();
         self.tags.clear();
+        self.current_tags.clear();
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -466,15 +487,15 @@ impl Matched {
         self.seq
     }
 
-    /// What udev exports besides the properties: `DEVLINKS`, `TAGS` and
-    /// `CURRENT_TAGS`, each only when not empty.
+    /// What udev exports besides the properties: `DEVLINKS`, `TAGS` (every
+    /// tag added, even one a later `TAG-=` removed) and `CURRENT_TAGS` (the
+    /// tags in force), each only when not empty.
     pub fn exported<'a>(&'a self) -> impl Iterator<Item = (&'static str, &'a [u8])> + 'a {
         let links = (!self.devlinks.is_empty()).then_some(("DEVLINKS", &self.devlinks[..]));
-        let tags = (!self.tags.is_empty()).then_some(&self.tags[..]);
-        links
-            .into_iter()
-            .chain(tags.map(|t| ("TAGS", t)))
-            .chain(tags.map(|t| ("CURRENT_TAGS", t)))
+        let tags = (!self.tags.is_empty()).then_some(("TAGS", &self.tags[..]));
+        let current =
+            (!self.current_tags.is_empty()).then_some(("CURRENT_TAGS", &self.current_tags[..]));
+        links.into_iter().chain(tags).chain(current)
     }
 
     /// True if there is work (processes to run, attributes to write).
@@ -522,12 +543,17 @@ fn export(m: &mut Matched) {
         let _ = m.devlinks.extend_from_slice(b"/dev/");
         let _ = m.devlinks.extend_from_slice(l.as_bytes());
     }
-    for t in &m.node.tags {
-        if m.tags.is_empty() {
-            let _ = m.tags.push(b':');
+    for (list, out) in [
+        (&m.all_tags, &mut m.tags),
+        (&m.node.tags, &mut m.current_tags),
+    ] {
+        for t in list {
+            if out.is_empty() {
+                let _ = out.push(b':');
+            }
+            let _ = out.extend_from_slice(t.as_bytes());
+            let _ = out.push(b':');
         }
-        let _ = m.tags.extend_from_slice(t.as_bytes());
-        let _ = m.tags.push(b':');
     }
 }
 
@@ -628,7 +654,7 @@ impl RuleSet {
             .iter()
             .enumerate()
             .filter(|(i, f)| {
-                self.skipped.iter().any(|d| d.file == **f)
+                self.errors.iter().any(|d| d.file == **f)
                     && !self.rules.iter().any(|r| r.file == *i)
             })
             .map(|(_, f)| f.as_str())
@@ -646,14 +672,22 @@ impl RuleSet {
     }
 
     /// The subsystems this rule set can act on: `None` if some rule with
-    /// work has no `SUBSYSTEM==` literal terms (it could match any).
+    /// work (a handler, an attribute write, or the device node's owner,
+    /// group, mode, links or tags, which the device table must remember
+    /// for the `remove`) has no `SUBSYSTEM==` literal terms (it could match
+    /// any).
     pub fn subsystems(&self) -> Option<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
         for r in self.rules.iter().filter(|r| !r.label) {
             if !self.actions[r.actions.clone()].iter().any(|a| {
                 matches!(
                     a,
-                    Action::Run(_) | Action::Builtin { .. } | Action::WriteAttr { .. }
+                    Action::Run(_)
+                        | Action::Builtin { .. }
+                        | Action::WriteAttr { .. }
+                        | Action::Node { .. }
+                        | Action::Symlink { .. }
+                        | Action::Tag { .. }
                 )
             }) {
                 continue;
@@ -864,7 +898,10 @@ impl RuleSet {
                 AssignOp::Remove => m.node.tags.retain(|t| t.as_str() != name.as_ref()),
                 _ => {
                     if *op != AssignOp::Add {
+                        // udev: `TAG=` clears every tag (TAGS too); `TAG-=`
+                        // only the current ones
                         m.node.tags.clear();
+                        m.all_tags.clear();
                     }
                     if m.node.tags.iter().any(|t| t.as_str() == name.as_ref()) {
                         return;
@@ -872,6 +909,9 @@ impl RuleSet {
                     let mut t = heapless::String::new();
                     // the loader keeps names within MAX_TAG_LEN
                     let _ = t.push_str(name);
+                    if !m.all_tags.iter().any(|x| x == &t) {
+                        let _ = m.all_tags.push(t.clone());
+                    }
                     if m.node.tags.push(t).is_err() {
                         m.limits_hit += 1;
                     }
@@ -971,6 +1011,8 @@ impl RuleSet {
                     None => t.negate, // makes the caller's `== negate` test fail
                 }
             }
+            MatchKey::Tag => m.node.tags.iter().any(|t| g.matches(t.as_bytes())),
+            MatchKey::Symlink => m.node.links.iter().any(|l| g.matches(l.as_bytes())),
             MatchKey::Attrs(_) | MatchKey::Kernels | MatchKey::Subsystems | MatchKey::Drivers => {
                 false
             }
@@ -1078,51 +1120,6 @@ impl RuleSet {
         true
     }
 
-    /// The handler environment of [`RuleSet::env`], each (key, value)
-    /// handed to `out` in the same order, without allocating (a fixed list
-    /// on the stack): the event's fields (a repeated key once, at its first
-    /// place, with its last value), then what rules set with `ENV{}` and
-    /// imported with `IMPORT{builtin}`, in the order they were set
-    /// (replacing a field of the same name in place; an empty value
-    /// removes it), then `DEVLINKS`, `TAGS` and `CURRENT_TAGS`.
-    pub fn env_each<'a>(
-        &'a self,
-        ev: &'a Uevent<'a>,
-        m: &'a Matched,
-        out: &mut dyn FnMut(&[u8], &[u8]),
-    ) {
-        let mut list: heapless::Vec<
-            (&str, &[u8]),
-            { MAX_FIELDS + MAX_ENV_ASSIGN + MAX_IMPORTED + 3 },
-        > = heapless::Vec::new();
-        let fields = ev.fields().iter().map(|f| (f.key, f.value));
-        for (key, value) in fields {
-            match list.iter_mut().find(|(k, _)| *k == key) {
-                Some(e) => e.1 = value,
-                // room for every source: cannot fail
-                None => {
-                    let _ = list.push((key, value));
-                }
-            }
-        }
-        let exported = m.exported().map(|(k, v)| -> (&'a str, &'a [u8]) { (k, v) });
-        for (key, value) in self.properties(m).chain(exported) {
-            if value.is_empty() {
-                list.retain(|(k, _)| *k != key);
-                continue;
-            }
-            match list.iter_mut().find(|(k, _)| *k == key) {
-                Some(x) => x.1 = value,
-                None => {
-                    let _ = list.push((key, value));
-                }
-            }
-        }
-        for (k, v) in &list {
-            out(k.as_bytes(), v);
-        }
-    }
-
     /// The environment a handler sees, as [`RuleSet::env_each`] gives it
     /// (allocates: for tools and tests).
     pub fn env(&self, ev: &Uevent<'_>, m: &Matched) -> Vec<(String, Vec<u8>)> {
@@ -1133,26 +1130,65 @@ impl RuleSet {
         out
     }
 
-    /// Every property rules set (`ENV{}`) or imported, in the order they
-    /// were set, private ones (`ENV{.NAME}`) left out; an empty value means
-    /// removed. No allocation: a fixed list, sorted in place.
-    fn properties<'a>(&'a self, m: &'a Matched) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        let mut all: heapless::Vec<(u32, &str, &[u8]), { MAX_ENV_ASSIGN + MAX_IMPORTED }> =
-            heapless::Vec::new();
-        let set = m.env.iter().filter_map(|e| match &self.actions[e.action] {
-            Action::SetEnv { key, .. } => Some((e.seq, key.as_ref(), &e.value[..])),
-            _ => None,
-        });
-        let imported = m.imported.iter().map(|e| (e.seq, e.key, &e.value[..]));
-        for p in set
-            .chain(imported)
-            .filter(|(_, k, _)| !subst::is_private(k))
-        {
-            // at most MAX_ENV_ASSIGN + MAX_IMPORTED: cannot fail
-            let _ = all.push(p);
+    /// The handler environment, each (key, value) handed to `out`, without
+    /// allocating: the event's fields in wire order (a key the event
+    /// repeats once, at its first place, with its last value), a property
+    /// the rules set (`ENV{}`) or imported (`IMPORT{builtin}`) replacing a
+    /// field of the same name in place (the later of the two wins; an empty
+    /// value, `ENV{KEY}=""`, removes it); then the new properties, `ENV{}`
+    /// ones in the order first assigned, then imported ones; then
+    /// `DEVLINKS`, `TAGS` and `CURRENT_TAGS` when there are links or tags.
+    /// Private properties (`ENV{.NAME}`) are left out.
+    pub fn env_each(&self, ev: &Uevent<'_>, m: &Matched, out: &mut dyn FnMut(&[u8], &[u8])) {
+        let fields = ev.fields();
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|g| g.key == f.key) {
+                continue;
+            }
+            let value = match property(self, m, f.key) {
+                Some([]) => continue, // removed
+                Some(v) => v,
+                None => fields[i..]
+                    .iter()
+                    .rev()
+                    .find(|g| g.key == f.key)
+                    .map_or(f.value, |g| g.value),
+            };
+            out(f.key.as_bytes(), value);
         }
-        all.sort_unstable_by_key(|e| e.0);
-        all.into_iter().map(|(_, k, v)| (k, v))
+        let in_event = |key: &str| fields.iter().any(|f| f.key == key);
+        let set_by_env = |key: &str| {
+            m.env.iter().any(
+                |e| matches!(&self.actions[e.action], Action::SetEnv { key: k, .. } if k.as_ref() == key),
+            )
+        };
+        for (i, e) in m.env.iter().enumerate() {
+            let Action::SetEnv { key, .. } = &self.actions[e.action] else {
+                continue;
+            };
+            if in_event(key)
+                || m.env[..i].iter().any(|p| {
+                    matches!(&self.actions[p.action], Action::SetEnv { key: k, .. } if k == key)
+                })
+            {
+                continue;
+            }
+            match property(self, m, key) {
+                Some(v) if !v.is_empty() => out(key.as_bytes(), v),
+                _ => {}
+            }
+        }
+        for e in &m.imported {
+            if in_event(e.key) || set_by_env(e.key) || e.value.is_empty() {
+                continue;
+            }
+            out(e.key.as_bytes(), &e.value);
+        }
+        for (k, v) in m.exported() {
+            if !in_event(k) {
+                out(k.as_bytes(), v);
+            }
+        }
     }
 
     /// What the rules added to the event, as (key, value), for dry runs and
@@ -1227,6 +1263,25 @@ pub(crate) fn env_value<'a>(rs: &RuleSet, ev: &Uevent<'a>, m: &'a Matched, key: 
         (Some(s), _) => &s.value,
         (None, Some(i)) => &i.value,
         (None, None) => ev.get(key).unwrap_or(b""),
+    }
+}
+
+/// A non-private property the rules set or imported (the later of the
+/// two), if any: `Some(b"")` when `ENV{key}=""` removed it.
+fn property<'a>(rs: &RuleSet, m: &'a Matched, key: &str) -> Option<&'a [u8]> {
+    if subst::is_private(key) {
+        return None;
+    }
+    let set = m.env.iter().find(|e| match &rs.actions[e.action] {
+        Action::SetEnv { key: k, .. } => k.as_ref() == key,
+        _ => false,
+    });
+    let imported = m.imported.iter().find(|e| e.key == key);
+    match (set, imported) {
+        (Some(s), Some(i)) if i.seq > s.seq => Some(&i.value),
+        (Some(s), _) => Some(&s.value),
+        (None, Some(i)) => Some(&i.value),
+        (None, None) => None,
     }
 }
 
@@ -1311,6 +1366,8 @@ impl MatchKey {
             MatchKey::Kernels => "KERNELS".into(),
             MatchKey::Subsystems => "SUBSYSTEMS".into(),
             MatchKey::Drivers => "DRIVERS".into(),
+            MatchKey::Tag => "TAG".into(),
+            MatchKey::Symlink => "SYMLINK".into(),
         }
     }
 }

@@ -1,11 +1,14 @@
 //! Rule files → [`RuleSet`], or every mistake as a [`Diagnostic`].
 //!
-//! The language (a udev subset; the README documents it in full):
-//! one rule per logical line (a trailing `\` continues it), `KEY OP "value"`
-//! terms separated by commas, `#` starts a comment line. Match keys take
-//! `==`/`!=` and a glob; assignments take `=` or `+=`. All errors of a file
-//! are reported at once, each as `file:line:column: message` with the line
-//! and a caret.
+//! The language is udev's, read as udev 252 reads it (the README and
+//! `docs/udev-rules-compat.md` document it in full): one rule per logical
+//! line (a trailing `\` continues it; a `#` line is a comment wherever it
+//! is), `KEY{attr} OP "value"` terms separated by whitespace or commas,
+//! `\"` and `e"..."` escapes in values. Each diagnostic is `file:line:column:
+//! message` with the line and a caret, in three classes: a line udev would
+//! skip is skipped and the rest loads ([`RuleSet::errors`]); a construct
+//! hotplugd cannot do as udev would refuses the set (`Err`); what udev
+//! accepts with a note is a warning ([`RuleSet::warnings`]).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -49,7 +52,7 @@ pub const DEFAULT_RULES_NAME: &str = "<default rules>";
 /// replacing symlink to `/dev/null` masks the name. `builtins` are the
 /// names `RUN{builtin}` may use. On an error reading a file, or a construct
 /// hotplugd refuses, nothing is returned but the diagnostics; lines udev
-/// would skip are skipped ([`RuleSet::skipped`]).
+/// would skip are skipped ([`RuleSet::errors`]).
 /// With `as_root` (the daemon's effective uid is 0: `sys::is_root`), each
 /// file is also checked for trust on the descriptor it is read from (see
 /// [`check_trust`], which reports what was found).
@@ -685,7 +688,7 @@ fn lex(text: &str) -> Result<Lexed<'_>, (usize, String)> {
 /// As udev 252 reads rules (docs/udev-rules-compat.md):
 /// - a line udev would skip (a bad term, an unknown key, a wrong operator,
 ///   an unknown user or group, ...) is skipped with an error and the rest
-///   loads: the error is in [`RuleSet::skipped`];
+///   loads: the error is in [`RuleSet::errors`];
 /// - a construct hotplugd cannot do as udev would (`PROGRAM`, `TEST`,
 ///   `NAME`, ...) refuses the whole set: `Err` with every error, so `run`
 ///   never runs with fewer rules than udev would have;
@@ -750,6 +753,7 @@ pub fn compile_with(
                 names,
                 errors: Vec::new(),
                 refused: Vec::new(),
+                ignored: Vec::new(),
                 warnings: Vec::new(),
                 matches: Vec::new(),
                 actions: Vec::new(),
@@ -771,7 +775,8 @@ pub fn compile_with(
             if b.actions.len() > MAX_ACTIONS_PER_RULE {
                 b.refuse(terms[0].key_at, format!("more than {MAX_ACTIONS_PER_RULE} assignments in one rule (MAX_ACTIONS_PER_RULE)"));
             }
-            let warn_noop = b.actions.is_empty()
+            let warn_noop = b.ignored.is_empty()
+                && b.actions.is_empty()
                 && b.goto.is_none()
                 && !b.last_rule
                 && b.label.is_none()
@@ -779,6 +784,7 @@ pub fn compile_with(
             let RuleBuilder {
                 errors: errs,
                 refused: mut refs,
+                ignored,
                 warnings,
                 mut matches,
                 actions,
@@ -798,6 +804,7 @@ pub fn compile_with(
                 continue;
             }
             rs.warnings.extend(warnings);
+            skipped.extend(ignored);
             if matches.is_empty()
                 && actions.is_empty()
                 && imports.is_empty()
@@ -918,7 +925,7 @@ pub fn compile_with(
     let order = |d: &Diagnostic| (sources.iter().position(|s| s.name == d.file), d.line, d.col);
     if refused.is_empty() {
         skipped.sort_by_key(order);
-        rs.skipped = skipped;
+        rs.errors = skipped;
         Ok(rs)
     } else {
         // files in the order given; within a file, by position
@@ -937,6 +944,8 @@ struct RuleBuilder<'a> {
     errors: Vec<Diagnostic>,
     /// Constructs hotplugd refuses (nothing loads).
     refused: Vec<Diagnostic>,
+    /// Errors udev reports but loads the line past (a term ignored).
+    ignored: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     matches: Vec<Match>,
     actions: Vec<Action>,
@@ -994,6 +1003,12 @@ impl RuleBuilder<'_> {
     fn refuse(&mut self, at: usize, msg: String) {
         let d = self.err(at, msg);
         self.refused.push(d);
+    }
+
+    /// An error udev reports while loading the line without the term.
+    fn ignore(&mut self, at: usize, msg: String) {
+        let d = self.err(at, msg);
+        self.ignored.push(d);
     }
 
     /// Loads, with a note (`check --strict` makes it an error).
@@ -1134,10 +1149,8 @@ impl RuleBuilder<'_> {
                 format!("{key} is not supported: rules cannot run programs to decide a match (the daemon would wait on it); decide in the RUN handler"),
             ),
             "TEST" => self.refuse(t.key_at, "TEST is not supported: test for the file in the RUN handler, or match ATTR{...}".into()),
-            "TAGS" | "CURRENT_TAGS" => self.refuse(
-                t.key_at,
-                format!("{key} is not supported: hotplugd keeps no tags from earlier events to match; match what set the tag instead"),
-            ),
+            "TAGS" if is_match && t.attr.is_none() => self.add_match(MatchKey::Tag, t),
+            "TAGS" => self.fail(t.op_at, "TAGS is a match key: use == or != (to set a tag: TAG+=)".into()),
             "SYSCTL" | "CONST" => {
                 self.refuse(t.key_at, format!("{key} is a udev key that hotplugd does not support"))
             }
@@ -1270,14 +1283,21 @@ impl RuleBuilder<'_> {
                     match found {
                         Ok(Some(id)) => (nk, id),
                         Ok(None) => {
+                            // udev 252: "Unknown group 'x', ignoring": the
+                            // line loads without the term
                             let what = if user { "user" } else { "group" };
-                            return self.fail(
+                            return self.ignore(
                                 t.value_at,
-                                format!("unknown {what} \"{v}\" (not in the {what} database here)"),
+                                format!("unknown {what} \"{v}\" (not in the {what} database here): {key} is ignored, as udev ignores it; the rest of the line loads"),
                             );
                         }
                         Err(e) => {
-                            return self.fail(t.value_at, format!("cannot look up \"{v}\": {e}"))
+                            return self.ignore(
+                                t.value_at,
+                                format!(
+                                "cannot look up \"{v}\": {e}: {key} is ignored, as udev ignores it"
+                            ),
+                            )
                         }
                     }
                 }
@@ -1299,12 +1319,8 @@ impl RuleBuilder<'_> {
             "+=" => AssignOp::Add,
             "=" => AssignOp::Assign,
             ":=" => AssignOp::Final,
-            "==" | "!=" => {
-                return self.refuse(
-                    t.op_at,
-                    "SYMLINK==/!= (matching the links set so far) is not supported".into(),
-                )
-            }
+            // udev 252: true if a link an earlier rule set matches
+            "==" | "!=" => return self.add_match(MatchKey::Symlink, t),
             _ => {
                 return self.fail(
                     t.op_at,
@@ -1325,6 +1341,10 @@ impl RuleBuilder<'_> {
         if t.attr.is_some() {
             return self.fail(t.attr_at - 1, "TAG takes no {...}".into());
         }
+        if matches!(t.op, "==" | "!=") {
+            // udev 252: true if a tag an earlier rule set matches
+            return self.add_match(MatchKey::Tag, t);
+        }
         let op = match t.op {
             "+=" => AssignOp::Add,
             "-=" => AssignOp::Remove,
@@ -1333,7 +1353,12 @@ impl RuleBuilder<'_> {
                 self.coerce(t, "=");
                 AssignOp::Assign
             }
-            _ => return self.fail(t.op_at, format!("TAG takes +=, -= or =, not {} (to match tags: TAGS==, which hotplugd does not support)", t.op)),
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!("TAG takes ==, !=, +=, -= or =, not {}", t.op),
+                )
+            }
         };
         let v = t.value.as_str();
         if v.contains(['$', '%']) {
@@ -1409,48 +1434,63 @@ impl RuleBuilder<'_> {
                 "OPTIONS takes += (OPTIONS+=\"link_priority=10\")".into(),
             );
         }
-        let mut any = false;
-        for opt in t.value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            any = true;
-            let at = t.value_at + t.value.find(opt).unwrap_or(0);
-            let (name, arg) = opt.split_once('=').unwrap_or((opt, ""));
-            match (name, arg) {
-                ("last_rule", "") => {
-                    self.last_rule = true;
-                    self.warn(at, "OPTIONS \"last_rule\" is not in udev 252 (udev ignores it and evaluates later rules); hotplugd keeps it: no later rule is evaluated for the event".into());
-                }
-                ("link_priority", n) => match n.parse::<i32>() {
-                    Ok(p) => self.actions.push(Action::LinkPriority(p)),
-                    Err(_) => {
-                        return self.fail(at, format!("link_priority \"{n}\" is not a number"))
-                    }
-                },
-                ("string_escape", "none") => self.actions.push(Action::StringEscape(Escape::None)),
-                ("string_escape", "replace") => {
-                    self.actions.push(Action::StringEscape(Escape::Replace))
-                }
-                ("string_escape", e) => {
-                    return self.fail(
-                        at,
-                        format!("string_escape \"{e}\": expected none or replace"),
-                    )
-                }
-                (
-                    "static_node" | "watch" | "nowatch" | "db_persist" | "log_level"
-                    | "all_partitions",
-                    _,
-                ) => self.warn(
-                    at,
-                    format!("OPTIONS \"{opt}\" has no meaning in hotplugd; ignored"),
-                ),
-                _ => self.warn(
-                    at,
-                    format!("unknown OPTIONS \"{opt}\"; ignored (as udev does)"),
-                ),
-            }
+        // udev 252 takes one option per OPTIONS ("a,b" is one unknown value)
+        let opt = t.value.as_str();
+        let at = t.value_at;
+        if opt.is_empty() {
+            return self.warn(at, "OPTIONS without an option does nothing".into());
         }
-        if !any {
-            self.warn(t.value_at, "OPTIONS without an option does nothing".into());
+        let (name, arg) = opt.split_once('=').unwrap_or((opt, ""));
+        match (name, arg) {
+            ("last_rule", "") => {
+                self.last_rule = true;
+                self.warn(at, "OPTIONS \"last_rule\" is not in udev 252 (udev ignores it and evaluates later rules); hotplugd keeps it: no later rule is evaluated for the event".into());
+            }
+            ("link_priority", n) => match n.parse::<i32>() {
+                Ok(p) => self.actions.push(Action::LinkPriority(p)),
+                Err(_) => self.fail(at, format!("link_priority \"{n}\" is not a number")),
+            },
+            ("string_escape", "none") => self.actions.push(Action::StringEscape(Escape::None)),
+            ("string_escape", "replace") => {
+                self.actions.push(Action::StringEscape(Escape::Replace))
+            }
+            ("string_escape", e) => self.warn(
+                at,
+                format!("string_escape \"{e}\": expected none or replace; ignored (as udev does)"),
+            ),
+            ("log_level", l)
+                if !(l == "reset"
+                    || l.parse::<u8>().is_ok_and(|n| n <= 7)
+                    || matches!(
+                        l,
+                        "emerg"
+                            | "alert"
+                            | "crit"
+                            | "err"
+                            | "warning"
+                            | "notice"
+                            | "info"
+                            | "debug"
+                    )) =>
+            {
+                self.fail(
+                    at,
+                    format!(
+                        "log_level \"{l}\" is not a log level (0-7, emerg ... debug, or reset)"
+                    ),
+                )
+            }
+            (
+                "static_node" | "watch" | "nowatch" | "db_persist" | "log_level" | "all_partitions",
+                _,
+            ) => self.warn(
+                at,
+                format!("OPTIONS \"{opt}\" has no meaning in hotplugd; ignored"),
+            ),
+            _ => self.warn(
+                at,
+                format!("unknown OPTIONS \"{opt}\"; ignored (as udev does)"),
+            ),
         }
     }
 
