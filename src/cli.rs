@@ -114,6 +114,10 @@ pub struct RunOpts {
     /// `--accept-injected`: also accept events the kernel rebroadcasts for a
     /// root process of another pid (containers).
     pub accept_injected: bool,
+    /// `--dev-root`: the directory whose nodes and links the rules'
+    /// `OWNER`/`GROUP`/`MODE`/`SYMLINK` manage (default `/dev`); `None`:
+    /// `--dev-root none`, /dev is not touched.
+    pub dev_root: Option<PathBuf>,
 }
 
 /// Options of `check`.
@@ -296,6 +300,12 @@ Options:
                    uevents this way, so without it every event is rejected.
                    Off by default: on a board only the kernel itself (pid 0)
                    sends uevents, and any root process could inject one
+  --dev-root DIR   where device nodes and links live (default /dev): the
+                   rules' OWNER, GROUP and MODE are applied to DIR/$DEVNAME
+                   (only if it is the event's device node) and SYMLINK links
+                   made under DIR, removed when their device goes; `none`:
+                   leave /dev alone (another manager owns it). A directory
+                   that cannot be opened: warned about, and left alone
   -v, --verbose    more log output (repeatable)
   -h, --help       this help
 
@@ -321,7 +331,10 @@ On exit one line goes to stderr:
   resync_retries=N synthetic_adds=N synthetic_removes=N table_full=N
   resync_unchecked=N synthetic_malformed=N broadcast_sent=N broadcast_again=N
   broadcast_nobufs=N broadcast_refused=N broadcast_failed=N
-  broadcast_too_large=N longest_turn_us=N log_dropped=N
+  broadcast_too_large=N dev_perms_applied=N dev_perms_refused=N
+  dev_perms_failed=N dev_links_made=N dev_links_removed=N dev_links_refused=N
+  dev_link_conflicts=N dev_links_failed=N table_records_cut=N
+  remove_props_cut=N longest_turn_us=N log_dropped=N
 "
     )
 }
@@ -546,6 +559,7 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
         track: None,
         broadcast: Vec::new(),
         accept_injected: false,
+        dev_root: Some(PathBuf::from("/dev")),
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -557,6 +571,10 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
             Long("ready-fd") => o.ready_fd = Some(number(p, "--ready-fd", 3, 1 << 20)? as i32),
             Long("pidfile") => o.pidfile = Some(p.value()?.into()),
             Long("accept-injected") => o.accept_injected = true,
+            Long("dev-root") => {
+                let v = p.value()?;
+                o.dev_root = if v == "none" { None } else { Some(v.into()) };
+            }
             Long("coldplug") => {
                 let v = p.value()?.string()?;
                 o.coldplug = Coldplug::parse(&v).ok_or_else(|| {
