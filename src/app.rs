@@ -356,25 +356,39 @@ pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Res
     ending.map(|_| ())
 }
 
-/// `hotplugd check`: diagnostics to stderr, the summary to stdout.
+/// `hotplugd check`: diagnostics to stderr (skipped lines and warnings
+/// in file order), the summary to stdout. Exit 1 if a line was skipped,
+/// the rules were refused, or (`--strict`) there were warnings.
 pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     match rules_from(&opts.rules, opts.insecure_rules).load(&builtins.names()) {
         Ok(rs) => {
             let mut err = io::stderr().lock();
-            for w in &rs.warnings {
-                let _ = writeln!(err, "{w}");
+            let mut all: Vec<&Diagnostic> = rs.warnings.iter().chain(&rs.skipped).collect();
+            all.sort_by_key(|d| (rs.files.iter().position(|f| *f == d.file), d.line, d.col));
+            for d in all {
+                let _ = writeln!(err, "{d}");
             }
-            let _ = writeln!(
-                io::stdout(),
-                "rules: {} rules from {} files{}",
-                rs.len(),
-                rs.files.len(),
-                if rs.warnings.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} warnings", rs.warnings.len())
-                }
-            );
+            let mut summary = format!("rules: {} rules from {} files", rs.len(), rs.files.len());
+            if !rs.skipped.is_empty() {
+                summary.push_str(&format!(", {}", plural(rs.skipped.len(), "error")));
+            }
+            if !rs.warnings.is_empty() {
+                summary.push_str(&format!(", {}", plural(rs.warnings.len(), "warning")));
+            }
+            let _ = writeln!(io::stdout(), "{summary}");
+            if !rs.skipped.is_empty() {
+                return Err(AppError::Config(format!(
+                    "{} in the rules: those lines are skipped, as udev skips them; `run` loads the rest",
+                    plural(rs.skipped.len(), "error")
+                )));
+            }
+            if opts.strict && !rs.warnings.is_empty() {
+                return Err(AppError::Config(format!(
+                    "{} (--strict)",
+                    plural(rs.warnings.len(), "warning")
+                )));
+            }
             Ok(())
         }
         Err(errors) => {
@@ -383,9 +397,8 @@ pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
                 let _ = writeln!(err, "{e}");
             }
             Err(AppError::Config(format!(
-                "{} error{} in the rules; nothing loaded",
-                errors.len(),
-                if errors.len() == 1 { "" } else { "s" }
+                "{} in the rules; nothing loaded",
+                plural(errors.len(), "error")
             )))
         }
     }

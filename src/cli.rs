@@ -127,6 +127,8 @@ pub struct CheckOpts {
     pub rules: Vec<PathBuf>,
     /// `--insecure-rules`.
     pub insecure_rules: bool,
+    /// `--strict`: warnings fail the check too.
+    pub strict: bool,
 }
 
 /// Options of `replay`.
@@ -234,9 +236,13 @@ SIGUSR1 logs the same line at any time.
 ";
 
 const RULES_OPTS: &str =
-    "  --rules PATH     a rules file, or a directory whose *.rules files load in
-                   lexical order; repeatable. Without it: the built-in
-                   default rules (log every USB device plugged or unplugged)
+    "  --rules PATH     a rules file, or a directory of *.rules files; repeatable.
+                   As udev: the files of all paths load in one order, by
+                   file name; a later path's file of the same name replaces
+                   an earlier one (--rules /lib/udev/rules.d --rules
+                   /etc/udev/rules.d: /etc wins) and a symlink to /dev/null
+                   masks it. Without it: the built-in default rules (log
+                   every USB device plugged or unplugged)
   --insecure-rules when running as root, rule files, rule directories and
                    RUN programs (and their directories) must be owned by
                    root and not writable by group or others, or nothing
@@ -345,15 +351,25 @@ pub fn check_help() -> String {
         "\
 hotplugd check: check rule files
 
-Usage: hotplugd check [--rules PATH]...
+Usage: hotplugd check [--rules PATH]... [--strict]
 
-Loads the rules exactly as `run` would. Exit 0 with a one-line summary
-(`rules: N rules from M files`), or exit 1 with every error, each as
-`file:line:column: message`, the line and a caret. Warnings (a RUN program
-missing on this machine, a rule that does nothing) are printed but do not fail.
+Loads the rules exactly as `run` would and prints every problem as
+`file:line:column: message`, the line and a caret, then a one-line summary
+(`rules: N rules from M files`) on standard output. Reads rules as udev 252:
+- a line udev would skip (unknown key, wrong operator, bad value, unknown
+  user or group, ...) is an error and is skipped; the rest loads (`run`
+  runs with it, as udev would); `check` exits 1;
+- a construct hotplugd cannot do as udev would (PROGRAM, TEST, NAME,
+  RUN{{builtin}} it lacks, ...) refuses the whole set: nothing loads, `run`
+  does not start, a reload keeps the old rules; exit 1;
+- what udev accepts with a note (a coerced operator such as MODE+=, a
+  pattern that can never match, an OPTIONS value without meaning here, a
+  missing comma, a RUN program missing on this machine, a rule that does
+  nothing) is a warning: exit 0, unless --strict.
 
 Options:
 {RULES_OPTS}
+  --strict         warnings fail the check too (exit 1)
   -h, --help       this help
 "
     )
@@ -627,11 +643,13 @@ fn parse_check(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageE
     let mut o = CheckOpts {
         rules: Vec::new(),
         insecure_rules: false,
+        strict: false,
     };
     while let Some(arg) = p.next()? {
         match arg {
             Long("rules") => o.rules.push(p.value()?.into()),
             Long("insecure-rules") => o.insecure_rules = true,
+            Long("strict") => o.strict = true,
             Short('h') | Long("help") => return Ok(Command::Help(leak(check_help()))),
             Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
             Long("log-target") => c.log_target(p)?,

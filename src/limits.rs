@@ -14,9 +14,10 @@ pub const UEVENT_NUM_ENVP: usize = 64;
 
 /// Most fields the parser takes: a full kernel event plus every `ENV{}`
 /// assignment the rules can add ([`MAX_ENV_ASSIGN`]), so the event a
-/// builtin handler is given (the job's `raw`) always parses. A datagram
+/// builtin handler is given (the job's `raw`) always parses: imported
+/// properties ([`MAX_IMPORTED`]) and `DEVLINKS`, `TAGS`, `CURRENT_TAGS` too. A datagram
 /// with more is refused as malformed (`TooManyFields`) and counted.
-pub const MAX_FIELDS: usize = UEVENT_NUM_ENVP + MAX_ENV_ASSIGN;
+pub const MAX_FIELDS: usize = UEVENT_NUM_ENVP + MAX_ENV_ASSIGN + MAX_IMPORTED + 3;
 
 /// Size of the one receive buffer for a datagram.
 ///
@@ -81,6 +82,18 @@ pub const MAX_SUBST_LEN: usize = 2048;
 /// `ENV{KEY}="value"` assignments that one event can collect from all rules.
 /// Exceeded: the surplus assignments are dropped, logged and counted.
 pub const MAX_ENV_ASSIGN: usize = 16;
+
+/// Properties `IMPORT{builtin}` can set for one event (all builtins
+/// together), beside the [`MAX_ENV_ASSIGN`] room of `ENV{}` assignments.
+/// `usb_id` sets up to 25 (`identity::MAX_PROPERTIES` is 32), `path_id` 2.
+/// Exceeded: the surplus properties are dropped, logged and counted
+/// (`limits_hit`).
+pub const MAX_IMPORTED: usize = 40;
+
+/// Bytes of one imported property's value. udev's own values are shorter
+/// (`ID_SERIAL` and the `_ENC` values are built from 256-byte sysfs
+/// strings). Exceeded: cut, logged and counted (`limits_hit`).
+pub const MAX_IMPORTED_LEN: usize = 512;
 
 /// `SYMLINK` links one event's device can get from all rules.
 /// Exceeded: the surplus links are not made; logged and counted (`limits_hit`).

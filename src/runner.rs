@@ -349,15 +349,27 @@ impl Runner {
         &self.rules
     }
 
-    /// Logs `rules: N rules from M files` and each warning.
+    /// Logs `rules: N rules from M files`, each warning and each line
+    /// skipped (as udev skips it: the rest loaded).
     pub fn log_loaded(&self) {
         for w in &self.rules.warnings {
             warn!("{w}");
         }
+        for e in &self.rules.skipped {
+            error!("{e}");
+        }
         info!(
-            "rules: {} rules from {} files",
+            "rules: {} rules from {} files{}",
             self.rules.len(),
-            self.rules.files.len()
+            self.rules.files.len(),
+            if self.rules.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} lines with errors skipped, as udev skips them",
+                    self.rules.skipped.len()
+                )
+            }
         );
     }
 
@@ -429,7 +441,8 @@ pub fn build_job(rules: &RuleSet, ev: &Uevent<'_>, m: &Matched, sysfs: &SysfsRoo
                     steps.push_back(Step::WriteAttr { name, value, rule });
                 }
             }
-            Action::SetEnv { .. } => {}
+            // ENV, OWNER/GROUP/MODE, SYMLINK, TAG, OPTIONS: decided by the rules
+            _ => {}
         }
     }
     let job = Job {

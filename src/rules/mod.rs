@@ -23,8 +23,8 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::limits::{
-    MAX_ATTR_LEN, MAX_ENV_ASSIGN, MAX_LINKS, MAX_LINK_LEN, MAX_PARENT_DEPTH, MAX_RUN_PER_EVENT,
-    MAX_SUBST_LEN, MAX_TAGS, MAX_TAG_LEN,
+    MAX_ATTR_LEN, MAX_ENV_ASSIGN, MAX_IMPORTED, MAX_IMPORTED_LEN, MAX_LINKS, MAX_LINK_LEN,
+    MAX_PARENT_DEPTH, MAX_RUN_PER_EVENT, MAX_SUBST_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 use crate::uevent::Uevent;
 use crate::usb::UsbView;
@@ -39,6 +39,20 @@ pub trait Sysfs {
     /// The last component of the target of symlink `name` (`subsystem`,
     /// `driver`) of the device at `devpath`.
     fn link<'b>(&self, devpath: &str, name: &str, buf: &'b mut [u8]) -> Option<&'b [u8]>;
+    /// `IMPORT{builtin}="name"`: runs the identity builtin `name`
+    /// (`usb_id`, `path_id`: [`crate::identity::run_builtin`]) on the
+    /// device at `devpath`; `None` if it fails (then, as in udev, the rule
+    /// does not match). `id_bus_set`: the event already has `ID_BUS`. The
+    /// builtin allocates (only for the rules that import); the caller
+    /// copies its result into fixed room. Default: no builtins.
+    fn builtin(
+        &self,
+        _name: &str,
+        _devpath: &str,
+        _id_bus_set: bool,
+    ) -> Option<crate::identity::Properties> {
+        None
+    }
 }
 
 /// A sysfs with nothing in it (every read fails): for checks without a tree.
@@ -115,8 +129,68 @@ pub struct Command {
     pub argv: Vec<Template>,
 }
 
-/// One assignment, in rule order. New capabilities (device nodes, USB
-/// identity properties) become new variants.
+/// What an assignment operator does (udev's `=`, `+=`, `-=`, `:=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignOp {
+    /// `=`: replaces (for lists: clears, then adds).
+    Assign,
+    /// `+=`: adds to a list.
+    Add,
+    /// `-=`: removes from a list.
+    Remove,
+    /// `:=`: as `=`, and final: later rules cannot change it.
+    Final,
+}
+
+impl AssignOp {
+    /// The operator as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignOp::Assign => "=",
+            AssignOp::Add => "+=",
+            AssignOp::Remove => "-=",
+            AssignOp::Final => ":=",
+        }
+    }
+}
+
+/// Which device node property an `OWNER`/`GROUP`/`MODE` assignment sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKey {
+    /// `OWNER`: a uid.
+    Owner,
+    /// `GROUP`: a gid.
+    Group,
+    /// `MODE`: permission bits.
+    Mode,
+}
+
+impl NodeKey {
+    fn bit(self) -> u8 {
+        match self {
+            NodeKey::Owner => 1,
+            NodeKey::Group => 2,
+            NodeKey::Mode => 4,
+        }
+    }
+}
+
+/// udev's `OPTIONS+="string_escape=..."`: how `SYMLINK` values are escaped
+/// (event state: it holds for the rest of the event's rules).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Escape {
+    /// Not set: whitespace from substitutions becomes `_`, characters not
+    /// allowed in a device name become `_`, spaces separate links.
+    #[default]
+    Unset,
+    /// `string_escape=none`: nothing is replaced.
+    None,
+    /// `string_escape=replace`: as unset, and spaces become `_` too, so
+    /// the value is one link.
+    Replace,
+}
+
+/// One assignment, in rule order.
 #[derive(Clone, Debug)]
 pub enum Action {
     /// `RUN+="/abs/program args"`
@@ -130,12 +204,15 @@ pub enum Action {
         /// The words after the name.
         args: Vec<Template>,
     },
-    /// `ENV{KEY}="value"`
+    /// `ENV{KEY}="value"` (an empty value removes `KEY`, as udev);
+    /// `ENV{KEY}+="value"` appends, after a space if `KEY` has a value.
     SetEnv {
         /// The variable.
         key: Box<str>,
         /// Its new value.
         value: Template,
+        /// `+=`
+        append: bool,
     },
     /// `ATTR{file}="value"`: written to sysfs when the event's work runs.
     WriteAttr {
@@ -144,6 +221,33 @@ pub enum Action {
         /// What to write.
         value: Template,
     },
+    /// `OWNER`, `GROUP`, `MODE` (`=`, or `:=` final), resolved at load.
+    Node {
+        /// Which one.
+        key: NodeKey,
+        /// uid, gid or mode bits.
+        value: u32,
+        /// `:=`
+        fixed: bool,
+    },
+    /// `SYMLINK` (`+=`, `=`, `:=`): space-separated links below `/dev`.
+    Symlink {
+        /// The operator.
+        op: AssignOp,
+        /// The links, before substitution and escaping.
+        value: Template,
+    },
+    /// `TAG` (`+=`, `-=`, `=`).
+    Tag {
+        /// The operator (`:=` is loaded as `=`).
+        op: AssignOp,
+        /// The tag (`[A-Za-z0-9_-]`).
+        name: Box<str>,
+    },
+    /// `OPTIONS+="link_priority=N"`
+    LinkPriority(i32),
+    /// `OPTIONS+="string_escape=none|replace"`
+    StringEscape(Escape),
 }
 
 /// One compiled rule.
@@ -157,6 +261,13 @@ pub struct Rule {
     pub matches: Range<usize>,
     /// Assignments in the order written.
     pub actions: Range<usize>,
+    /// `IMPORT{builtin}="name"` terms: run after every match term matched;
+    /// one that fails makes the rule not match (as in udev).
+    pub imports: Vec<Box<str>>,
+    /// An `IMPORT` hotplugd cannot do (`IMPORT{program|file|cmdline|db|
+    /// parent}`, a builtin it lacks), as written: as a failing import in
+    /// udev, the rule never matches; a load warning says so.
+    pub import_fails: Option<Box<str>>,
     /// `GOTO`: index of the rule to continue with.
     pub goto: Option<usize>,
     /// `GOTO`: the label's name.
@@ -185,6 +296,9 @@ pub struct RuleSet {
     pub actions: Vec<Action>,
     /// Warnings found while loading (the set loaded anyway).
     pub warnings: Vec<Diagnostic>,
+    /// Errors for lines that were skipped, as udev skips them (the rest
+    /// loaded): `check` exits 1 on any; `run` logs them and runs.
+    pub skipped: Vec<Diagnostic>,
     /// Trust problems found on the descriptors the rule files were read
     /// from and the directories leading to them (as root only), each with
     /// the path at fault; [`parse::check_trust`] reports them.
@@ -250,11 +364,26 @@ pub struct Work {
     pub parent: Option<usize>,
 }
 
+/// An `ENV{}` value a rule set: `seq` orders it against imported ones.
 #[derive(Clone, Debug)]
 struct EnvAssign {
     action: usize,
     value: Value,
+    seq: u32,
 }
+
+/// A property `IMPORT{builtin}` set.
+#[derive(Clone, Debug)]
+struct Imported {
+    key: &'static str,
+    value: heapless::Vec<u8, MAX_IMPORTED_LEN>,
+    seq: u32,
+}
+
+/// `DEVLINKS` (`/dev/a /dev/b`) for every link of [`MAX_LINKS`].
+const DEVLINKS_LEN: usize = MAX_LINKS * (MAX_LINK_LEN + 6);
+/// `TAGS` (`:a:b:`) for every tag of [`MAX_TAGS`].
+const TAGS_LEN: usize = MAX_TAGS * (MAX_TAG_LEN + 1) + 1;
 
 /// What the rules decided for the event's device node and links: udev's
 /// `OWNER`, `GROUP`, `MODE`, `SYMLINK`, `TAG` and `OPTIONS+="link_priority=N"`
@@ -296,11 +425,21 @@ pub struct Matched {
     /// `RUN` and `ATTR{}=` work, in order.
     pub work: heapless::Vec<Work, MAX_RUN_PER_EVENT>,
     env: heapless::Vec<EnvAssign, MAX_ENV_ASSIGN>,
-    /// Work items and `ENV{}` assignments dropped at the per-event limits,
-    /// and values cut at `MAX_SUBST_LEN`. Logged and counted by the caller.
+    imported: heapless::Vec<Imported, MAX_IMPORTED>,
+    seq: u32,
+    /// `:=` seen: bits of [`NodeKey`], and 8 for `SYMLINK`.
+    fixed: u8,
+    esc: Escape,
+    /// Work items, `ENV{}` assignments, imported properties, links and
+    /// tags dropped at the per-event limits, and values cut at
+    /// `MAX_SUBST_LEN`/`MAX_IMPORTED_LEN`. Logged and counted by the caller.
     pub limits_hit: usize,
     /// Device node permissions, links and tags (issue 13).
     pub node: NodeAssign,
+    /// `DEVLINKS` as udev exports it (`/dev/a /dev/b`), empty without links.
+    devlinks: heapless::Vec<u8, DEVLINKS_LEN>,
+    /// `TAGS`/`CURRENT_TAGS` as udev exports them (`:a:b:`), empty without tags.
+    tags: heapless::Vec<u8, TAGS_LEN>,
 }
 
 impl Matched {
@@ -310,14 +449,98 @@ impl Matched {
         self.rules.clear();
         self.work.clear();
         self.env.clear();
+        self.imported.clear();
+        self.seq = 0;
+        self.fixed = 0;
+        self.esc = Escape::Unset;
         self.limits_hit = 0;
         self.node.clear();
+        self.devlinks.clear();
+        self.tags.clear();
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// What udev exports besides the properties: `DEVLINKS`, `TAGS` and
+    /// `CURRENT_TAGS`, each only when not empty.
+    pub fn exported<'a>(&'a self) -> impl Iterator<Item = (&'static str, &'a [u8])> + 'a {
+        let links = (!self.devlinks.is_empty()).then_some(("DEVLINKS", &self.devlinks[..]));
+        let tags = (!self.tags.is_empty()).then_some(&self.tags[..]);
+        links
+            .into_iter()
+            .chain(tags.map(|t| ("TAGS", t)))
+            .chain(tags.map(|t| ("CURRENT_TAGS", t)))
     }
 
     /// True if there is work (processes to run, attributes to write).
     pub fn has_work(&self) -> bool {
         !self.work.is_empty()
     }
+}
+
+/// [`Matched::fixed`]: a `SYMLINK:=` was applied.
+const LINKS_FIXED: u8 = 8;
+
+/// Adds one link (relative to `/dev`) unless it is there already. A link
+/// that is too long or would leave `/dev` (`..`, an empty name) is not
+/// made and counted in `limits_hit`.
+fn add_link(m: &mut Matched, word: &[u8]) {
+    let w = word.strip_prefix(b"/").unwrap_or(word);
+    let bad = w.is_empty()
+        || w
+            .split(|&b| b == b'/')
+            .any(|c| c == b".." || c == b"." || c.is_empty());
+    let Ok(s) = core::str::from_utf8(w) else {
+        m.limits_hit += 1;
+        return;
+    };
+    if bad || s.len() > MAX_LINK_LEN {
+        m.limits_hit += 1;
+        return;
+    }
+    if m.node.links.iter().any(|l| l.as_str() == s) {
+        return;
+    }
+    let mut l = heapless::String::new();
+    let _ = l.push_str(s);
+    if m.node.links.push(l).is_err() {
+        m.limits_hit += 1;
+    }
+}
+
+/// Fills `DEVLINKS` and `TAGS` from the links and tags (they fit: the
+/// buffers hold every link and tag the limits allow).
+fn export(m: &mut Matched) {
+    for l in &m.node.links {
+        if !m.devlinks.is_empty() {
+            let _ = m.devlinks.push(b' ');
+        }
+        let _ = m.devlinks.extend_from_slice(b"/dev/");
+        let _ = m.devlinks.extend_from_slice(l.as_bytes());
+    }
+    for t in &m.node.tags {
+        if m.tags.is_empty() {
+            let _ = m.tags.push(b':');
+        }
+        let _ = m.tags.extend_from_slice(t.as_bytes());
+        let _ = m.tags.push(b':');
+    }
+}
+
+/// A kernel name as udev compares it: `!` (the kernel's stand-in for `/`
+/// in names such as `cciss!c0d0`) turned back into `/`. Without `!` (or
+/// too long for the buffer) the name as it is.
+fn sysname<'b>(name: &'b str, buf: &'b mut [u8; 256]) -> &'b [u8] {
+    if !name.contains('!') || name.len() > buf.len() {
+        return name.as_bytes();
+    }
+    for (d, s) in buf.iter_mut().zip(name.bytes()) {
+        *d = if s == b'!' { b'/' } else { s };
+    }
+    &buf[..name.len()]
 }
 
 /// The actions the kernel sends.
@@ -459,63 +682,187 @@ impl RuleSet {
                 i += 1;
                 continue;
             };
+            if rule.import_fails.is_some() || !self.import(rule, ev, sysfs, m) {
+                i += 1;
+                continue;
+            }
             m.count += 1;
             let _ = m.rules.push(i);
             for a in rule.actions.clone() {
-                match &self.actions[a] {
-                    Action::SetEnv { key, value } => {
-                        let mut v = Value::new();
-                        let cx = Expand {
-                            rs: self,
-                            ev,
-                            m,
-                            sysfs,
-                            parent,
-                        };
-                        if !cx.expand(value, &mut v) {
-                            m.limits_hit += 1;
-                        }
-                        // replace an earlier assignment of the same key
-                        let pos = m.env.iter().position(|e| match &self.actions[e.action] {
-                            Action::SetEnv { key: k, .. } => k == key,
-                            _ => false,
-                        });
-                        match pos {
-                            Some(p) => {
-                                m.env[p] = EnvAssign {
-                                    action: a,
-                                    value: v,
-                                }
-                            }
-                            None => {
-                                if m.env
-                                    .push(EnvAssign {
-                                        action: a,
-                                        value: v,
-                                    })
-                                    .is_err()
-                                {
-                                    m.limits_hit += 1;
-                                }
-                            }
-                        }
-                    }
-                    Action::Run(_) | Action::Builtin { .. } | Action::WriteAttr { .. } => {
-                        let w = Work {
-                            rule: i,
-                            action: a,
-                            parent,
-                        };
-                        if m.work.push(w).is_err() {
-                            m.limits_hit += 1;
-                        }
-                    }
-                }
+                self.assign(i, a, parent, ev, sysfs, m);
             }
             if rule.last_rule {
                 break;
             }
             i = rule.goto.unwrap_or(i + 1);
+        }
+        export(m);
+    }
+
+    /// Runs the rule's `IMPORT{builtin}` terms; false if one failed.
+    fn import(&self, rule: &Rule, ev: &Uevent<'_>, sysfs: &dyn Sysfs, m: &mut Matched) -> bool {
+        for name in &rule.imports {
+            let id_bus_set = !env_value(self, ev, m, "ID_BUS").is_empty();
+            let Some(props) = sysfs.builtin(name, ev.devpath(), id_bus_set) else {
+                return false;
+            };
+            for (key, value) in props.iter() {
+                let seq = m.next_seq();
+                let mut v = heapless::Vec::new();
+                let n = value.len().min(MAX_IMPORTED_LEN);
+                let _ = v.extend_from_slice(&value[..n]);
+                if n < value.len() {
+                    m.limits_hit += 1;
+                }
+                let e = Imported { key, value: v, seq };
+                match m.imported.iter_mut().find(|x| x.key == key) {
+                    Some(x) => *x = e,
+                    None => {
+                        if m.imported.push(e).is_err() {
+                            m.limits_hit += 1;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Applies assignment `a` of matching rule `rule`.
+    fn assign(
+        &self,
+        rule: usize,
+        a: usize,
+        parent: Option<usize>,
+        ev: &Uevent<'_>,
+        sysfs: &dyn Sysfs,
+        m: &mut Matched,
+    ) {
+        match &self.actions[a] {
+            Action::SetEnv { key, value, append } => {
+                let mut v = Value::new();
+                if *append {
+                    let cur = env_value(self, ev, m, key);
+                    if !cur.is_empty() {
+                        let _ = v.extend_from_slice(cur);
+                        let _ = v.push(b' ');
+                    }
+                }
+                let mut tail = Value::new();
+                let cx = Expand {
+                    rs: self,
+                    ev,
+                    m,
+                    sysfs,
+                    parent,
+                };
+                let mut ok = cx.expand(value, &mut tail, false);
+                let room = v.capacity() - v.len();
+                ok &= tail.len() <= room;
+                let _ = v.extend_from_slice(&tail[..tail.len().min(room)]);
+                if !ok {
+                    m.limits_hit += 1;
+                }
+                let seq = m.next_seq();
+                // replace an earlier assignment of the same key
+                let pos = m.env.iter().position(|e| match &self.actions[e.action] {
+                    Action::SetEnv { key: k, .. } => k == key,
+                    _ => false,
+                });
+                let e = EnvAssign {
+                    action: a,
+                    value: v,
+                    seq,
+                };
+                match pos {
+                    Some(p) => m.env[p] = e,
+                    None => {
+                        if m.env.push(e).is_err() {
+                            m.limits_hit += 1;
+                        }
+                    }
+                }
+            }
+            Action::Run(_) | Action::Builtin { .. } | Action::WriteAttr { .. } => {
+                let w = Work {
+                    rule,
+                    action: a,
+                    parent,
+                };
+                if m.work.push(w).is_err() {
+                    m.limits_hit += 1;
+                }
+            }
+            Action::Node { key, value, fixed } => {
+                if m.fixed & key.bit() != 0 {
+                    return;
+                }
+                if *fixed {
+                    m.fixed |= key.bit();
+                }
+                let slot = match key {
+                    NodeKey::Owner => &mut m.node.uid,
+                    NodeKey::Group => &mut m.node.gid,
+                    NodeKey::Mode => &mut m.node.mode,
+                };
+                *slot = Some(*value);
+            }
+            Action::Symlink { op, value } => {
+                // udev: only a device with a node gets links; `:=` ends changes
+                if m.fixed & LINKS_FIXED != 0 || ev.get("MAJOR").is_none() {
+                    return;
+                }
+                if *op == AssignOp::Final {
+                    m.fixed |= LINKS_FIXED;
+                }
+                if matches!(op, AssignOp::Assign | AssignOp::Final) {
+                    m.node.links.clear();
+                }
+                let mut v = Value::new();
+                let cx = Expand {
+                    rs: self,
+                    ev,
+                    m,
+                    sysfs,
+                    parent,
+                };
+                let esc = m.esc;
+                if !cx.expand(value, &mut v, esc != Escape::None) {
+                    // a cut value would name a wrong link: none is made
+                    m.limits_hit += 1;
+                    return;
+                }
+                match esc {
+                    Escape::Unset => subst::replace_chars(&mut v, true),
+                    Escape::Replace => subst::replace_chars(&mut v, false),
+                    Escape::None => 0,
+                };
+                for word in v
+                    .split(|b| b.is_ascii_whitespace())
+                    .filter(|w| !w.is_empty())
+                {
+                    add_link(m, word);
+                }
+            }
+            Action::Tag { op, name } => match op {
+                AssignOp::Remove => m.node.tags.retain(|t| t.as_str() != name.as_ref()),
+                _ => {
+                    if *op != AssignOp::Add {
+                        m.node.tags.clear();
+                    }
+                    if m.node.tags.iter().any(|t| t.as_str() == name.as_ref()) {
+                        return;
+                    }
+                    let mut t = heapless::String::new();
+                    // the loader keeps names within MAX_TAG_LEN
+                    let _ = t.push_str(name);
+                    if m.node.tags.push(t).is_err() {
+                        m.limits_hit += 1;
+                    }
+                }
+            },
+            Action::LinkPriority(p) => m.node.link_priority = *p,
+            Action::StringEscape(e) => m.esc = *e,
         }
     }
 
@@ -548,9 +895,10 @@ impl RuleSet {
         for dev in ancestors(ev.devpath()) {
             let all = walk.iter().all(|t| {
                 let hit = match &t.key {
-                    MatchKey::Kernels => t
-                        .glob
-                        .matches(dev.rsplit('/').next().unwrap_or("").as_bytes()),
+                    MatchKey::Kernels => t.glob.matches(sysname(
+                        dev.rsplit('/').next().unwrap_or(""),
+                        &mut [0; 256],
+                    )),
                     MatchKey::Subsystems => sysfs
                         .link(dev, "subsystem", &mut buf)
                         .is_some_and(|v| t.glob.matches(v)),
@@ -590,7 +938,7 @@ impl RuleSet {
             MatchKey::Subsystem => g.matches(ev.subsystem().unwrap_or("").as_bytes()),
             MatchKey::Devtype => g.matches(ev.get("DEVTYPE").unwrap_or(b"")),
             MatchKey::Devpath => g.matches(ev.devpath().as_bytes()),
-            MatchKey::Kernel => g.matches(ev.kernel_name().as_bytes()),
+            MatchKey::Kernel => g.matches(sysname(ev.kernel_name(), &mut [0; 256])),
             MatchKey::Driver => g.matches(ev.get("DRIVER").unwrap_or(b"")),
             MatchKey::Env(k) => g.matches(env_value(self, ev, m, k)),
             MatchKey::Usb(field) => {
@@ -641,7 +989,7 @@ impl RuleSet {
                 .iter()
                 .map(|t| {
                     let mut v = Value::new();
-                    if !cx.expand(t, &mut v) {
+                    if !cx.expand(t, &mut v, false) {
                         *limits_hit += 1;
                     }
                     v.to_vec()
@@ -674,52 +1022,97 @@ impl RuleSet {
             parent: w.parent,
         };
         let mut v = Value::new();
-        if !cx.expand(value, &mut v) {
+        if !cx.expand(value, &mut v, false) {
             *limits_hit += 1;
         }
         Some((name.to_string(), v.to_vec()))
     }
 
     /// The environment a handler sees: the event's fields (a repeated key
-    /// once, with its last value) in wire order, then the `ENV{}`
-    /// assignments of matching rules (replacing event fields of the same
-    /// name). Allocates.
+    /// once, with its last value) in wire order, then what matching rules
+    /// assigned with `ENV{}` and imported with `IMPORT{builtin}` (replacing
+    /// event fields of the same name; `ENV{KEY}=""` removes `KEY`), then
+    /// `DEVLINKS`, `TAGS` and `CURRENT_TAGS` when there are links or tags.
+    /// Allocates.
     pub fn env(&self, ev: &Uevent<'_>, m: &Matched) -> Vec<(String, Vec<u8>)> {
-        let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(ev.fields().len() + m.env.len());
+        let mut out: Vec<(String, Vec<u8>)> =
+            Vec::with_capacity(ev.fields().len() + m.env.len() + m.imported.len() + 3);
         for f in ev.fields() {
             match out.iter_mut().find(|(k, _)| k == f.key) {
                 Some(e) => e.1 = f.value.to_vec(),
                 None => out.push((f.key.to_string(), f.value.to_vec())),
             }
         }
-        for e in &m.env {
-            if let Action::SetEnv { key, .. } = &self.actions[e.action] {
-                if subst::is_private(key) {
-                    continue;
-                }
-                match out.iter_mut().find(|(k, _)| k == key.as_ref()) {
-                    Some(x) => x.1 = e.value.to_vec(),
-                    None => out.push((key.to_string(), e.value.to_vec())),
-                }
+        let exported = m.exported().map(|(k, v)| -> (&str, &[u8]) { (k, v) });
+        for (key, value) in self.properties(m).chain(exported) {
+            if value.is_empty() {
+                out.retain(|(k, _)| k != key);
+                continue;
+            }
+            match out.iter_mut().find(|(k, _)| k == key) {
+                Some(x) => x.1 = value.to_vec(),
+                None => out.push((key.to_string(), value.to_vec())),
             }
         }
         out
     }
 
-    /// The `ENV{}` assignments collected, as (key, value), for dry runs and
-    /// the handler's event; private ones (`ENV{.NAME}`) are left out.
+    /// Every property rules set (`ENV{}`) or imported, in the order they
+    /// were set, private ones (`ENV{.NAME}`) left out; an empty value means
+    /// removed. Allocates (a sort).
+    fn properties<'a>(
+        &'a self,
+        m: &'a Matched,
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        let mut all: Vec<(u32, &str, &[u8])> = m
+            .env
+            .iter()
+            .filter_map(|e| match &self.actions[e.action] {
+                Action::SetEnv { key, .. } => Some((e.seq, key.as_ref(), &e.value[..])),
+                _ => None,
+            })
+            .chain(m.imported.iter().map(|e| (e.seq, e.key, &e.value[..])))
+            .filter(|(_, k, _)| !subst::is_private(k))
+            .collect();
+        all.sort_by_key(|e| e.0);
+        all.into_iter().map(|(_, k, v)| (k, v))
+    }
+
+    /// What the rules added to the event, as (key, value), for dry runs and
+    /// the handler's event: `ENV{}` assignments and imported properties
+    /// (private ones, `ENV{.NAME}`, and removed ones left out), then
+    /// `DEVLINKS`, `TAGS` and `CURRENT_TAGS`. An `ENV{KEY}=""` of a key
+    /// the kernel sent cannot take it out of the raw event: it is only
+    /// left out of the additions.
     pub fn env_assignments<'a>(
         &'a self,
         m: &'a Matched,
-    ) -> impl Iterator<Item = (&'a str, &'a [u8])> {
-        m.env
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        // a key both set and imported: only the later one
+        let set = m.env.iter().filter_map(move |e| match &self.actions[e.action] {
+            Action::SetEnv { key, .. }
+                if !subst::is_private(key)
+                    && !e.value.is_empty()
+                    && !m.imported.iter().any(|i| i.key == key.as_ref() && i.seq > e.seq) =>
+            {
+                Some((key.as_ref(), &e.value[..]))
+            }
+            _ => None,
+        });
+        let imported = m
+            .imported
             .iter()
-            .filter_map(move |e| match &self.actions[e.action] {
-                Action::SetEnv { key, .. } if !subst::is_private(key) => {
-                    Some((key.as_ref(), &e.value[..]))
-                }
-                _ => None,
+            .filter(move |i| {
+                !i.value.is_empty()
+                    && !m.env.iter().any(|e| {
+                        e.seq > i.seq
+                            && matches!(&self.actions[e.action],
+                                Action::SetEnv { key, .. } if key.as_ref() == i.key)
+                    })
             })
+            .map(|e| (e.key, &e.value[..]));
+        let exported = m.exported().map(|(k, v)| -> (&'a str, &'a [u8]) { (k, v) });
+        set.chain(imported).chain(exported)
     }
 }
 
@@ -737,17 +1130,21 @@ impl fmt::Display for RuleLocation<'_> {
     }
 }
 
-/// An `ENV{key}` value: the last assignment by a matching rule, else the
-/// event's field, else empty.
+/// An `ENV{key}` value: the latest of what a matching rule assigned and
+/// what `IMPORT{builtin}` set, else the event's field, else empty (an
+/// `ENV{key}=""` removes it: empty).
 fn env_value<'a>(rs: &RuleSet, ev: &Uevent<'a>, m: &'a Matched, key: &str) -> &'a [u8] {
-    for e in m.env.iter().rev() {
-        if let Action::SetEnv { key: k, .. } = &rs.actions[e.action] {
-            if k.as_ref() == key {
-                return &e.value;
-            }
-        }
+    let set = m.env.iter().find(|e| match &rs.actions[e.action] {
+        Action::SetEnv { key: k, .. } => k.as_ref() == key,
+        _ => false,
+    });
+    let imported = m.imported.iter().find(|e| e.key == key);
+    match (set, imported) {
+        (Some(s), Some(i)) if i.seq > s.seq => &i.value,
+        (Some(s), _) => &s.value,
+        (None, Some(i)) => &i.value,
+        (None, None) => ev.get(key).unwrap_or(b""),
     }
-    ev.get(key).unwrap_or(b"")
 }
 
 /// What substitution reads.
@@ -761,41 +1158,51 @@ struct Expand<'a, 'e> {
 
 impl Expand<'_, '_> {
     /// Expands `t` into `out`; false if the result was cut at the capacity.
-    fn expand(&self, t: &Template, out: &mut Value) -> bool {
+    /// `ws`: whitespace in substituted values becomes `_` (udev, for
+    /// `SYMLINK` unless `string_escape=none`).
+    fn expand(&self, t: &Template, out: &mut Value, ws: bool) -> bool {
         out.clear();
         let mut ok = true;
-        let mut put = |out: &mut Value, b: &[u8]| {
+        let mut put = |out: &mut Value, b: &[u8], sub: bool| {
             let room = out.capacity() - out.len();
             let n = b.len().min(room);
+            let start = out.len();
             let _ = out.extend_from_slice(&b[..n]);
+            if sub && ws {
+                for c in &mut out[start..] {
+                    if c.is_ascii_whitespace() {
+                        *c = b'_';
+                    }
+                }
+            }
             ok &= n == b.len();
         };
         for p in &t.0 {
             match p {
-                Piece::Lit(l) => put(out, l),
-                Piece::Kernel => put(out, self.ev.kernel_name().as_bytes()),
-                Piece::Number => put(out, kernel_number(self.ev.kernel_name()).as_bytes()),
-                Piece::Devpath => put(out, self.ev.devpath().as_bytes()),
+                Piece::Lit(l) => put(out, l, false),
+                Piece::Kernel => put(out, sysname(self.ev.kernel_name(), &mut [0; 256]), true),
+                Piece::Number => put(out, kernel_number(self.ev.kernel_name()).as_bytes(), true),
+                Piece::Devpath => put(out, self.ev.devpath().as_bytes(), true),
                 Piece::Devnode => {
                     if let Some(n) = self.ev.get("DEVNAME") {
                         if !n.starts_with(b"/") {
-                            put(out, b"/dev/");
+                            put(out, b"/dev/", true);
                         }
-                        put(out, n);
+                        put(out, n, true);
                     }
                 }
-                Piece::Env(k) => put(out, env_value(self.rs, self.ev, self.m, k)),
+                Piece::Env(k) => put(out, env_value(self.rs, self.ev, self.m, k), true),
                 Piece::Attr(name) => {
                     let mut buf = [0u8; MAX_ATTR_LEN];
                     let dev = self.ev.devpath();
                     if let Some(v) = self.sysfs.attr(dev, name, &mut buf) {
-                        put(out, trim_end_ws(v));
+                        put(out, trim_end_ws(v), true);
                     } else if let Some(v) = self
                         .parent
                         // udev: fall back to the parent a walking term selected
                         .and_then(|pl| self.sysfs.attr(&dev[..pl], name, &mut buf))
                     {
-                        put(out, trim_end_ws(v));
+                        put(out, trim_end_ws(v), true);
                     }
                 }
             }
@@ -909,6 +1316,12 @@ impl RuleSet {
                     String::from_utf8_lossy(&m.pattern)
                 ));
             }
+            for b in &r.imports {
+                terms.push(format!("IMPORT{{builtin}}=\"{b}\""));
+            }
+            if let Some(t) = &r.import_fails {
+                terms.push(t.to_string());
+            }
             for a in &self.actions[r.actions.clone()] {
                 let value = |short: bool| {
                     let mut v = String::new();
@@ -921,9 +1334,21 @@ impl RuleSet {
                                 render_words(args, &mut v, short);
                             }
                         }
-                        Action::SetEnv { value, .. } | Action::WriteAttr { value, .. } => {
-                            render_template(value, &mut v, short)
-                        }
+                        Action::SetEnv { value, .. }
+                        | Action::WriteAttr { value, .. }
+                        | Action::Symlink { value, .. } => render_template(value, &mut v, short),
+                        Action::Node {
+                            key: NodeKey::Mode,
+                            value,
+                            ..
+                        } => v.push_str(&format!("{value:04o}")),
+                        Action::Node { value, .. } => v.push_str(&value.to_string()),
+                        Action::Tag { name, .. } => v.push_str(name),
+                        Action::LinkPriority(p) => v.push_str(&format!("link_priority={p}")),
+                        Action::StringEscape(e) => v.push_str(match e {
+                            Escape::None => "string_escape=none",
+                            _ => "string_escape=replace",
+                        }),
                     }
                     v
                 };
@@ -934,8 +1359,22 @@ impl RuleSet {
                 let mut s = match a {
                     Action::Run(_) => "RUN+=\"".to_string(),
                     Action::Builtin { .. } => "RUN{builtin}+=\"".to_string(),
-                    Action::SetEnv { key, .. } => format!("ENV{{{key}}}=\""),
+                    Action::SetEnv { key, append, .. } => {
+                        format!("ENV{{{key}}}{}=\"", if *append { "+" } else { "" })
+                    }
                     Action::WriteAttr { name, .. } => format!("ATTR{{{name}}}=\""),
+                    Action::Node { key, fixed, .. } => format!(
+                        "{}{}\"",
+                        match key {
+                            NodeKey::Owner => "OWNER",
+                            NodeKey::Group => "GROUP",
+                            NodeKey::Mode => "MODE",
+                        },
+                        if *fixed { ":=" } else { "=" }
+                    ),
+                    Action::Symlink { op, .. } => format!("SYMLINK{}\"", op.as_str()),
+                    Action::Tag { op, .. } => format!("TAG{}\"", op.as_str()),
+                    Action::LinkPriority(_) | Action::StringEscape(_) => "OPTIONS+=\"".into(),
                 };
                 s.push_str(&v);
                 s.push('"');

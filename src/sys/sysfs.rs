@@ -103,6 +103,21 @@ impl Sysfs for SysfsRoot {
         let base = target.rsplit(|&b| b == b'/').next().unwrap_or(target);
         Some(base)
     }
+
+    fn builtin(
+        &self,
+        name: &str,
+        devpath: &str,
+        id_bus_set: bool,
+    ) -> Option<crate::identity::Properties> {
+        match crate::identity::run_builtin(name, self, devpath, id_bus_set) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::debug!("IMPORT{{builtin}}=\"{name}\" {devpath}: {e}; the rule does not match");
+                None
+            }
+        }
+    }
 }
 
 /// readlink(2) into `buf`; the length, or `None`.
