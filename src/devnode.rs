@@ -1,10 +1,10 @@
 //! /dev's duties, decided without I/O (issue 13): whether the rules'
 //! `OWNER`/`GROUP`/`MODE` may be applied to the node the kernel made, where
 //! a `SYMLINK` points and who owns it when two devices claim it, and the
-//! events the rules and handlers see (a `remove` with what its `add` knew,
-//! an event with the `DEVLINKS`/`TAGS` it ended with).
+//! `remove` the rules and handlers see (with what its `add` knew).
 //!
-//! What it leaves to others: the rules fill [`NodeAssign`]
+//! What it leaves to others: the rules fill [`NodeAssign`] (and export
+//! `DEVLINKS`, `TAGS`, `CURRENT_TAGS` to handlers)
 //! ([`crate::rules`]); [`crate::sys::devnode`] looks at /dev and carries
 //! the decisions out with `*at()` calls on a /dev directory descriptor;
 //! [`crate::runner`] calls both between the rules and the handlers; the
@@ -423,72 +423,12 @@ pub fn merge_remove<'r>(
     Some(cut)
 }
 
-/// Appends `DEVLINKS` (each link as `/dev/LINK`, space-separated) for
-/// `links` to `out`; false if it does not fit.
-pub fn push_devlinks<'l>(out: &mut EventBuf, links: impl Iterator<Item = &'l str> + Clone) -> bool {
-    push_joined(out, b"DEVLINKS=", links, b"/dev/", b" ", b"")
-}
-
-/// Appends `KEY=:a:b:` (udev's form of `TAGS` and `CURRENT_TAGS`); false
-/// if it does not fit.
-pub fn push_tags<'t>(
-    out: &mut EventBuf,
-    key: &[u8],
-    tags: impl Iterator<Item = &'t str> + Clone,
-) -> bool {
-    push_joined(out, key, tags, b"", b":", b":")
-}
-
 /// The tags of a `TAGS` value (`:a:b:`).
 pub fn tags(value: &[u8]) -> impl Iterator<Item = &str> + Clone {
     value
         .split(|&b| b == b':')
         .filter(|t| !t.is_empty())
         .filter_map(|t| core::str::from_utf8(t).ok())
-}
-
-fn push_joined<'s>(
-    out: &mut EventBuf,
-    key: &[u8],
-    items: impl Iterator<Item = &'s str> + Clone,
-    prefix: &[u8],
-    sep: &[u8],
-    wrap: &[u8],
-) -> bool {
-    if items.clone().next().is_none() {
-        return true;
-    }
-    let len: usize = key.len()
-        + 2 * wrap.len()
-        + items
-            .clone()
-            .map(|i| prefix.len() + i.len() + sep.len())
-            .sum::<usize>();
-    if out.len + len + 1 > out.buf.len() || out.fields >= MAX_FIELDS {
-        return false;
-    }
-    let start = out.len;
-    let mut put = |b: &[u8]| {
-        out.buf[out.len..out.len + b.len()].copy_from_slice(b);
-        out.len += b.len();
-    };
-    put(key);
-    put(wrap);
-    for (i, it) in items.enumerate() {
-        if i > 0 && wrap.is_empty() {
-            put(sep);
-        }
-        put(prefix);
-        put(it.as_bytes());
-        if !wrap.is_empty() {
-            put(sep);
-        }
-    }
-    debug_assert!(out.len - start < len + 1);
-    out.buf[out.len] = 0;
-    out.len += 1;
-    out.fields += 1;
-    true
 }
 
 /// What a link should become, from what is at its path now.
@@ -775,26 +715,11 @@ mod tests {
 
     #[test]
     fn devlinks_and_tags_in_udevs_forms() {
-        let rm = b"add@/d\0ACTION=add\0DEVPATH=/d\0";
-        let mut out = EventBuf::new(512);
-        assert!(out.start(rm, 2));
-        assert!(push_devlinks(&mut out, ["serial/a", "b"].into_iter()));
-        assert!(push_tags(
-            &mut out,
-            b"TAGS=",
-            ["uaccess", "seat"].into_iter()
-        ));
-        assert!(push_tags(&mut out, b"CURRENT_TAGS=", [].into_iter()));
-        let m = Uevent::parse(out.bytes()).unwrap();
-        assert_eq!(m.get_str("DEVLINKS"), Some("/dev/serial/a /dev/b"));
-        assert_eq!(m.get_str("TAGS"), Some(":uaccess:seat:"));
-        assert_eq!(m.get("CURRENT_TAGS"), None, "no tags: no key, as udev");
-        assert!(claims(m.get("DEVLINKS").unwrap(), "b"));
-        assert!(!claims(m.get("DEVLINKS").unwrap(), "serial"));
-        assert_eq!(
-            tags(b":uaccess:seat:").collect::<Vec<_>>(),
-            ["uaccess", "seat"]
-        );
+        let v = b"/dev/serial/a /dev/b";
+        assert_eq!(devlinks(v).collect::<Vec<_>>(), ["serial/a", "b"]);
+        assert!(claims(v, "b"));
+        assert!(!claims(v, "serial"));
+        assert_eq!(tags(b":uaccess:seat:").collect::<Vec<_>>(), ["uaccess", "seat"]);
     }
 
     #[test]

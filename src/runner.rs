@@ -5,13 +5,12 @@
 //! Between the rules and the handlers, /dev's duties (issue 13; `run` only,
 //! see [`Runner::enable_dev`]): the rules' `OWNER`/`GROUP`/`MODE` applied to
 //! the event's node, `SYMLINK` links made, re-pointed or removed
-//! ([`crate::devnode`] decides, [`crate::sys::devnode`] does). The event
-//! the handlers (and `--broadcast`) get carries `DEVLINKS`, `TAGS` and
-//! `CURRENT_TAGS`; the device table then keeps what the event ended with.
-//! A kernel `remove` is first given the properties of the device's last
-//! event from the table ([`devnode::merge_remove`]), so its rules and
-//! handlers see what the add knew and its links can be removed. All of it
-//! is built in two buffers reserved at start: no allocation per event.
+//! ([`crate::devnode`] decides, [`crate::sys::devnode`] does); the device
+//! table then keeps what the event ended with (the rules' properties,
+//! links, tags). A kernel `remove` is first given the properties of the
+//! device's last event from the table ([`devnode::merge_remove`]), so its
+//! rules and handlers see what the add knew and its links can be removed;
+//! it is built in a buffer reserved at start: no allocation per event.
 
 use std::io;
 use std::path::PathBuf;
@@ -133,9 +132,9 @@ pub struct Runner {
     dev: Dev,
 }
 
-/// Bytes of each event buffer of [`Dev`]: a whole datagram
-/// ([`crate::limits::RECV_BUFFER`]), a whole device table record
-/// ([`crate::devices::MAX_RECORD`]), and the longest `DEVLINKS` and tags.
+/// Bytes of the buffer a remove is merged in: a whole datagram
+/// ([`crate::limits::RECV_BUFFER`]) and a whole device table record
+/// ([`crate::devices::MAX_RECORD`]), with room to spare.
 pub const EVENT_BUFFER: usize = 16 * 1024;
 
 /// Bytes kept of a device's previous `DEVLINKS` (every link of
@@ -150,8 +149,6 @@ struct Dev {
     dir: Option<DevDir>,
     /// A remove with the properties its device's last event ended with.
     merged: EventBuf,
-    /// The event as it ended: + `DEVLINKS`, `TAGS`, `CURRENT_TAGS`.
-    ended: EventBuf,
     /// The device's `DEVLINKS` and `TAGS` before this event (table).
     prev_links: heapless::Vec<u8, PREV_LINKS>,
     prev_tags: heapless::Vec<u8, PREV_TAGS>,
@@ -162,7 +159,6 @@ impl Dev {
         Dev {
             dir: None,
             merged: EventBuf::new(EVENT_BUFFER),
-            ended: EventBuf::new(EVENT_BUFFER),
             prev_links: heapless::Vec::new(),
             prev_tags: heapless::Vec::new(),
         }
@@ -282,27 +278,29 @@ impl Runner {
         if let Some(t) = &self.track_override {
             return t.clone();
         }
-        // Links are removed with what the table remembers, so a device
-        // whose rules give it links must be in the table. The rules'
-        // subsystems count only rules with handlers: with /dev managed and
-        // any assignment beyond those (OWNER, SYMLINK, TAG, ...), follow
-        // every subsystem.
-        let node_rules = self.rules.actions.iter().any(|a| {
-            !matches!(
-                a,
-                Action::Run(_)
-                    | Action::Builtin { .. }
-                    | Action::WriteAttr { .. }
-                    | Action::SetEnv { .. }
-            )
-        });
-        if self.dev.dir.is_some() && node_rules {
-            return Track::All;
-        }
-        match self.rules.subsystems() {
+        let mut track = match self.rules.subsystems() {
             Some(v) => Track::Only(v),
             None => Track::All,
+        };
+        // Links are removed with what the table remembers, so a device
+        // whose rules give it links or tags must be in the table; the
+        // rules' subsystems count only rules with handlers.
+        if self.dev.dir.is_some() {
+            if let Track::Only(v) = &mut track {
+                match node_subsystems(&self.rules) {
+                    Some(more) => {
+                        for s in more {
+                            if !v.contains(&s) {
+                                v.push(s);
+                            }
+                        }
+                        v.sort();
+                    }
+                    None => return Track::All,
+                }
+            }
         }
+        track
     }
 
     /// The device table, if recovery is on.
@@ -461,26 +459,14 @@ impl Runner {
     /// handler engine.
     fn handle(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
         self.rules.evaluate(ev, &self.sysfs, &mut self.matched);
-        // the buffer leaves `self` while the event built in it is in use
-        let mut ended = core::mem::replace(&mut self.dev.ended, EventBuf::new(0));
-        let built = self.dev.work(
+        // /dev before the handlers start
+        self.dev.work(
             ev,
             &self.matched,
             &self.rules,
             self.recovery.as_mut(),
             cx.stats,
-            &mut ended,
         );
-        let flow = match built.then(|| Uevent::parse(ended.bytes())) {
-            Some(Ok(e)) => self.handle_matched(&e, cx),
-            _ => self.handle_matched(ev, cx),
-        };
-        self.dev.ended = ended;
-        flow
-    }
-
-    /// [`Runner::handle`] once the rules ran and /dev is done.
-    fn handle_matched(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
         let m = &self.matched;
         if m.count == 0 {
             self.broadcast_unworked(ev, cx);
@@ -648,6 +634,40 @@ impl Mode for Runner {
     }
 }
 
+/// The subsystems of rules that give links or tags (`SYMLINK`, `TAG`):
+/// `None` if one of them has no literal `SUBSYSTEM==` (it could match any).
+fn node_subsystems(rules: &RuleSet) -> Option<Vec<String>> {
+    use crate::rules::{glob, MatchKey};
+    let mut out = Vec::new();
+    for r in rules.rules.iter().filter(|r| !r.label) {
+        let gives = rules.actions[r.actions.clone()]
+            .iter()
+            .any(|a| matches!(a, Action::Symlink { .. } | Action::Tag { .. }));
+        if !gives {
+            continue;
+        }
+        let mut found = false;
+        for m in &rules.matches[r.matches.clone()] {
+            if m.key == MatchKey::Subsystem && !m.negate {
+                for alt in glob::alternatives(&m.pattern) {
+                    if !glob::is_literal(alt) {
+                        return None;
+                    }
+                    let s = String::from_utf8_lossy(alt).into_owned();
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+                found = true;
+            }
+        }
+        if !found {
+            return None;
+        }
+    }
+    Some(out)
+}
+
 /// Other devices of the table that claim `link` (their `DEVLINKS` holds
 /// it), with their node and link priority.
 fn claimants<'t>(
@@ -727,8 +747,9 @@ impl Dev {
     }
 
     /// /dev's duties for an event the rules ran on, then (not for a
-    /// remove) the event as it ended, built in `ended` (true if built), and
-    /// the device's record in the table.
+    /// remove) the device's record in the table: the kernel's keys, what
+    /// the rules set or imported, `DEVLINKS`, `TAGS` (every tag since the
+    /// add), `CURRENT_TAGS` and the link priority.
     fn work(
         &mut self,
         ev: &Uevent<'_>,
@@ -736,8 +757,7 @@ impl Dev {
         rules: &RuleSet,
         mut recovery: Option<&mut Recovery>,
         stats: &mut Stats,
-        ended: &mut EventBuf,
-    ) -> bool {
+    ) {
         let a = &m.node;
         let remove = ev.action() == "remove";
         let node = NodeId::of(ev);
@@ -765,43 +785,34 @@ impl Dev {
             }
         }
         if remove {
-            return false;
-        }
-        let prev = &self.prev_tags[..];
-        let current = a.tags.iter().map(|t| t.as_str());
-        let all = devnode::tags(prev).chain(
-            current
-                .clone()
-                .filter(move |t| !devnode::tags(prev).any(|p| p == *t)),
-        );
-        let links = a
-            .links
-            .iter()
-            .map(|l| l.as_str())
-            .filter(|l| devnode::check_link(l).is_ok());
-        let mut built = ended.start(ev.raw(), ev.fields().len());
-        if self.dir.is_some() {
-            built = built && devnode::push_devlinks(ended, links);
-        }
-        built = built
-            && devnode::push_tags(ended, b"TAGS=", all)
-            && devnode::push_tags(ended, b"CURRENT_TAGS=", current);
-        if !built {
-            stats.limits_hit += 1;
-            warn!(
-                "{} {}: DEVLINKS/TAGS did not fit the event (EVENT_BUFFER {EVENT_BUFFER} bytes, MAX_FIELDS 80): handlers get the kernel's event; limits_hit={}",
-                ev.action(),
-                ev.devpath(),
-                stats.limits_hit
-            );
+            return;
         }
         if let Some(r) = recovery.as_deref_mut() {
-            let parsed = built.then(|| Uevent::parse(ended.bytes()).ok()).flatten();
-            let e = parsed.as_ref().unwrap_or(ev);
-            let env = || rules.env_assignments(m);
+            // TAGS: every tag the device had since its add (udev's TAGS);
+            // the rules' own TAGS (this event's) is CURRENT_TAGS
+            let mut all = heapless::Vec::<u8, { 2 * PREV_TAGS }>::new();
+            let prev = &self.prev_tags[..];
+            let new = a
+                .tags
+                .iter()
+                .map(|t| t.as_str())
+                .filter(|t| !devnode::tags(prev).any(|p| p == *t));
+            for t in devnode::tags(prev).chain(new) {
+                if all.is_empty() {
+                    let _ = all.push(b':');
+                }
+                let _ = all.extend_from_slice(t.as_bytes());
+                let _ = all.push(b':');
+            }
+            let env = || {
+                rules
+                    .env_assignments(m)
+                    .filter(|(k, _)| *k != "TAGS")
+                    .chain((!all.is_empty()).then_some(("TAGS", &all[..])))
+            };
             let mut prio = heapless::String::<12>::new();
             let _ = core::fmt::write(&mut prio, format_args!("{}", a.link_priority));
-            let fields = e
+            let fields = ev
                 .fields()
                 .iter()
                 .filter(|f| !env().any(|(k, _)| k == f.key))
@@ -823,7 +834,6 @@ impl Dev {
                 );
             }
         }
-        built
     }
 }
 
