@@ -719,7 +719,10 @@ mod tests {
         assert_eq!(devlinks(v).collect::<Vec<_>>(), ["serial/a", "b"]);
         assert!(claims(v, "b"));
         assert!(!claims(v, "serial"));
-        assert_eq!(tags(b":uaccess:seat:").collect::<Vec<_>>(), ["uaccess", "seat"]);
+        assert_eq!(
+            tags(b":uaccess:seat:").collect::<Vec<_>>(),
+            ["uaccess", "seat"]
+        );
     }
 
     #[test]

@@ -490,8 +490,7 @@ const LINKS_FIXED: u8 = 8;
 fn add_link(m: &mut Matched, word: &[u8]) {
     let w = word.strip_prefix(b"/").unwrap_or(word);
     let bad = w.is_empty()
-        || w
-            .split(|&b| b == b'/')
+        || w.split(|&b| b == b'/')
             .any(|c| c == b".." || c == b"." || c.is_empty());
     let Ok(s) = core::str::from_utf8(w) else {
         m.limits_hit += 1;
@@ -895,10 +894,9 @@ impl RuleSet {
         for dev in ancestors(ev.devpath()) {
             let all = walk.iter().all(|t| {
                 let hit = match &t.key {
-                    MatchKey::Kernels => t.glob.matches(sysname(
-                        dev.rsplit('/').next().unwrap_or(""),
-                        &mut [0; 256],
-                    )),
+                    MatchKey::Kernels => t
+                        .glob
+                        .matches(sysname(dev.rsplit('/').next().unwrap_or(""), &mut [0; 256])),
                     MatchKey::Subsystems => sysfs
                         .link(dev, "subsystem", &mut buf)
                         .is_some_and(|v| t.glob.matches(v)),
@@ -1060,10 +1058,7 @@ impl RuleSet {
     /// Every property rules set (`ENV{}`) or imported, in the order they
     /// were set, private ones (`ENV{.NAME}`) left out; an empty value means
     /// removed. Allocates (a sort).
-    fn properties<'a>(
-        &'a self,
-        m: &'a Matched,
-    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+    fn properties<'a>(&'a self, m: &'a Matched) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         let mut all: Vec<(u32, &str, &[u8])> = m
             .env
             .iter()
@@ -1089,16 +1084,22 @@ impl RuleSet {
         m: &'a Matched,
     ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
         // a key both set and imported: only the later one
-        let set = m.env.iter().filter_map(move |e| match &self.actions[e.action] {
-            Action::SetEnv { key, .. }
-                if !subst::is_private(key)
-                    && !e.value.is_empty()
-                    && !m.imported.iter().any(|i| i.key == key.as_ref() && i.seq > e.seq) =>
-            {
-                Some((key.as_ref(), &e.value[..]))
-            }
-            _ => None,
-        });
+        let set = m
+            .env
+            .iter()
+            .filter_map(move |e| match &self.actions[e.action] {
+                Action::SetEnv { key, .. }
+                    if !subst::is_private(key)
+                        && !e.value.is_empty()
+                        && !m
+                            .imported
+                            .iter()
+                            .any(|i| i.key == key.as_ref() && i.seq > e.seq) =>
+                {
+                    Some((key.as_ref(), &e.value[..]))
+                }
+                _ => None,
+            });
         let imported = m
             .imported
             .iter()

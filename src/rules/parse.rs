@@ -896,7 +896,8 @@ pub fn compile_with(
                             rs.rules[*li].line
                         );
                     }
-                    d.message.push_str(" (the GOTO is ignored, as udev ignores it; the rule loads)");
+                    d.message
+                        .push_str(" (the GOTO is ignored, as udev ignores it; the rule loads)");
                     skipped.push(d);
                 }
             }
@@ -1141,7 +1142,11 @@ impl RuleBuilder<'_> {
 
     /// `ENV{KEY}`: ==, != match; = sets ("" removes); += appends; := as =.
     fn env(&mut self, t: &Term<'_>, is_match: bool) {
-        let Some(name) = self.attr_name(t, subst::valid_env_name, "a variable name (letters, digits, _)") else {
+        let Some(name) = self.attr_name(
+            t,
+            subst::valid_env_name,
+            "a variable name (letters, digits, _)",
+        ) else {
             return;
         };
         if is_match {
@@ -1154,12 +1159,27 @@ impl RuleBuilder<'_> {
                 self.coerce(t, "=");
                 false
             }
-            _ => return self.fail(t.op_at, format!("ENV{{}} takes ==, !=, = or +=, not {}", t.op)),
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!("ENV{{}} takes ==, !=, = or +=, not {}", t.op),
+                )
+            }
         };
         if matches!(
             name,
-            "ACTION" | "DEVLINKS" | "DEVNAME" | "DEVPATH" | "DEVTYPE" | "DRIVER" | "IFINDEX"
-                | "MAJOR" | "MINOR" | "SEQNUM" | "SUBSYSTEM" | "TAGS"
+            "ACTION"
+                | "DEVLINKS"
+                | "DEVNAME"
+                | "DEVPATH"
+                | "DEVTYPE"
+                | "DRIVER"
+                | "IFINDEX"
+                | "MAJOR"
+                | "MINOR"
+                | "SEQNUM"
+                | "SUBSYSTEM"
+                | "TAGS"
         ) {
             return self.fail(
                 t.attr_at,
@@ -1188,7 +1208,12 @@ impl RuleBuilder<'_> {
                 self.coerce(t, "=");
                 false
             }
-            _ => return self.fail(t.op_at, format!("{key} takes = or := (final), not {}", t.op)),
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!("{key} takes = or := (final), not {}", t.op),
+                )
+            }
         };
         let v = t.value.trim();
         if v.contains(['$', '%']) {
@@ -1199,8 +1224,14 @@ impl RuleBuilder<'_> {
         }
         let (nk, value) = match key {
             "MODE" => {
-                let Some(m) = u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777 && !v.is_empty()) else {
-                    return self.fail(t.value_at, format!("MODE \"{v}\" is not an octal mode (e.g. \"0660\")"));
+                let Some(m) = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777 && !v.is_empty())
+                else {
+                    return self.fail(
+                        t.value_at,
+                        format!("MODE \"{v}\" is not an octal mode (e.g. \"0660\")"),
+                    );
                 };
                 (NodeKey::Mode, m)
             }
@@ -1210,22 +1241,37 @@ impl RuleBuilder<'_> {
                 if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
                     match v.parse::<u32>() {
                         Ok(n) => (nk, n),
-                        Err(_) => return self.fail(t.value_at, format!("{key} \"{v}\" is out of range")),
+                        Err(_) => {
+                            return self.fail(t.value_at, format!("{key} \"{v}\" is out of range"))
+                        }
                     }
                 } else {
-                    let found = if user { self.names.user(v) } else { self.names.group(v) };
+                    let found = if user {
+                        self.names.user(v)
+                    } else {
+                        self.names.group(v)
+                    };
                     match found {
                         Ok(Some(id)) => (nk, id),
                         Ok(None) => {
                             let what = if user { "user" } else { "group" };
-                            return self.fail(t.value_at, format!("unknown {what} \"{v}\" (not in the {what} database here)"));
+                            return self.fail(
+                                t.value_at,
+                                format!("unknown {what} \"{v}\" (not in the {what} database here)"),
+                            );
                         }
-                        Err(e) => return self.fail(t.value_at, format!("cannot look up \"{v}\": {e}")),
+                        Err(e) => {
+                            return self.fail(t.value_at, format!("cannot look up \"{v}\": {e}"))
+                        }
                     }
                 }
             }
         };
-        self.actions.push(Action::Node { key: nk, value, fixed });
+        self.actions.push(Action::Node {
+            key: nk,
+            value,
+            fixed,
+        });
     }
 
     /// `SYMLINK`: +=, = (clears), := (clears, final).
@@ -1237,8 +1283,21 @@ impl RuleBuilder<'_> {
             "+=" => AssignOp::Add,
             "=" => AssignOp::Assign,
             ":=" => AssignOp::Final,
-            "==" | "!=" => return self.refuse(t.op_at, "SYMLINK==/!= (matching the links set so far) is not supported".into()),
-            _ => return self.fail(t.op_at, format!("SYMLINK takes +=, = or :=, not {} (udev 252 has no SYMLINK-=)", t.op)),
+            "==" | "!=" => {
+                return self.refuse(
+                    t.op_at,
+                    "SYMLINK==/!= (matching the links set so far) is not supported".into(),
+                )
+            }
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!(
+                        "SYMLINK takes +=, = or :=, not {} (udev 252 has no SYMLINK-=)",
+                        t.op
+                    ),
+                )
+            }
         };
         if let Some(value) = self.template(&t.value, t.value_at) {
             self.actions.push(Action::Symlink { op, value });
@@ -1262,13 +1321,26 @@ impl RuleBuilder<'_> {
         };
         let v = t.value.as_str();
         if v.contains(['$', '%']) {
-            return self.refuse(t.value_at, "TAG with a substitution is not supported: write the tag".into());
+            return self.refuse(
+                t.value_at,
+                "TAG with a substitution is not supported: write the tag".into(),
+            );
         }
-        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-            return self.fail(t.value_at, format!("\"{v}\" is not a tag name (letters, digits, _ and -)"));
+        if v.is_empty()
+            || !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return self.fail(
+                t.value_at,
+                format!("\"{v}\" is not a tag name (letters, digits, _ and -)"),
+            );
         }
         if v.len() > MAX_TAG_LEN {
-            return self.fail(t.value_at, format!("tag is longer than {MAX_TAG_LEN} bytes (MAX_TAG_LEN)"));
+            return self.fail(
+                t.value_at,
+                format!("tag is longer than {MAX_TAG_LEN} bytes (MAX_TAG_LEN)"),
+            );
         }
         self.actions.push(Action::Tag { op, name: v.into() });
     }
@@ -1277,7 +1349,10 @@ impl RuleBuilder<'_> {
     /// and the rule never matches (as a failing import).
     fn import(&mut self, t: &Term<'_>) {
         let Some(kind) = t.attr else {
-            return self.fail(t.key_at + t.key.len(), "IMPORT needs {...}: builtin, program, file, cmdline, db or parent".into());
+            return self.fail(
+                t.key_at + t.key.len(),
+                "IMPORT needs {...}: builtin, program, file, cmdline, db or parent".into(),
+            );
         };
         if !matches!(t.op, "=" | "+=" | ":=" | "==") {
             return self.fail(t.op_at, format!("IMPORT takes =, not {}", t.op));
@@ -1302,14 +1377,20 @@ impl RuleBuilder<'_> {
                 self.warn(t.attr_at, format!("IMPORT{{{kind}}} is not supported: the import fails, so this rule never matches (hotplugd imports only IMPORT{{builtin}}=\"usb_id\"/\"path_id\")"));
                 self.import_fails = Some(written.into());
             }
-            _ => self.fail(t.attr_at, format!("IMPORT{{{kind}}}: expected builtin, program, file, cmdline, db or parent")),
+            _ => self.fail(
+                t.attr_at,
+                format!("IMPORT{{{kind}}}: expected builtin, program, file, cmdline, db or parent"),
+            ),
         }
     }
 
     /// `OPTIONS`: one option or several separated by commas.
     fn options(&mut self, t: &Term<'_>) {
         if t.attr.is_some() || !matches!(t.op, "+=" | "=" | ":=") {
-            return self.fail(t.op_at, "OPTIONS takes += (OPTIONS+=\"link_priority=10\")".into());
+            return self.fail(
+                t.op_at,
+                "OPTIONS takes += (OPTIONS+=\"link_priority=10\")".into(),
+            );
         }
         let mut any = false;
         for opt in t.value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
@@ -1323,15 +1404,32 @@ impl RuleBuilder<'_> {
                 }
                 ("link_priority", n) => match n.parse::<i32>() {
                     Ok(p) => self.actions.push(Action::LinkPriority(p)),
-                    Err(_) => return self.fail(at, format!("link_priority \"{n}\" is not a number")),
+                    Err(_) => {
+                        return self.fail(at, format!("link_priority \"{n}\" is not a number"))
+                    }
                 },
                 ("string_escape", "none") => self.actions.push(Action::StringEscape(Escape::None)),
-                ("string_escape", "replace") => self.actions.push(Action::StringEscape(Escape::Replace)),
-                ("string_escape", e) => return self.fail(at, format!("string_escape \"{e}\": expected none or replace")),
-                ("static_node" | "watch" | "nowatch" | "db_persist" | "log_level" | "all_partitions", _) => {
-                    self.warn(at, format!("OPTIONS \"{opt}\" has no meaning in hotplugd; ignored"))
+                ("string_escape", "replace") => {
+                    self.actions.push(Action::StringEscape(Escape::Replace))
                 }
-                _ => self.warn(at, format!("unknown OPTIONS \"{opt}\"; ignored (as udev does)")),
+                ("string_escape", e) => {
+                    return self.fail(
+                        at,
+                        format!("string_escape \"{e}\": expected none or replace"),
+                    )
+                }
+                (
+                    "static_node" | "watch" | "nowatch" | "db_persist" | "log_level"
+                    | "all_partitions",
+                    _,
+                ) => self.warn(
+                    at,
+                    format!("OPTIONS \"{opt}\" has no meaning in hotplugd; ignored"),
+                ),
+                _ => self.warn(
+                    at,
+                    format!("unknown OPTIONS \"{opt}\"; ignored (as udev does)"),
+                ),
             }
         }
         if !any {
