@@ -755,7 +755,7 @@ impl Dev {
         ev: &Uevent<'_>,
         m: &crate::rules::Matched,
         rules: &RuleSet,
-        mut recovery: Option<&mut Recovery>,
+        recovery: Option<&mut Recovery>,
         stats: &mut Stats,
     ) {
         let a = &m.node;
@@ -787,7 +787,7 @@ impl Dev {
         if remove {
             return;
         }
-        if let Some(r) = recovery.as_deref_mut() {
+        if let Some(r) = recovery {
             // TAGS: every tag the device had since its add (udev's TAGS);
             // the rules' own TAGS (this event's) is CURRENT_TAGS
             let mut all = heapless::Vec::<u8, { 2 * PREV_TAGS }>::new();
