@@ -384,6 +384,17 @@ impl Runner {
 
     fn reload_rules(&mut self) {
         match self.from.load(&self.exec.builtin_names()) {
+            Ok(rs) if !rs.unparsed_files().is_empty() => {
+                for e in &rs.skipped {
+                    error!("{e}");
+                }
+                error!(
+                    "reload failed ({} does not parse at all: half-written?): the old rules ({} rules from {} files) stay in force",
+                    rs.unparsed_files().join(", "),
+                    self.rules.len(),
+                    self.rules.files.len()
+                );
+            }
             Ok(rs) => {
                 self.rules = rs;
                 info!("reloaded after SIGHUP");

@@ -618,6 +618,21 @@ impl RuleSet {
         }
     }
 
+    /// Files with skipped lines and not one rule (or label) loaded: files
+    /// that do not parse at all (a half-written or binary file). A reload
+    /// (SIGHUP) that finds one keeps the old rules.
+    pub fn unparsed_files(&self) -> Vec<&str> {
+        self.files
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| {
+                self.skipped.iter().any(|d| d.file == **f)
+                    && !self.rules.iter().any(|r| r.file == *i)
+            })
+            .map(|(_, f)| f.as_str())
+            .collect()
+    }
+
     /// Rules that can match (labels not counted).
     pub fn len(&self) -> usize {
         self.rules.iter().filter(|r| !r.label).count()
@@ -1280,6 +1295,32 @@ fn render_template(t: &Template, out: &mut String, short: bool) {
     }
 }
 
+/// A value in double quotes as a rule file needs it: plain, or (if it
+/// holds a `"`, a `\` or a control character) udev's `e"..."` with C
+/// escapes, so that parsing it gives the value back.
+pub fn quote(v: &str) -> String {
+    if !v.contains(['"', '\\']) && !v.chars().any(char::is_control) {
+        return format!("\"{v}\"");
+    }
+    let mut out = String::from("e\"");
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0b' => out.push_str("\\v"),
+            '\x0c' => out.push_str("\\f"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// RUN words: a word with a space or tab, or an empty word, in `'...'`.
 fn render_words(words: &[Template], out: &mut String, short: bool) {
     for (i, w) in words.iter().enumerate() {
@@ -1312,9 +1353,9 @@ impl RuleSet {
             for m in &self.matches[r.matches.clone()] {
                 let op = if m.negate { "!=" } else { "==" };
                 terms.push(format!(
-                    "{}{op}\"{}\"",
+                    "{}{op}{}",
                     m.key.name(),
-                    String::from_utf8_lossy(&m.pattern)
+                    quote(&String::from_utf8_lossy(&m.pattern))
                 ));
             }
             for b in &r.imports {
@@ -1358,14 +1399,14 @@ impl RuleSet {
                     v = value(true);
                 }
                 let mut s = match a {
-                    Action::Run(_) => "RUN+=\"".to_string(),
-                    Action::Builtin { .. } => "RUN{builtin}+=\"".to_string(),
+                    Action::Run(_) => "RUN+=".to_string(),
+                    Action::Builtin { .. } => "RUN{builtin}+=".to_string(),
                     Action::SetEnv { key, append, .. } => {
-                        format!("ENV{{{key}}}{}=\"", if *append { "+" } else { "" })
+                        format!("ENV{{{key}}}{}=", if *append { "+" } else { "" })
                     }
-                    Action::WriteAttr { name, .. } => format!("ATTR{{{name}}}=\""),
+                    Action::WriteAttr { name, .. } => format!("ATTR{{{name}}}="),
                     Action::Node { key, fixed, .. } => format!(
-                        "{}{}\"",
+                        "{}{}",
                         match key {
                             NodeKey::Owner => "OWNER",
                             NodeKey::Group => "GROUP",
@@ -1373,12 +1414,11 @@ impl RuleSet {
                         },
                         if *fixed { ":=" } else { "=" }
                     ),
-                    Action::Symlink { op, .. } => format!("SYMLINK{}\"", op.as_str()),
-                    Action::Tag { op, .. } => format!("TAG{}\"", op.as_str()),
-                    Action::LinkPriority(_) | Action::StringEscape(_) => "OPTIONS+=\"".into(),
+                    Action::Symlink { op, .. } => format!("SYMLINK{}", op.as_str()),
+                    Action::Tag { op, .. } => format!("TAG{}", op.as_str()),
+                    Action::LinkPriority(_) | Action::StringEscape(_) => "OPTIONS+=".into(),
                 };
-                s.push_str(&v);
-                s.push('"');
+                s.push_str(&quote(&v));
                 terms.push(s);
             }
             if r.last_rule {

@@ -798,6 +798,17 @@ pub fn compile_with(
                 continue;
             }
             rs.warnings.extend(warnings);
+            if matches.is_empty()
+                && actions.is_empty()
+                && imports.is_empty()
+                && import_fails.is_none()
+                && goto.is_none()
+                && label.is_none()
+                && !last_rule
+            {
+                // nothing left to do (only ignored terms); warned above
+                continue;
+            }
             let idx = rs.rules.len();
             if idx >= MAX_RULES {
                 refused.push(l.diag(
@@ -994,7 +1005,11 @@ impl RuleBuilder<'_> {
 
     /// udev's coercion of an operator it accepts with a note.
     fn coerce(&mut self, t: &Term<'_>, to: &str) {
-        let (key, op) = (t.key, t.op);
+        let key = match t.attr {
+            Some(a) => format!("{}{{{a}}}", t.key),
+            None => t.key.to_string(),
+        };
+        let op = t.op;
         self.warn(
             t.op_at,
             format!("{key} {op} is taken as {key} {to} (as udev does); write {to}"),
@@ -1357,7 +1372,7 @@ impl RuleBuilder<'_> {
         if !matches!(t.op, "=" | "+=" | ":=" | "==") {
             return self.fail(t.op_at, format!("IMPORT takes =, not {}", t.op));
         }
-        let written = format!("IMPORT{{{kind}}}=\"{}\"", t.value);
+        let written = format!("IMPORT{{{kind}}}={}", super::quote(&t.value));
         match kind {
             "builtin" => {
                 let name = t.value.split_ascii_whitespace().next().unwrap_or("");
@@ -1542,12 +1557,14 @@ impl RuleBuilder<'_> {
                 } else {
                     self.builtins.join(", ")
                 };
-                let msg = format!("no builtin named \"{name}\" (known: {known})");
                 // a udev builtin hotplugd lacks: udev would run it
                 return if UDEV_BUILTINS.contains(&name) {
-                    self.refuse(t.value_at, msg)
+                    self.refuse(
+                        t.value_at,
+                        format!("RUN{{builtin}}=\"{name}\" is a udev builtin that hotplugd does not have (its builtins: {known})"),
+                    )
                 } else {
-                    self.fail(t.value_at, msg)
+                    self.fail(t.value_at, format!("no builtin named \"{name}\" (known: {known})"))
                 };
             };
             argv.remove(0);
