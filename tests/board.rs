@@ -115,8 +115,14 @@ fn every_board_checks_raw_and_installed() {
             .count();
         let summary = match last_rule {
             0 => format!("rules: {} rules from {expect} files", text_rules(&text)),
-            1 => format!("rules: {} rules from {expect} files, 1 warning", text_rules(&text)),
-            n => format!("rules: {} rules from {expect} files, {n} warnings", text_rules(&text)),
+            1 => format!(
+                "rules: {} rules from {expect} files, 1 warning",
+                text_rules(&text)
+            ),
+            n => format!(
+                "rules: {} rules from {expect} files, {n} warnings",
+                text_rules(&text)
+            ),
         };
         assert!(
             text.lines()

@@ -168,7 +168,10 @@ fn warnings_are_printed_and_the_rules_load() {
     for (rules, expected) in pairs {
         let (code, stdout, stderr) = check(&["--rules", &rules]);
         assert_eq!(code, Some(0), "{rules}\n{stderr}");
-        assert!(stdout.starts_with("rules: ") && stdout.ends_with(" warnings\n"), "{stdout}");
+        assert!(
+            stdout.starts_with("rules: ") && stdout.ends_with(" warnings\n"),
+            "{stdout}"
+        );
         assert!(!stdout.contains("error"), "{stdout}");
         assert_eq!(stderr, std::fs::read_to_string(expected).unwrap());
         // --strict: the same warnings fail the check
@@ -669,7 +672,8 @@ fn vendor_rules_load_with_their_snapshot_of_warnings() {
             Err(e) => {
                 refused.push(base.clone());
                 assert!(
-                    e.iter().any(|d| d.message.starts_with("PROGRAM is not supported")),
+                    e.iter()
+                        .any(|d| d.message.starts_with("PROGRAM is not supported")),
                     "{base}:\n{}",
                     show(&e)
                 );
@@ -721,7 +725,10 @@ fn tty_event(action: &str, kernel: &str, node: bool) -> Vec<u8> {
         "{action}@{dev}\0ACTION={action}\0DEVPATH={dev}\0SUBSYSTEM=tty\0SEQNUM=7\0GONE=yes\0"
     );
     if node {
-        raw.push_str(&format!("MAJOR=4\0MINOR=64\0DEVNAME={}\0", kernel.replace('!', "/")));
+        raw.push_str(&format!(
+            "MAJOR=4\0MINOR=64\0DEVNAME={}\0",
+            kernel.replace('!', "/")
+        ));
     }
     raw.into_bytes()
 }
@@ -753,16 +760,35 @@ KERNEL=="ttyUSB*", GROUP:="dialout", MODE:="0620"
 SUBSYSTEM=="tty", GROUP="root", MODE="0666", OWNER+="root"
 "#,
     );
-    assert_eq!(rs.warnings.len(), 1, "OWNER+= is taken as =: {}", show(&rs.warnings));
+    assert_eq!(
+        rs.warnings.len(),
+        1,
+        "OWNER+= is taken as =: {}",
+        show(&rs.warnings)
+    );
     let (m, _) = eval(&rs, &tty_event("add", "ttyUSB0", true));
-    assert_eq!((m.node.uid, m.node.gid, m.node.mode), (Some(0), Some(20), Some(0o620)));
+    assert_eq!(
+        (m.node.uid, m.node.gid, m.node.mode),
+        (Some(0), Some(20), Some(0o620))
+    );
     // without the := rule, the last one wins
     let (m, _) = eval(&rs, &tty_event("add", "ttyS0", true));
-    assert_eq!((m.node.uid, m.node.gid, m.node.mode), (Some(0), Some(0), Some(0o666)));
+    assert_eq!(
+        (m.node.uid, m.node.gid, m.node.mode),
+        (Some(0), Some(0), Some(0o666))
+    );
     // a name that does not resolve skips its line, naming it
-    let rs = lenient("SUBSYSTEM==\"tty\", GROUP=\"plugdev\", MODE=\"0664\"\nSUBSYSTEM==\"tty\", MODE=\"0600\"\n");
+    let rs = lenient(
+        "SUBSYSTEM==\"tty\", GROUP=\"plugdev\", MODE=\"0664\"\nSUBSYSTEM==\"tty\", MODE=\"0600\"\n",
+    );
     assert_eq!(rs.len(), 1);
-    assert!(rs.skipped[0].message.starts_with("unknown group \"plugdev\""), "{}", show(&rs.skipped));
+    assert!(
+        rs.skipped[0]
+            .message
+            .starts_with("unknown group \"plugdev\""),
+        "{}",
+        show(&rs.skipped)
+    );
 }
 
 #[test]
@@ -789,12 +815,24 @@ KERNEL=="cciss/c0d0", SYMLINK+="disk/$kernel"
     // characters udev does not allow in a name become `_`
     let (m, env) = with("ttyS0");
     assert_eq!(links(&m), ["first", "serial/My_Modem", "odd/a_b_c"]);
-    assert_eq!(get(&env, "DEVLINKS"), Some("/dev/first /dev/serial/My_Modem /dev/odd/a_b_c"));
+    assert_eq!(
+        get(&env, "DEVLINKS"),
+        Some("/dev/first /dev/serial/My_Modem /dev/odd/a_b_c")
+    );
     assert_eq!(links(&with("ttyS1").0), ["only"]);
     // := clears and is final: later += and = change nothing
     assert_eq!(links(&with("ttyS2").0), ["fixed"]);
     // string_escape=none: the substituted space splits the value
-    assert_eq!(links(&with("ttyS3").0), ["first", "serial/My_Modem", "odd/a_b_c", "serial/My", "Modem"]);
+    assert_eq!(
+        links(&with("ttyS3").0),
+        [
+            "first",
+            "serial/My_Modem",
+            "odd/a_b_c",
+            "serial/My",
+            "Modem"
+        ]
+    );
     // string_escape=replace: one link, spaces replaced
     let (m, _) = with("ttyS4");
     assert_eq!(links(&m)[3], "one_link/My_Modem");
@@ -821,19 +859,31 @@ KERNEL=="ttyS2", TAG="only"
 KERNEL=="ttyS2", TAG+="systemd", RUN{builtin}+="log"
 "#,
     );
-    let tags = |m: &Matched| m.node.tags.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    let tags = |m: &Matched| {
+        m.node
+            .tags
+            .iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+    };
     let (m, env) = eval(&rs, &tty_event("add", "ttyS0", true));
     assert_eq!(tags(&m), ["uaccess", "seat"]);
     assert_eq!(get(&env, "TAGS"), Some(":uaccess:seat:"));
     assert_eq!(get(&env, "CURRENT_TAGS"), Some(":uaccess:seat:"));
-    assert_eq!(tags(&eval(&rs, &tty_event("add", "ttyS1", true)).0), ["uaccess"]);
+    assert_eq!(
+        tags(&eval(&rs, &tty_event("add", "ttyS1", true)).0),
+        ["uaccess"]
+    );
     let raw = tty_event("add", "ttyS2", true);
     let (m, _) = eval(&rs, &raw);
     assert_eq!(tags(&m), ["only", "systemd"]);
     // the builtin's raw event carries them too
     let ev = Uevent::parse(&raw).unwrap();
     let added: Vec<(&str, &[u8])> = rs.env_assignments(&m).collect();
-    assert!(added.contains(&("TAGS", b":only:systemd:".as_slice())), "{added:?}");
+    assert!(
+        added.contains(&("TAGS", b":only:systemd:".as_slice())),
+        "{added:?}"
+    );
     assert!(added.contains(&("CURRENT_TAGS", b":only:systemd:".as_slice())));
     assert_eq!(ev.get("TAGS"), None);
 }
@@ -875,7 +925,10 @@ fn the_board_persistent_links_are_udevs_names() {
         if ev.kernel_name() == "ttyUSB0" && ev.action() == "add" && ev.subsystem() == Some("tty") {
             // imported properties reach handlers, all of them (usb_id: 25)
             let env = rs.env(&ev, &m);
-            assert_eq!(get(&env, "ID_SERIAL"), Some("QEMU_QEMU_USB_SERIAL_FT4RJ7QA"));
+            assert_eq!(
+                get(&env, "ID_SERIAL"),
+                Some("QEMU_QEMU_USB_SERIAL_FT4RJ7QA")
+            );
             assert_eq!(get(&env, "ID_USB_DRIVER"), Some("ftdi_sio"));
             assert_eq!(get(&env, "ID_PATH"), Some("pci-0000:00:02.0-usb-0:2:1.0"));
             assert!(get(&env, ".ID_PORT").is_none());

@@ -377,7 +377,8 @@ fn sighup_with_a_broken_file_keeps_the_old_rules_and_a_fixed_file_switches() {
     p.signal(Signal::SIGHUP);
     assert!(p.wait_stderr("reloaded after SIGHUP", Duration::from_secs(10)));
     assert!(
-        p.stderr().contains("test.rules:2:1: unknown key 'FROB' (line skipped"),
+        p.stderr()
+            .contains("test.rules:2:1: unknown key 'FROB' (line skipped"),
         "{}",
         p.stderr()
     );

@@ -1564,7 +1564,10 @@ impl RuleBuilder<'_> {
                         format!("RUN{{builtin}}=\"{name}\" is a udev builtin that hotplugd does not have (its builtins: {known})"),
                     )
                 } else {
-                    self.fail(t.value_at, format!("no builtin named \"{name}\" (known: {known})"))
+                    self.fail(
+                        t.value_at,
+                        format!("no builtin named \"{name}\" (known: {known})"),
+                    )
                 };
             };
             argv.remove(0);

@@ -399,3 +399,70 @@ fn replace_symlink(dir: BorrowedFd<'_>, base: &str, target: &str) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! On a scratch directory: no root needed (no nodes, only links).
+
+    use super::*;
+
+    struct Tmp(PathBuf);
+    impl Tmp {
+        fn new(tag: &str) -> Tmp {
+            let d =
+                std::env::temp_dir().join(format!("hotplugd-sysdev-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).unwrap();
+            Tmp(d)
+        }
+    }
+    impl Drop for Tmp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn links_are_made_recorded_and_removed_with_their_empty_directories() {
+        let t = Tmp::new("links");
+        let d = DevDir::open(&t.0).unwrap();
+        d.make_link("serial/by-id/x", "../../ttyUSB0").unwrap();
+        let p = t.0.join("serial/by-id/x");
+        assert_eq!(std::fs::read_link(&p).unwrap(), Path::new("../../ttyUSB0"));
+        let rec = t.0.join(RECORD_DIR).join("serial\\x2fby-id\\x2fx");
+        assert_eq!(
+            std::fs::read_link(&rec).unwrap(),
+            Path::new("../../ttyUSB0")
+        );
+        let mut buf = [0u8; MAX_TARGET];
+        let (k, target) = d.read_link("serial/by-id/x", &mut buf).unwrap();
+        assert_eq!((k, target), (Kind::Symlink, Some(&b"../../ttyUSB0"[..])));
+        // replaced atomically, no temporary left behind
+        d.make_link("serial/by-id/x", "../../ttyUSB1").unwrap();
+        assert_eq!(std::fs::read_link(&p).unwrap(), Path::new("../../ttyUSB1"));
+        assert_eq!(
+            std::fs::read_dir(t.0.join("serial/by-id")).unwrap().count(),
+            1
+        );
+        d.remove_link("serial/by-id/x").unwrap();
+        assert!(!t.0.join("serial").exists(), "emptied directories go too");
+        assert!(rec.symlink_metadata().is_err(), "and the record");
+    }
+
+    #[test]
+    fn a_file_is_never_removed_and_a_symlinked_directory_never_followed() {
+        let t = Tmp::new("safe");
+        let outside = Tmp::new("outside");
+        let d = DevDir::open(&t.0).unwrap();
+        std::fs::write(t.0.join("file"), "x").unwrap();
+        assert_eq!(d.remove_link("file"), Err(Errno::EEXIST));
+        assert!(t.0.join("file").is_file());
+        // dev/evil -> a directory elsewhere: nothing is made through it
+        std::os::unix::fs::symlink(&outside.0, t.0.join("evil")).unwrap();
+        assert!(d.make_link("evil/x", "../null").is_err());
+        assert_eq!(std::fs::read_dir(&outside.0).unwrap().count(), 0);
+        let mut buf = [0u8; MAX_TARGET];
+        assert!(d.read_link("evil/x", &mut buf).is_err());
+        assert_eq!(d.lstat("missing/x").unwrap(), Seen::MISSING);
+    }
+}
