@@ -74,7 +74,8 @@ fn lines(out: &Path, n: usize, p: &Proc) -> Vec<String> {
 }
 
 /// OWNER, GROUP, MODE (`:=` beating a later `=`) and SYMLINK on `change`
-/// and `add`; links gone after `remove`, their emptied directories too; a
+/// and `add`; links gone after `remove`, their emptied directories too, and
+/// after a `change` whose rules no longer claim them; a
 /// link path holding a regular file is not clobbered; a remove handler
 /// sees an `ENV{}` value only the add set, and the add's DEVLINKS.
 #[test]
@@ -99,7 +100,8 @@ fn permissions_links_and_what_a_remove_knows() {
     let id = uuid();
     let m = format!("SUBSYSTEM==\"mem\", KERNEL==\"full\", ENV{{SYNTH_UUID}}==\"{id}\"");
     let rules = s.rules(&format!(
-        "{m}, ACTION!=\"remove\", MODE:=\"0640\", OWNER=\"nobody\", GROUP=\"dialout\", SYMLINK+=\"test/by-name/%k\"\n\
+        "{m}, ACTION!=\"remove\", MODE:=\"0640\", OWNER=\"nobody\", GROUP=\"dialout\"\n\
+         {m}, ACTION!=\"remove\", ENV{{SYNTH_ARG_L}}!=\"no\", SYMLINK+=\"test/by-name/%k\"\n\
          {m}, ACTION!=\"remove\", MODE=\"0666\", SYMLINK+=\"blocked\"\n\
          {m}, ACTION==\"add\", ENV{{ADDONLY}}=\"on-add\"\n\
          {m}, RUN+=\"{rec}\"\n"
@@ -151,11 +153,20 @@ fn permissions_links_and_what_a_remove_knows() {
     // put the device back in step for whoever comes next
     synth(&uevent("full"), "add", &id, &[]);
     lines(&out, 5, &p);
+    assert_eq!(link(&by_name).as_deref(), Some("../../full"));
+    // a change whose rules no longer give the link takes it away
+    synth(&uevent("full"), "change", &id, &["L=no"]);
+    let l = lines(&out, 6, &p);
+    assert_eq!(l[5], "change none /dev/blocked");
+    assert!(
+        by_name.symlink_metadata().is_err(),
+        "no longer claimed: removed"
+    );
     let (st, err) = p.stop();
     assert!(st.success(), "{err}");
     assert!(stat(&err, "dev_perms_applied") >= 1, "{err}");
     assert!(stat(&err, "dev_links_made") >= 2, "{err}");
-    assert!(stat(&err, "dev_links_removed") >= 2, "{err}");
+    assert!(stat(&err, "dev_links_removed") >= 3, "{err}");
     assert!(
         stat(&err, "dev_links_refused") >= 3,
         "blocked, each time: {err}"

@@ -102,7 +102,8 @@ for h in "$st"/usr/libexec/hotplugd/*; do
     mv "$h" "$h.real"
     cat >"$h" <<'WRAP'
 #!/bin/sh
-echo "E2E-HANDLER ${0##*/} ACTION=$ACTION DEVNAME=${DEVNAME:-} INTERFACE=${INTERFACE:-} PRODUCT=${PRODUCT:-} ID_SERIAL=${ID_SERIAL:-} COLDPLUG=${HOTPLUGD_COLDPLUG:-0} RESYNC=${HOTPLUGD_RESYNC:-0}" >/dev/console
+node=$([ -n "${DEVNAME:-}" ] && ls -ln "/dev/$DEVNAME" 2>/dev/null | awk '{print $1 ":" $4}')
+echo "E2E-HANDLER ${0##*/} ACTION=$ACTION DEVNAME=${DEVNAME:-} INTERFACE=${INTERFACE:-} PRODUCT=${PRODUCT:-} ID_SERIAL=${ID_SERIAL:-} NODE=${node:-} COLDPLUG=${HOTPLUGD_COLDPLUG:-0} RESYNC=${HOTPLUGD_RESYNC:-0}" >/dev/console
 exec "$0.real"
 WRAP
     chmod 755 "$h"
