@@ -93,7 +93,7 @@ fn permissions_links_and_what_a_remove_knows() {
     let rec = s.script(
         "rec.sh",
         &format!(
-            "echo \"$ACTION ${{ADDONLY:-none}} ${{DEVLINKS:-nolinks}}\" >> {}",
+            "echo \"$ACTION ${{ADDONLY:-none}} ${{DEVLINKS:-nolinks}} ${{TAGS:-notags}}\" >> {}",
             out.display()
         ),
     );
@@ -103,7 +103,7 @@ fn permissions_links_and_what_a_remove_knows() {
         "{m}, ACTION!=\"remove\", MODE:=\"0640\", OWNER=\"nobody\", GROUP=\"dialout\"\n\
          {m}, ACTION!=\"remove\", ENV{{SYNTH_ARG_L}}!=\"no\", SYMLINK+=\"test/by-name/%k\"\n\
          {m}, ACTION!=\"remove\", MODE=\"0666\", SYMLINK+=\"blocked\"\n\
-         {m}, ACTION==\"add\", ENV{{ADDONLY}}=\"on-add\"\n\
+         {m}, ACTION==\"add\", ENV{{ADDONLY}}=\"on-add\", TAG+=\"hotplugtest\"\n\
          {m}, RUN+=\"{rec}\"\n"
     ));
     let p = start(&s, &rules, &dev);
@@ -112,7 +112,7 @@ fn permissions_links_and_what_a_remove_knows() {
     synth(&uevent("full"), "change", &id, &[]);
     let l = lines(&out, 1, &p);
     assert_eq!(
-        l[0], "change none /dev/test/by-name/full /dev/blocked",
+        l[0], "change none /dev/test/by-name/full /dev/blocked notags",
         "the handler runs after /dev is done and sees DEVLINKS"
     );
     assert_eq!(mode(&node), 0o640, ":= wins over a later =");
@@ -128,7 +128,10 @@ fn permissions_links_and_what_a_remove_knows() {
 
     synth(&uevent("full"), "remove", &id, &[]);
     let l = lines(&out, 2, &p);
-    assert_eq!(l[1], "remove none /dev/test/by-name/full /dev/blocked");
+    assert_eq!(
+        l[1],
+        "remove none /dev/test/by-name/full /dev/blocked notags"
+    );
     assert!(
         by_name.symlink_metadata().is_err(),
         "link gone after remove"
@@ -139,14 +142,17 @@ fn permissions_links_and_what_a_remove_knows() {
 
     synth(&uevent("full"), "add", &id, &[]);
     let l = lines(&out, 3, &p);
-    assert_eq!(l[2], "add on-add /dev/test/by-name/full /dev/blocked");
+    assert_eq!(
+        l[2],
+        "add on-add /dev/test/by-name/full /dev/blocked :hotplugtest:"
+    );
     assert_eq!(link(&by_name).as_deref(), Some("../../full"));
 
     synth(&uevent("full"), "remove", &id, &[]);
     let l = lines(&out, 4, &p);
     assert_eq!(
-        l[3], "remove on-add /dev/test/by-name/full /dev/blocked",
-        "the remove handler sees what the add knew"
+        l[3], "remove on-add /dev/test/by-name/full /dev/blocked :hotplugtest:",
+        "the remove handler sees what the add knew: ENV{{}}, DEVLINKS, TAGS"
     );
     assert!(by_name.symlink_metadata().is_err());
 
@@ -157,7 +163,7 @@ fn permissions_links_and_what_a_remove_knows() {
     // a change whose rules no longer give the link takes it away
     synth(&uevent("full"), "change", &id, &["L=no"]);
     let l = lines(&out, 6, &p);
-    assert_eq!(l[5], "change none /dev/blocked");
+    assert!(l[5].starts_with("change none /dev/blocked "), "{}", l[5]);
     assert!(
         by_name.symlink_metadata().is_err(),
         "no longer claimed: removed"
