@@ -364,23 +364,23 @@ pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
     match rules_from(&opts.rules, opts.insecure_rules).load(&builtins.names()) {
         Ok(rs) => {
             let mut err = io::stderr().lock();
-            let mut all: Vec<&Diagnostic> = rs.warnings.iter().chain(&rs.skipped).collect();
+            let mut all: Vec<&Diagnostic> = rs.warnings.iter().chain(&rs.errors).collect();
             all.sort_by_key(|d| (rs.files.iter().position(|f| *f == d.file), d.line, d.col));
             for d in all {
                 let _ = writeln!(err, "{d}");
             }
             let mut summary = format!("rules: {} rules from {} files", rs.len(), rs.files.len());
-            if !rs.skipped.is_empty() {
-                summary.push_str(&format!(", {}", plural(rs.skipped.len(), "error")));
+            if !rs.errors.is_empty() {
+                summary.push_str(&format!(", {}", plural(rs.errors.len(), "error")));
             }
             if !rs.warnings.is_empty() {
                 summary.push_str(&format!(", {}", plural(rs.warnings.len(), "warning")));
             }
             let _ = writeln!(io::stdout(), "{summary}");
-            if !rs.skipped.is_empty() {
+            if !rs.errors.is_empty() {
                 return Err(AppError::Config(format!(
                     "{} in the rules: those lines are skipped, as udev skips them; `run` loads the rest",
-                    plural(rs.skipped.len(), "error")
+                    plural(rs.errors.len(), "error")
                 )));
             }
             if opts.strict && !rs.warnings.is_empty() {
@@ -491,6 +491,7 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
     let cfg = exec_config(&opts.handlers)?;
     let sysfs = SysfsRoot::new(&opts.handlers.sysfs_root);
     let mut m = Matched::default();
+    let mut jobs = crate::job::Jobs::new(1, crate::limits::JOB_SLOT);
     let mut out = io::stdout().lock();
     let mut w = |s: String| {
         let _ = out.write_all(s.as_bytes());
@@ -523,30 +524,67 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
         for (k, v) in rules.env_assignments(&m) {
             w(format!("  ENV{{{k}}}={}\n", quoted(v)));
         }
-        let (job, _) = build_job(&rules, &ev, &m, &sysfs);
-        for (wi, step) in m.work.iter().zip(job.steps.iter()) {
-            let loc = rules.location(wi.rule);
-            match step {
-                exec::Step::Exec { argv, .. } => {
-                    let args: Vec<String> = argv.iter().map(|a| quoted(a)).collect();
+        let node = &m.node;
+        if node.uid.is_some() || node.gid.is_some() || node.mode.is_some() {
+            let show = |v: Option<u32>, octal: bool| match v {
+                Some(v) if octal => format!("{v:04o}"),
+                Some(v) => v.to_string(),
+                None => "-".into(),
+            };
+            w(format!(
+                "  node: OWNER={} GROUP={} MODE={}\n",
+                show(node.uid, false),
+                show(node.gid, false),
+                show(node.mode, true)
+            ));
+        }
+        if node.link_priority != 0 {
+            w(format!("  link_priority={}\n", node.link_priority));
+        }
+        let (job, _, _) = build_job(
+            &rules,
+            &ev,
+            &m,
+            &sysfs,
+            jobs.start(ev.action(), ev.devpath(), None),
+        );
+        let v = jobs.view(&job);
+        for step in v.steps() {
+            match *step {
+                exec::Step::Exec { argv, rule } => {
+                    let loc = v.rule(rule);
+                    let args: Vec<String> = v.words(argv).iter().map(quoted).collect();
                     w(format!("  run {loc}: [{}]\n", args.join(", ")));
-                    for (k, v) in &job.env {
-                        w(format!("    {k}={}\n", printable(v)));
+                    for e in v.env().iter() {
+                        w(format!("    {}\n", printable(e)));
                     }
                     w(format!("    HOTPLUGD_RULE={loc}\n"));
                     for (k, v) in &cfg.extra_env {
                         w(format!("    {}={}\n", printable(k), printable(v)));
                     }
                 }
-                exec::Step::Builtin { name, args, .. } => {
-                    let args: Vec<String> = args.iter().map(|a| quoted(a)).collect();
-                    w(format!("  builtin {loc}: {name} [{}]\n", args.join(", ")));
+                exec::Step::Builtin {
+                    name, args, rule, ..
+                } => {
+                    let args: Vec<String> = v.words(args).iter().map(quoted).collect();
+                    w(format!(
+                        "  builtin {}: {} [{}]\n",
+                        v.rule(rule),
+                        v.str(name),
+                        args.join(", ")
+                    ));
                 }
-                exec::Step::WriteAttr { name, value, .. } => {
-                    w(format!("  attr {loc}: {name} = {}\n", quoted(value)));
+                exec::Step::WriteAttr { name, value, rule } => {
+                    w(format!(
+                        "  attr {}: {} = {}\n",
+                        v.rule(rule),
+                        v.str(name),
+                        quoted(v.bytes(value))
+                    ));
                 }
             }
         }
+        jobs.recycle(job);
     }
     Ok(())
 }

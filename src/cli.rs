@@ -324,8 +324,13 @@ Ready means: socket bound, rules loaded, coldplug done. If $NOTIFY_SOCKET is set
 (systemd Type=notify), READY=1 is sent then, RELOADING=1 and READY=1 around
 each SIGHUP reload, and STOPPING=1 on SIGINT/SIGTERM.
 
-Signals: SIGHUP reloads every rule file (on any error the old rules stay in
-force and each error is logged); SIGUSR1 logs the counters; SIGINT/SIGTERM
+Rules load as udev 252 loads them: a line udev would skip is skipped and
+logged, and the rest runs; a construct hotplugd cannot do as udev would
+(PROGRAM, TEST, NAME, ...) stops the start (see `hotplugd check --help`).
+
+Signals: SIGHUP reloads every rule file (if one cannot be read, parses not at
+all, or is refused, the old rules stay in force and each error is logged;
+skipped lines are logged and the rest loads); SIGUSR1 logs the counters; SIGINT/SIGTERM
 stop: queued work is dropped (logged), handlers get SIGTERM, then SIGKILL
 2 s later; exit 0 once every handler is reaped (one SIGKILL did not end is
 given up on 2 s after that, so a stop takes at most 4 s).
@@ -333,10 +338,10 @@ given up on 2 s after that, so a stop takes at most 4 s).
 On exit one line goes to stderr:
   stats: received=N ... matched=N handlers_started=N handlers_failed=N
   handlers_timed_out=N handlers_unkillable=N queue_full=N output_lines_cut=N
-  output_lines_suppressed=N limits_hit=N attr_write_failed=N resyncs=N
-  resync_retries=N synthetic_adds=N synthetic_removes=N table_full=N
-  resync_unchecked=N synthetic_malformed=N broadcast_sent=N broadcast_again=N
-  broadcast_nobufs=N broadcast_refused=N broadcast_failed=N
+  output_lines_suppressed=N limits_hit=N attr_write_failed=N job_oversize=N
+  resyncs=N resync_retries=N synthetic_adds=N synthetic_removes=N
+  table_full=N resync_unchecked=N synthetic_malformed=N broadcast_sent=N
+  broadcast_again=N broadcast_nobufs=N broadcast_refused=N broadcast_failed=N
   broadcast_too_large=N dev_perms_applied=N dev_perms_refused=N
   dev_perms_failed=N dev_links_made=N dev_links_removed=N dev_links_refused=N
   dev_link_conflicts=N dev_links_failed=N table_records_cut=N

@@ -30,7 +30,7 @@ use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use crate::exec::{Exit, Kill, ProcIo};
+use crate::exec::{Exit, Kill, ProcIo, Words};
 use crate::limits::RECV_BUFFER;
 use crate::stats::{Scope, Stats};
 use crate::sys::netlink::{Recv, Sender, UeventSocket};
@@ -108,6 +108,8 @@ pub struct Children {
     /// Pids whose output could not be watched (registration failed): the
     /// loop reports them closed at its next turn.
     unwatched: Vec<i32>,
+    /// The `execve` pointer arrays, reused for every handler.
+    exec_scratch: spawn::ExecScratch,
 }
 
 impl Children {
@@ -119,6 +121,9 @@ impl Children {
             next_token: FIRST_CHILD_TOKEN,
             scratch: Vec::with_capacity(64),
             unwatched: Vec::new(),
+            exec_scratch: spawn::ExecScratch::with_capacity(
+                crate::limits::MAX_ARGS + crate::limits::MAX_FIELDS + 64,
+            ),
         }
     }
 
@@ -203,11 +208,20 @@ impl Children {
 impl ProcIo for Children {
     fn spawn(
         &mut self,
-        argv: &[Vec<u8>],
-        env: &[(&[u8], &[u8])],
+        argv: Words<'_>,
+        env: &[Words<'_>],
         creds: Option<(u32, u32)>,
     ) -> Result<i32, String> {
-        let sp = spawn::spawn(argv, env, creds).map_err(|e| e.to_string())?;
+        let mut blocks: [&[u8]; 4] = [&[]; 4];
+        if env.len() > blocks.len() {
+            return Err("internal: more than 4 environment blocks".into());
+        }
+        for (b, w) in blocks.iter_mut().zip(env) {
+            *b = w.block();
+        }
+        let blocks = &blocks[..env.len()];
+        let sp = spawn::spawn(argv.block(), blocks, &mut self.exec_scratch, creds)
+            .map_err(|e| e.to_string())?;
         self.add(sp.pid, Some(sp.output), Some(sp.exec_error));
         Ok(sp.pid)
     }

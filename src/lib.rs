@@ -61,6 +61,7 @@ pub mod devices;
 pub mod devnode;
 pub mod exec;
 pub mod identity;
+pub mod job;
 pub mod json;
 pub mod limits;
 pub mod monitor;

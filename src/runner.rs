@@ -21,7 +21,7 @@ use log::{debug, error, info, warn};
 use crate::daemon::{Cx, Flow, Mode, BATCH};
 use crate::devices::DeviceTable;
 use crate::devnode::{self, Claimant, EventBuf, LinkPlan, NodeId, Perms, Release, Target};
-use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Exit, Job, Step};
+use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Exit, Job, JobWriter};
 use crate::recovery::{Coldplug, Recovery, Track, Verdict};
 use crate::rules::parse::{self, Source, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use crate::rules::NodeAssign;
@@ -227,9 +227,8 @@ impl Runner {
         let Some(b) = self.broadcaster.as_mut() else {
             return;
         };
-        while let Some(job) = self.exec.take_finished() {
-            b.send(&job.raw, b"", &job.label, cx.stats);
-        }
+        self.exec
+            .drain_finished(|job| b.send(job.raw(), b"", &job.label(), cx.stats));
     }
 
     /// BROADCAST HOOK (issue 16): an event the rules gave no work to is
@@ -240,10 +239,16 @@ impl Runner {
         };
         if self.exec.idle() {
             let env = self.rules.env_assignments(&self.matched);
-            let label = format_args!("{} {}", ev.action(), ev.devpath());
-            b.send_with_env(ev.raw(), env, &label, cx.stats);
+            b.send_with_env(
+                ev.raw(),
+                env,
+                &format_args!("{} {}", ev.action(), ev.devpath()),
+                cx.stats,
+            );
         } else {
-            let (job, _) = build_job(&self.rules, ev, &self.matched, &self.sysfs);
+            let w = start_job(&mut self.exec, ev);
+            let (job, _, oversize) = build_job(&self.rules, ev, &self.matched, &self.sysfs, w);
+            note_oversize(oversize, ev, cx);
             self.exec.push(job, cx.now, cx.procs, cx.stats);
         }
     }
@@ -278,29 +283,12 @@ impl Runner {
         if let Some(t) = &self.track_override {
             return t.clone();
         }
-        let mut track = match self.rules.subsystems() {
+        // rules with OWNER/GROUP/MODE, SYMLINK or TAG count too: links are
+        // removed with what the table remembers
+        match self.rules.subsystems() {
             Some(v) => Track::Only(v),
             None => Track::All,
-        };
-        // Links are removed with what the table remembers, so a device
-        // whose rules give it links or tags must be in the table; the
-        // rules' subsystems count only rules with handlers.
-        if self.dev.dir.is_some() {
-            if let Track::Only(v) = &mut track {
-                match node_subsystems(&self.rules) {
-                    Some(more) => {
-                        for s in more {
-                            if !v.contains(&s) {
-                                v.push(s);
-                            }
-                        }
-                        v.sort();
-                    }
-                    None => return Track::All,
-                }
-            }
         }
-        track
     }
 
     /// The device table, if recovery is on.
@@ -353,21 +341,31 @@ impl Runner {
         for w in &self.rules.warnings {
             warn!("{w}");
         }
-        for e in &self.rules.skipped {
+        for e in &self.rules.errors {
             error!("{e}");
         }
         info!(
             "rules: {} rules from {} files{}",
             self.rules.len(),
             self.rules.files.len(),
-            if self.rules.skipped.is_empty() {
+            if self.rules.errors.is_empty() {
                 String::new()
             } else {
                 format!(
-                    "; {} lines with errors skipped, as udev skips them",
-                    self.rules.skipped.len()
+                    "; {} errors (lines skipped or terms ignored, as udev does)",
+                    self.rules.errors.len()
                 )
             }
+        );
+        let c = self.exec.config();
+        info!(
+            "handler jobs: {} KiB reserved ({} slots of {} KiB: --max-queue {} + --max-children {} + {} finished)",
+            self.exec.reserved_bytes() / 1024,
+            c.max_queue + c.max_children + crate::exec::FINISHED_SLOTS,
+            crate::limits::JOB_SLOT / 1024,
+            c.max_queue,
+            c.max_children,
+            crate::exec::FINISHED_SLOTS
         );
     }
 
@@ -385,7 +383,7 @@ impl Runner {
     fn reload_rules(&mut self) {
         match self.from.load(&self.exec.builtin_names()) {
             Ok(rs) if !rs.unparsed_files().is_empty() => {
-                for e in &rs.skipped {
+                for e in &rs.errors {
                     error!("{e}");
                 }
                 error!(
@@ -415,54 +413,73 @@ impl Runner {
     }
 }
 
-/// Builds the job for an event the rules gave work to. Allocates.
-pub fn build_job(rules: &RuleSet, ev: &Uevent<'_>, m: &Matched, sysfs: &SysfsRoot) -> (Job, usize) {
+/// Writes the job for an event the rules gave work to into `w` (reserved
+/// memory: nothing is allocated). Returns the job, the values cut or steps
+/// dropped at fixed limits (for the caller to count in `limits_hit`), and
+/// whether the job outgrew its slot (`job_oversize`).
+pub fn build_job(
+    rules: &RuleSet,
+    ev: &Uevent<'_>,
+    m: &Matched,
+    sysfs: &SysfsRoot,
+    mut w: JobWriter<'_>,
+) -> (Job, usize, bool) {
     let mut limits_hit = 0;
-    let mut raw = ev.raw().to_vec();
-    for (k, v) in rules.env_assignments(m) {
-        raw.extend_from_slice(k.as_bytes());
-        raw.push(b'=');
-        raw.extend_from_slice(v);
-        raw.push(0);
-    }
-    let mut steps = std::collections::VecDeque::new();
-    for w in &m.work {
-        let rule = rules.location(w.rule).to_string();
-        match &rules.actions[w.action] {
+    w.raw(ev.raw(), rules.env_assignments(m));
+    rules.env_each(ev, m, &mut |k, v| w.env(k, v));
+    for wk in &m.work {
+        let loc = rules.location(wk.rule);
+        let added = match &rules.actions[wk.action] {
             Action::Run(_) => {
-                if let Some(argv) = rules.argv(w, ev, m, sysfs, &mut limits_hit) {
-                    steps.push_back(Step::Exec { argv, rule });
-                }
+                w.begin_words();
+                rules.words_each(wk, ev, m, sysfs, &mut limits_hit, &mut |a| w.word(a));
+                w.exec(format_args!("{loc}"))
             }
             Action::Builtin { id, name, .. } => {
-                let args = rules
-                    .argv(w, ev, m, sysfs, &mut limits_hit)
-                    .unwrap_or_default();
-                steps.push_back(Step::Builtin {
-                    id: *id,
-                    name: name.to_string(),
-                    args,
-                    rule,
-                });
+                w.begin_words();
+                rules.words_each(wk, ev, m, sysfs, &mut limits_hit, &mut |a| w.word(a));
+                w.builtin(*id, name, format_args!("{loc}"))
             }
             Action::WriteAttr { .. } => {
-                if let Some((name, value)) = rules.attr_write(w, ev, m, sysfs, &mut limits_hit) {
-                    steps.push_back(Step::WriteAttr { name, value, rule });
-                }
+                let mut r = Ok(());
+                rules.attr_each(wk, ev, m, sysfs, &mut limits_hit, &mut |n, v| {
+                    r = w.write_attr(n, v, format_args!("{loc}"));
+                });
+                r
             }
-            // ENV, OWNER/GROUP/MODE, SYMLINK, TAG, OPTIONS: decided by the rules
-            _ => {}
+            _ => Ok(()),
+        };
+        if let Err(e) = added {
+            limits_hit += 1;
+            warn!(
+                "{loc}: not run for {} {}: {e} (limits_hit counts it)",
+                ev.action(),
+                ev.devpath()
+            );
         }
     }
-    let job = Job {
-        label: format!("{} {}", ev.action(), ev.devpath()),
-        devpath: ev.devpath().to_string(),
-        devpath_old: ev.get_str("DEVPATH_OLD").map(String::from),
-        raw,
-        env: rules.env(ev, m),
-        steps,
-    };
-    (job, limits_hit)
+    let (job, oversize) = w.finish();
+    (job, limits_hit, oversize)
+}
+
+/// Counts and logs a job that outgrew its reserved slot.
+fn note_oversize(oversize: bool, ev: &Uevent<'_>, cx: &mut Cx<'_>) {
+    if oversize {
+        cx.stats.job_oversize += 1;
+        warn!(
+            "{} {}: its job did not fit its reserved {} bytes (or every slot was in use) and was \
+             put on the heap whole (job_oversize={})",
+            ev.action(),
+            ev.devpath(),
+            crate::limits::JOB_SLOT,
+            cx.stats.job_oversize
+        );
+    }
+}
+
+/// Starts the job of an event in the engine's reserved memory.
+fn start_job<'e>(exec: &'e mut Exec, ev: &Uevent<'_>) -> JobWriter<'e> {
+    exec.start_job(ev.action(), ev.devpath(), ev.get_str("DEVPATH_OLD"))
 }
 
 impl Runner {
@@ -494,7 +511,9 @@ impl Runner {
         );
         let mut hit = m.limits_hit;
         if m.has_work() {
-            let (job, h) = build_job(&self.rules, ev, m, &self.sysfs);
+            let w = start_job(&mut self.exec, ev);
+            let (job, h, oversize) = build_job(&self.rules, ev, m, &self.sysfs, w);
+            note_oversize(oversize, ev, cx);
             hit += h;
             self.exec.push(job, cx.now, cx.procs, cx.stats);
             if !self.exec.has_room() {
@@ -507,7 +526,7 @@ impl Runner {
         if hit > 0 {
             cx.stats.limits_hit += hit as u64;
             warn!(
-                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN for RUN arguments, ENV{{}} and ATTR{{}} values; MAX_ENV_ASSIGN; MAX_RUN_PER_EVENT); limits_hit={}",
+                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN for RUN arguments, ENV{{}}, ATTR{{}} and SYMLINK values; MAX_ENV_ASSIGN; MAX_IMPORTED, MAX_IMPORTED_LEN; MAX_LINKS, MAX_LINK_LEN or a link leaving /dev; MAX_TAGS; MAX_RUN_PER_EVENT); limits_hit={}",
                 ev.action(),
                 ev.devpath(),
                 cx.stats.limits_hit
@@ -643,40 +662,6 @@ impl Mode for Runner {
         }
         Ok(())
     }
-}
-
-/// The subsystems of rules that give links or tags (`SYMLINK`, `TAG`):
-/// `None` if one of them has no literal `SUBSYSTEM==` (it could match any).
-fn node_subsystems(rules: &RuleSet) -> Option<Vec<String>> {
-    use crate::rules::{glob, MatchKey};
-    let mut out = Vec::new();
-    for r in rules.rules.iter().filter(|r| !r.label) {
-        let gives = rules.actions[r.actions.clone()]
-            .iter()
-            .any(|a| matches!(a, Action::Symlink { .. } | Action::Tag { .. }));
-        if !gives {
-            continue;
-        }
-        let mut found = false;
-        for m in &rules.matches[r.matches.clone()] {
-            if m.key == MatchKey::Subsystem && !m.negate {
-                for alt in glob::alternatives(&m.pattern) {
-                    if !glob::is_literal(alt) {
-                        return None;
-                    }
-                    let s = String::from_utf8_lossy(alt).into_owned();
-                    if !out.contains(&s) {
-                        out.push(s);
-                    }
-                }
-                found = true;
-            }
-        }
-        if !found {
-            return None;
-        }
-    }
-    Some(out)
 }
 
 /// Other devices of the table that claim `link` (their `DEVLINKS` holds

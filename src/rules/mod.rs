@@ -96,6 +96,12 @@ pub enum MatchKey {
     Subsystems,
     /// `DRIVERS`: the driver of the device or a parent
     Drivers,
+    /// `TAG`, `TAGS`: a tag an earlier rule set for this event (udev 252:
+    /// true if any current tag matches)
+    Tag,
+    /// `SYMLINK`: a link an earlier rule set for this event (true if any
+    /// matches)
+    Symlink,
 }
 
 impl MatchKey {
@@ -296,9 +302,11 @@ pub struct RuleSet {
     pub actions: Vec<Action>,
     /// Warnings found while loading (the set loaded anyway).
     pub warnings: Vec<Diagnostic>,
-    /// Errors for lines that were skipped, as udev skips them (the rest
-    /// loaded): `check` exits 1 on any; `run` logs them and runs.
-    pub skipped: Vec<Diagnostic>,
+    /// Errors udev also reports and loads past: a line skipped (as udev
+    /// skips it), or a term ignored (an unknown user or group, as udev
+    /// ignores it); the rest loaded. `check` exits 1 on any; `run` logs
+    /// them and runs.
+    pub errors: Vec<Diagnostic>,
     /// Trust problems found on the descriptors the rule files were read
     /// from and the directories leading to them (as root only), each with
     /// the path at fault; [`parse::check_trust`] reports them.
@@ -438,8 +446,13 @@ pub struct Matched {
     pub node: NodeAssign,
     /// `DEVLINKS` as udev exports it (`/dev/a /dev/b`), empty without links.
     devlinks: heapless::Vec<u8, DEVLINKS_LEN>,
-    /// `TAGS`/`CURRENT_TAGS` as udev exports them (`:a:b:`), empty without tags.
+    /// Every tag this event's rules added, removed or not (udev's `TAGS`;
+    /// `CURRENT_TAGS` is [`NodeAssign::tags`]).
+    all_tags: heapless::Vec<heapless::String<MAX_TAG_LEN>, MAX_TAGS>,
+    /// `TAGS` as udev exports it (`:a:b:`), empty without tags.
     tags: heapless::Vec<u8, TAGS_LEN>,
+    /// `CURRENT_TAGS` as udev exports it (`:a:b:`), empty without tags.
+    current_tags: heapless::Vec<u8, TAGS_LEN>,
 }
 
 impl Matched {
@@ -456,7 +469,9 @@ impl Matched {
         self.limits_hit = 0;
         self.node.clear();
         self.devlinks.clear();
+        self.all_tags.clear();
         self.tags.clear();
+        self.current_tags.clear();
     }
 
     fn next_seq(&mut self) -> u32 {
@@ -464,15 +479,15 @@ impl Matched {
         self.seq
     }
 
-    /// What udev exports besides the properties: `DEVLINKS`, `TAGS` and
-    /// `CURRENT_TAGS`, each only when not empty.
+    /// What udev exports besides the properties: `DEVLINKS`, `TAGS` (every
+    /// tag added, even one a later `TAG-=` removed) and `CURRENT_TAGS` (the
+    /// tags in force), each only when not empty.
     pub fn exported<'a>(&'a self) -> impl Iterator<Item = (&'static str, &'a [u8])> + 'a {
         let links = (!self.devlinks.is_empty()).then_some(("DEVLINKS", &self.devlinks[..]));
-        let tags = (!self.tags.is_empty()).then_some(&self.tags[..]);
-        links
-            .into_iter()
-            .chain(tags.map(|t| ("TAGS", t)))
-            .chain(tags.map(|t| ("CURRENT_TAGS", t)))
+        let tags = (!self.tags.is_empty()).then_some(("TAGS", &self.tags[..]));
+        let current =
+            (!self.current_tags.is_empty()).then_some(("CURRENT_TAGS", &self.current_tags[..]));
+        links.into_iter().chain(tags).chain(current)
     }
 
     /// True if there is work (processes to run, attributes to write).
@@ -520,12 +535,17 @@ fn export(m: &mut Matched) {
         let _ = m.devlinks.extend_from_slice(b"/dev/");
         let _ = m.devlinks.extend_from_slice(l.as_bytes());
     }
-    for t in &m.node.tags {
-        if m.tags.is_empty() {
-            let _ = m.tags.push(b':');
+    for (list, out) in [
+        (&m.all_tags, &mut m.tags),
+        (&m.node.tags, &mut m.current_tags),
+    ] {
+        for t in list {
+            if out.is_empty() {
+                let _ = out.push(b':');
+            }
+            let _ = out.extend_from_slice(t.as_bytes());
+            let _ = out.push(b':');
         }
-        let _ = m.tags.extend_from_slice(t.as_bytes());
-        let _ = m.tags.push(b':');
     }
 }
 
@@ -626,7 +646,7 @@ impl RuleSet {
             .iter()
             .enumerate()
             .filter(|(i, f)| {
-                self.skipped.iter().any(|d| d.file == **f)
+                self.errors.iter().any(|d| d.file == **f)
                     && !self.rules.iter().any(|r| r.file == *i)
             })
             .map(|(_, f)| f.as_str())
@@ -644,14 +664,22 @@ impl RuleSet {
     }
 
     /// The subsystems this rule set can act on: `None` if some rule with
-    /// work has no `SUBSYSTEM==` literal terms (it could match any).
+    /// work (a handler, an attribute write, or the device node's owner,
+    /// group, mode, links or tags, which the device table must remember
+    /// for the `remove`) has no `SUBSYSTEM==` literal terms (it could match
+    /// any).
     pub fn subsystems(&self) -> Option<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
         for r in self.rules.iter().filter(|r| !r.label) {
             if !self.actions[r.actions.clone()].iter().any(|a| {
                 matches!(
                     a,
-                    Action::Run(_) | Action::Builtin { .. } | Action::WriteAttr { .. }
+                    Action::Run(_)
+                        | Action::Builtin { .. }
+                        | Action::WriteAttr { .. }
+                        | Action::Node { .. }
+                        | Action::Symlink { .. }
+                        | Action::Tag { .. }
                 )
             }) {
                 continue;
@@ -862,7 +890,10 @@ impl RuleSet {
                 AssignOp::Remove => m.node.tags.retain(|t| t.as_str() != name.as_ref()),
                 _ => {
                     if *op != AssignOp::Add {
+                        // udev: `TAG=` clears every tag (TAGS too); `TAG-=`
+                        // only the current ones
                         m.node.tags.clear();
+                        m.all_tags.clear();
                     }
                     if m.node.tags.iter().any(|t| t.as_str() == name.as_ref()) {
                         return;
@@ -870,6 +901,9 @@ impl RuleSet {
                     let mut t = heapless::String::new();
                     // the loader keeps names within MAX_TAG_LEN
                     let _ = t.push_str(name);
+                    if !m.all_tags.iter().any(|x| x == &t) {
+                        let _ = m.all_tags.push(t.clone());
+                    }
                     if m.node.tags.push(t).is_err() {
                         m.limits_hit += 1;
                     }
@@ -969,14 +1003,17 @@ impl RuleSet {
                     None => t.negate, // makes the caller's `== negate` test fail
                 }
             }
+            MatchKey::Tag => m.node.tags.iter().any(|t| g.matches(t.as_bytes())),
+            MatchKey::Symlink => m.node.links.iter().any(|l| g.matches(l.as_bytes())),
             MatchKey::Attrs(_) | MatchKey::Kernels | MatchKey::Subsystems | MatchKey::Drivers => {
                 false
             }
         }
     }
 
-    /// The argv of a `RUN` work item, substituted (allocates: one `Vec` per
-    /// argument). `None` if the work item is not a `RUN`.
+    /// The argv of a `RUN` (or a builtin's arguments), substituted, as
+    /// [`RuleSet::words_each`] gives it (allocates: for tools and tests).
+    /// `None` if the work item is neither.
     pub fn argv(
         &self,
         w: &Work,
@@ -985,37 +1022,16 @@ impl RuleSet {
         sysfs: &dyn Sysfs,
         limits_hit: &mut usize,
     ) -> Option<Vec<Vec<u8>>> {
-        let words = match &self.actions[w.action] {
-            Action::Run(c) => &c.argv,
-            Action::Builtin { args, .. } => args,
-            _ => return None,
-        };
-        let cx = Expand {
-            rs: self,
-            ev,
-            m,
-            sysfs,
-            parent: w.parent,
-        };
-        Some(
-            words
-                .iter()
-                .map(|t| {
-                    let mut v = Value::new();
-                    if !cx.expand(t, &mut v, false) {
-                        *limits_hit += 1;
-                    }
-                    v.to_vec()
-                })
-                .collect(),
-        )
+        let mut out = Vec::new();
+        self.words_each(w, ev, m, sysfs, limits_hit, &mut |a| out.push(a.to_vec()))
+            .then_some(out)
     }
 
-    /// The substituted value of an `ATTR{}=` work item: (attribute, value).
+    /// The substituted value of an `ATTR{}=` work item: (attribute, value),
+    /// as [`RuleSet::attr_each`] gives it (allocates: for tools and tests).
     /// A value longer than `MAX_SUBST_LEN` is cut there (and still written,
-    /// as a `RUN` argument is still passed) and counted in `limits_hit`, for
-    /// the caller to log, as [`RuleSet::argv`] does. `None` if the work item
-    /// is not an `ATTR{}=`.
+    /// as a `RUN` argument is still passed) and counted in `limits_hit`.
+    /// `None` if the work item is not an `ATTR{}=`.
     pub fn attr_write(
         &self,
         w: &Work,
@@ -1024,8 +1040,62 @@ impl RuleSet {
         sysfs: &dyn Sysfs,
         limits_hit: &mut usize,
     ) -> Option<(String, Vec<u8>)> {
+        let mut out = None;
+        self.attr_each(w, ev, m, sysfs, limits_hit, &mut |n, v| {
+            out = Some((n.to_string(), v.to_vec()))
+        });
+        out
+    }
+
+    /// The substituted words of a `RUN` or builtin work item, each handed
+    /// to `out` (no allocation). False if the work item is neither.
+    /// Values cut at `MAX_SUBST_LEN` are counted in `limits_hit`.
+    pub fn words_each(
+        &self,
+        w: &Work,
+        ev: &Uevent<'_>,
+        m: &Matched,
+        sysfs: &dyn Sysfs,
+        limits_hit: &mut usize,
+        out: &mut dyn FnMut(&[u8]),
+    ) -> bool {
+        let words = match &self.actions[w.action] {
+            Action::Run(c) => &c.argv,
+            Action::Builtin { args, .. } => args,
+            _ => return false,
+        };
+        let cx = Expand {
+            rs: self,
+            ev,
+            m,
+            sysfs,
+            parent: w.parent,
+        };
+        let mut v = Value::new();
+        for t in words {
+            v.clear();
+            if !cx.expand(t, &mut v, false) {
+                *limits_hit += 1;
+            }
+            out(&v);
+        }
+        true
+    }
+
+    /// The substituted value of an `ATTR{}=` work item, handed to `out`
+    /// with the attribute's name (no allocation); as [`RuleSet::attr_write`].
+    /// False if the work item is not an `ATTR{}=`.
+    pub fn attr_each(
+        &self,
+        w: &Work,
+        ev: &Uevent<'_>,
+        m: &Matched,
+        sysfs: &dyn Sysfs,
+        limits_hit: &mut usize,
+        out: &mut dyn FnMut(&str, &[u8]),
+    ) -> bool {
         let Action::WriteAttr { name, value } = &self.actions[w.action] else {
-            return None;
+            return false;
         };
         let cx = Expand {
             rs: self,
@@ -1038,54 +1108,79 @@ impl RuleSet {
         if !cx.expand(value, &mut v, false) {
             *limits_hit += 1;
         }
-        Some((name.to_string(), v.to_vec()))
+        out(name, &v);
+        true
     }
 
-    /// The environment a handler sees: the event's fields (a repeated key
-    /// once, with its last value) in wire order, then what matching rules
-    /// assigned with `ENV{}` and imported with `IMPORT{builtin}` (replacing
-    /// event fields of the same name; `ENV{KEY}=""` removes `KEY`), then
-    /// `DEVLINKS`, `TAGS` and `CURRENT_TAGS` when there are links or tags.
-    /// Allocates.
+    /// The environment a handler sees, as [`RuleSet::env_each`] gives it
+    /// (allocates: for tools and tests).
     pub fn env(&self, ev: &Uevent<'_>, m: &Matched) -> Vec<(String, Vec<u8>)> {
-        let mut out: Vec<(String, Vec<u8>)> =
-            Vec::with_capacity(ev.fields().len() + m.env.len() + m.imported.len() + 3);
-        for f in ev.fields() {
-            match out.iter_mut().find(|(k, _)| k == f.key) {
-                Some(e) => e.1 = f.value.to_vec(),
-                None => out.push((f.key.to_string(), f.value.to_vec())),
-            }
-        }
-        let exported = m.exported().map(|(k, v)| -> (&str, &[u8]) { (k, v) });
-        for (key, value) in self.properties(m).chain(exported) {
-            if value.is_empty() {
-                out.retain(|(k, _)| k != key);
-                continue;
-            }
-            match out.iter_mut().find(|(k, _)| k == key) {
-                Some(x) => x.1 = value.to_vec(),
-                None => out.push((key.to_string(), value.to_vec())),
-            }
-        }
+        let mut out = Vec::with_capacity(ev.fields().len() + m.env.len() + m.imported.len() + 3);
+        self.env_each(ev, m, &mut |k, v| {
+            out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()))
+        });
         out
     }
 
-    /// Every property rules set (`ENV{}`) or imported, in the order they
-    /// were set, private ones (`ENV{.NAME}`) left out; an empty value means
-    /// removed. Allocates (a sort).
-    fn properties<'a>(&'a self, m: &'a Matched) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
-        let mut all: Vec<(u32, &str, &[u8])> = m
-            .env
-            .iter()
-            .filter_map(|e| match &self.actions[e.action] {
-                Action::SetEnv { key, .. } => Some((e.seq, key.as_ref(), &e.value[..])),
-                _ => None,
-            })
-            .chain(m.imported.iter().map(|e| (e.seq, e.key, &e.value[..])))
-            .filter(|(_, k, _)| !subst::is_private(k))
-            .collect();
-        all.sort_by_key(|e| e.0);
-        all.into_iter().map(|(_, k, v)| (k, v))
+    /// The handler environment, each (key, value) handed to `out`, without
+    /// allocating: the event's fields in wire order (a key the event
+    /// repeats once, at its first place, with its last value), a property
+    /// the rules set (`ENV{}`) or imported (`IMPORT{builtin}`) replacing a
+    /// field of the same name in place (the later of the two wins; an empty
+    /// value, `ENV{KEY}=""`, removes it); then the new properties, `ENV{}`
+    /// ones in the order first assigned, then imported ones; then
+    /// `DEVLINKS`, `TAGS` and `CURRENT_TAGS` when there are links or tags.
+    /// Private properties (`ENV{.NAME}`) are left out.
+    pub fn env_each(&self, ev: &Uevent<'_>, m: &Matched, out: &mut dyn FnMut(&[u8], &[u8])) {
+        let fields = ev.fields();
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|g| g.key == f.key) {
+                continue;
+            }
+            let value = match property(self, m, f.key) {
+                Some([]) => continue, // removed
+                Some(v) => v,
+                None => fields[i..]
+                    .iter()
+                    .rev()
+                    .find(|g| g.key == f.key)
+                    .map_or(f.value, |g| g.value),
+            };
+            out(f.key.as_bytes(), value);
+        }
+        let in_event = |key: &str| fields.iter().any(|f| f.key == key);
+        let set_by_env = |key: &str| {
+            m.env.iter().any(
+                |e| matches!(&self.actions[e.action], Action::SetEnv { key: k, .. } if k.as_ref() == key),
+            )
+        };
+        for (i, e) in m.env.iter().enumerate() {
+            let Action::SetEnv { key, .. } = &self.actions[e.action] else {
+                continue;
+            };
+            if in_event(key)
+                || m.env[..i].iter().any(|p| {
+                    matches!(&self.actions[p.action], Action::SetEnv { key: k, .. } if k == key)
+                })
+            {
+                continue;
+            }
+            match property(self, m, key) {
+                Some(v) if !v.is_empty() => out(key.as_bytes(), v),
+                _ => {}
+            }
+        }
+        for e in &m.imported {
+            if in_event(e.key) || set_by_env(e.key) || e.value.is_empty() {
+                continue;
+            }
+            out(e.key.as_bytes(), &e.value);
+        }
+        for (k, v) in m.exported() {
+            if !in_event(k) {
+                out(k.as_bytes(), v);
+            }
+        }
     }
 
     /// What the rules added to the event, as (key, value), for dry runs and
@@ -1160,6 +1255,25 @@ fn env_value<'a>(rs: &RuleSet, ev: &Uevent<'a>, m: &'a Matched, key: &str) -> &'
         (Some(s), _) => &s.value,
         (None, Some(i)) => &i.value,
         (None, None) => ev.get(key).unwrap_or(b""),
+    }
+}
+
+/// A non-private property the rules set or imported (the later of the
+/// two), if any: `Some(b"")` when `ENV{key}=""` removed it.
+fn property<'a>(rs: &RuleSet, m: &'a Matched, key: &str) -> Option<&'a [u8]> {
+    if subst::is_private(key) {
+        return None;
+    }
+    let set = m.env.iter().find(|e| match &rs.actions[e.action] {
+        Action::SetEnv { key: k, .. } => k.as_ref() == key,
+        _ => false,
+    });
+    let imported = m.imported.iter().find(|e| e.key == key);
+    match (set, imported) {
+        (Some(s), Some(i)) if i.seq > s.seq => Some(&i.value),
+        (Some(s), _) => Some(&s.value),
+        (None, Some(i)) => Some(&i.value),
+        (None, None) => None,
     }
 }
 
@@ -1244,6 +1358,8 @@ impl MatchKey {
             MatchKey::Kernels => "KERNELS".into(),
             MatchKey::Subsystems => "SUBSYSTEMS".into(),
             MatchKey::Drivers => "DRIVERS".into(),
+            MatchKey::Tag => "TAG".into(),
+            MatchKey::Symlink => "SYMLINK".into(),
         }
     }
 }
@@ -1472,5 +1588,42 @@ mod tests {
             .expect("an ATTR{} write");
         assert_eq!(value, long.as_bytes());
         assert_eq!(hit, 1);
+    }
+
+    /// The handler environment: a repeated kernel key once, at its first
+    /// place, with its last value; `ENV{}` replaces in place (last
+    /// assignment wins); new keys follow in the order first assigned;
+    /// private keys are not exported.
+    #[test]
+    fn the_handler_environment_keeps_udevs_order_and_last_values() {
+        let src = parse::Source {
+            name: "t.rules".into(),
+            text: "SUBSYSTEM==\"tty\", ENV{NEW}=\"1\", ENV{B}=\"x\", ENV{.P}=\"p\"\n\
+                   SUBSYSTEM==\"tty\", ENV{NEW}=\"2\", ENV{OTHER}=\"o\"\n"
+                .into(),
+        };
+        let rs = parse::compile(&[src], &[]).expect("loads");
+        let raw = b"change@/d\0ACTION=change\0DEVPATH=/d\0SUBSYSTEM=tty\0A=1\0B=1\0A=2\0SEQNUM=1\0";
+        let ev = Uevent::parse(raw).expect("event");
+        let mut m = Matched::default();
+        rs.evaluate(&ev, &NoSysfs, &mut m);
+        let env: Vec<String> = rs
+            .env(&ev, &m)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(&v)))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "ACTION=change",
+                "DEVPATH=/d",
+                "SUBSYSTEM=tty",
+                "A=2",
+                "B=x",
+                "SEQNUM=1",
+                "NEW=2",
+                "OTHER=o"
+            ]
+        );
     }
 }

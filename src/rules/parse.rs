@@ -750,6 +750,7 @@ pub fn compile_with(
                 names,
                 errors: Vec::new(),
                 refused: Vec::new(),
+                ignored: Vec::new(),
                 warnings: Vec::new(),
                 matches: Vec::new(),
                 actions: Vec::new(),
@@ -771,7 +772,8 @@ pub fn compile_with(
             if b.actions.len() > MAX_ACTIONS_PER_RULE {
                 b.refuse(terms[0].key_at, format!("more than {MAX_ACTIONS_PER_RULE} assignments in one rule (MAX_ACTIONS_PER_RULE)"));
             }
-            let warn_noop = b.actions.is_empty()
+            let warn_noop = b.ignored.is_empty()
+                && b.actions.is_empty()
                 && b.goto.is_none()
                 && !b.last_rule
                 && b.label.is_none()
@@ -779,6 +781,7 @@ pub fn compile_with(
             let RuleBuilder {
                 errors: errs,
                 refused: mut refs,
+                ignored,
                 warnings,
                 mut matches,
                 actions,
@@ -798,6 +801,7 @@ pub fn compile_with(
                 continue;
             }
             rs.warnings.extend(warnings);
+            skipped.extend(ignored);
             if matches.is_empty()
                 && actions.is_empty()
                 && imports.is_empty()
@@ -918,7 +922,7 @@ pub fn compile_with(
     let order = |d: &Diagnostic| (sources.iter().position(|s| s.name == d.file), d.line, d.col);
     if refused.is_empty() {
         skipped.sort_by_key(order);
-        rs.skipped = skipped;
+        rs.errors = skipped;
         Ok(rs)
     } else {
         // files in the order given; within a file, by position
@@ -937,6 +941,8 @@ struct RuleBuilder<'a> {
     errors: Vec<Diagnostic>,
     /// Constructs hotplugd refuses (nothing loads).
     refused: Vec<Diagnostic>,
+    /// Errors udev reports but loads the line past (a term ignored).
+    ignored: Vec<Diagnostic>,
     warnings: Vec<Diagnostic>,
     matches: Vec<Match>,
     actions: Vec<Action>,
@@ -994,6 +1000,12 @@ impl RuleBuilder<'_> {
     fn refuse(&mut self, at: usize, msg: String) {
         let d = self.err(at, msg);
         self.refused.push(d);
+    }
+
+    /// An error udev reports while loading the line without the term.
+    fn ignore(&mut self, at: usize, msg: String) {
+        let d = self.err(at, msg);
+        self.ignored.push(d);
     }
 
     /// Loads, with a note (`check --strict` makes it an error).
@@ -1134,9 +1146,11 @@ impl RuleBuilder<'_> {
                 format!("{key} is not supported: rules cannot run programs to decide a match (the daemon would wait on it); decide in the RUN handler"),
             ),
             "TEST" => self.refuse(t.key_at, "TEST is not supported: test for the file in the RUN handler, or match ATTR{...}".into()),
-            "TAGS" | "CURRENT_TAGS" => self.refuse(
+            "TAGS" if is_match && t.attr.is_none() => self.add_match(MatchKey::Tag, t),
+            "TAGS" => self.fail(t.op_at, "TAGS is a match key: use == or != (to set a tag: TAG+=)".into()),
+            "CURRENT_TAGS" => self.refuse(
                 t.key_at,
-                format!("{key} is not supported: hotplugd keeps no tags from earlier events to match; match what set the tag instead"),
+                format!("{key} is not supported: match TAG== or TAGS== (the tags this event's rules set)"),
             ),
             "SYSCTL" | "CONST" => {
                 self.refuse(t.key_at, format!("{key} is a udev key that hotplugd does not support"))
@@ -1243,9 +1257,10 @@ impl RuleBuilder<'_> {
                     .ok()
                     .filter(|m| *m <= 0o7777 && !v.is_empty())
                 else {
-                    return self.fail(
+                    // udev loads it and fails to parse it on every event
+                    return self.warn(
                         t.value_at,
-                        format!("MODE \"{v}\" is not an octal mode (e.g. \"0660\")"),
+                        format!("MODE \"{v}\" is not an octal mode (e.g. \"0660\"): ignored, as udev ignores it"),
                     );
                 };
                 (NodeKey::Mode, m)
@@ -1269,14 +1284,21 @@ impl RuleBuilder<'_> {
                     match found {
                         Ok(Some(id)) => (nk, id),
                         Ok(None) => {
+                            // udev 252: "Unknown group 'x', ignoring": the
+                            // line loads without the term
                             let what = if user { "user" } else { "group" };
-                            return self.fail(
+                            return self.ignore(
                                 t.value_at,
-                                format!("unknown {what} \"{v}\" (not in the {what} database here)"),
+                                format!("unknown {what} \"{v}\" (not in the {what} database here): {key} is ignored, as udev ignores it; the rest of the line loads"),
                             );
                         }
                         Err(e) => {
-                            return self.fail(t.value_at, format!("cannot look up \"{v}\": {e}"))
+                            return self.ignore(
+                                t.value_at,
+                                format!(
+                                "cannot look up \"{v}\": {e}: {key} is ignored, as udev ignores it"
+                            ),
+                            )
                         }
                     }
                 }
@@ -1298,12 +1320,8 @@ impl RuleBuilder<'_> {
             "+=" => AssignOp::Add,
             "=" => AssignOp::Assign,
             ":=" => AssignOp::Final,
-            "==" | "!=" => {
-                return self.refuse(
-                    t.op_at,
-                    "SYMLINK==/!= (matching the links set so far) is not supported".into(),
-                )
-            }
+            // udev 252: true if a link an earlier rule set matches
+            "==" | "!=" => return self.add_match(MatchKey::Symlink, t),
             _ => {
                 return self.fail(
                     t.op_at,
@@ -1324,6 +1342,10 @@ impl RuleBuilder<'_> {
         if t.attr.is_some() {
             return self.fail(t.attr_at - 1, "TAG takes no {...}".into());
         }
+        if matches!(t.op, "==" | "!=") {
+            // udev 252: true if a tag an earlier rule set matches
+            return self.add_match(MatchKey::Tag, t);
+        }
         let op = match t.op {
             "+=" => AssignOp::Add,
             "-=" => AssignOp::Remove,
@@ -1332,7 +1354,12 @@ impl RuleBuilder<'_> {
                 self.coerce(t, "=");
                 AssignOp::Assign
             }
-            _ => return self.fail(t.op_at, format!("TAG takes +=, -= or =, not {} (to match tags: TAGS==, which hotplugd does not support)", t.op)),
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!("TAG takes ==, !=, +=, -= or =, not {}", t.op),
+                )
+            }
         };
         let v = t.value.as_str();
         if v.contains(['$', '%']) {
@@ -1346,13 +1373,14 @@ impl RuleBuilder<'_> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         {
-            return self.fail(
+            // udev loads it and refuses the tag on every event
+            return self.warn(
                 t.value_at,
-                format!("\"{v}\" is not a tag name (letters, digits, _ and -)"),
+                format!("\"{v}\" is not a tag name (letters, digits, _ and -): ignored, as udev ignores it"),
             );
         }
         if v.len() > MAX_TAG_LEN {
-            return self.fail(
+            return self.refuse(
                 t.value_at,
                 format!("tag is longer than {MAX_TAG_LEN} bytes (MAX_TAG_LEN)"),
             );
@@ -1407,48 +1435,41 @@ impl RuleBuilder<'_> {
                 "OPTIONS takes += (OPTIONS+=\"link_priority=10\")".into(),
             );
         }
-        let mut any = false;
-        for opt in t.value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            any = true;
-            let at = t.value_at + t.value.find(opt).unwrap_or(0);
-            let (name, arg) = opt.split_once('=').unwrap_or((opt, ""));
-            match (name, arg) {
-                ("last_rule", "") => {
-                    self.last_rule = true;
-                    self.warn(at, "OPTIONS \"last_rule\" is not in udev 252 (udev ignores it and evaluates later rules); hotplugd keeps it: no later rule is evaluated for the event".into());
-                }
-                ("link_priority", n) => match n.parse::<i32>() {
-                    Ok(p) => self.actions.push(Action::LinkPriority(p)),
-                    Err(_) => {
-                        return self.fail(at, format!("link_priority \"{n}\" is not a number"))
-                    }
-                },
-                ("string_escape", "none") => self.actions.push(Action::StringEscape(Escape::None)),
-                ("string_escape", "replace") => {
-                    self.actions.push(Action::StringEscape(Escape::Replace))
-                }
-                ("string_escape", e) => {
-                    return self.fail(
-                        at,
-                        format!("string_escape \"{e}\": expected none or replace"),
-                    )
-                }
-                (
-                    "static_node" | "watch" | "nowatch" | "db_persist" | "log_level"
-                    | "all_partitions",
-                    _,
-                ) => self.warn(
-                    at,
-                    format!("OPTIONS \"{opt}\" has no meaning in hotplugd; ignored"),
-                ),
-                _ => self.warn(
-                    at,
-                    format!("unknown OPTIONS \"{opt}\"; ignored (as udev does)"),
-                ),
-            }
+        // udev 252 takes one option per OPTIONS ("a,b" is one unknown value)
+        let opt = t.value.as_str();
+        let at = t.value_at;
+        if opt.is_empty() {
+            return self.warn(at, "OPTIONS without an option does nothing".into());
         }
-        if !any {
-            self.warn(t.value_at, "OPTIONS without an option does nothing".into());
+        let (name, arg) = opt.split_once('=').unwrap_or((opt, ""));
+        match (name, arg) {
+            ("last_rule", "") => {
+                self.last_rule = true;
+                self.warn(at, "OPTIONS \"last_rule\" is not in udev 252 (udev ignores it and evaluates later rules); hotplugd keeps it: no later rule is evaluated for the event".into());
+            }
+            ("link_priority", n) => match n.parse::<i32>() {
+                Ok(p) => self.actions.push(Action::LinkPriority(p)),
+                Err(_) => self.fail(at, format!("link_priority \"{n}\" is not a number")),
+            },
+            ("string_escape", "none") => self.actions.push(Action::StringEscape(Escape::None)),
+            ("string_escape", "replace") => {
+                self.actions.push(Action::StringEscape(Escape::Replace))
+            }
+            ("string_escape", e) => self.warn(
+                at,
+                format!("string_escape \"{e}\": expected none or replace; ignored (as udev does)"),
+            ),
+            (
+                "static_node" | "watch" | "nowatch" | "db_persist" | "log_level" | "all_partitions",
+                _,
+            ) => self.warn(
+                at,
+                format!("OPTIONS \"{opt}\" has no meaning in hotplugd; ignored"),
+            ),
+            _ => self.warn(
+                at,
+                format!("unknown OPTIONS \"{opt}\"; ignored (as udev does)"),
+            ),
         }
     }
 
@@ -1468,7 +1489,17 @@ impl RuleBuilder<'_> {
                 None
             }
             Some(a) if !ok(a.as_bytes()) => {
-                self.fail(t.attr_at, format!("'{a}' is not {what}"));
+                // udev takes any ENV{}/ATTR{} name (with substitutions, `..`):
+                // skipping the line would run fewer rules than udev
+                let msg = format!("'{a}' is not {what}");
+                if t.key == "USB" {
+                    self.fail(t.attr_at, msg);
+                } else {
+                    self.refuse(
+                        t.attr_at,
+                        format!("{msg}; hotplugd does not take this name"),
+                    );
+                }
                 None
             }
             Some(a) => Some(a),
@@ -1534,7 +1565,11 @@ impl RuleBuilder<'_> {
             Err(at) => return self.refuse(t.value_at + at, "unclosed single quote in RUN".into()),
         };
         if words.is_empty() {
-            return self.fail(t.value_at, "RUN needs a program".into());
+            // udev loads it and has nothing to run
+            return self.warn(
+                t.value_at,
+                "RUN needs a program: this one runs nothing".into(),
+            );
         }
         if words.len() > MAX_ARGS {
             return self.refuse(

@@ -320,4 +320,18 @@ mod tests {
         assert!(parse(b"$attr{device/idVendor}").is_ok());
         assert!(parse(b"$env{UNCLOSED").is_err());
     }
+
+    /// udev's `udev_replace_chars` for SYMLINK: allowed bytes, `\x`
+    /// escapes and valid UTF-8 stay; whitespace is a space when spaces are
+    /// allowed; everything else is `_`.
+    #[test]
+    fn replace_chars_is_udevs() {
+        let mut v = b"a b/c\\x20d\te*f?\xc3\xa9 \xff".to_vec();
+        let n = replace_chars(&mut v, true);
+        assert_eq!(v, b"a b/c\\x20d e_f_\xc3\xa9 _".to_vec());
+        assert_eq!(n, 4);
+        let mut v = b"a b\tc".to_vec();
+        assert_eq!(replace_chars(&mut v, false), 2);
+        assert_eq!(v, b"a_b_c".to_vec());
+    }
 }
