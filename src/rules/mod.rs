@@ -1,16 +1,22 @@
-//! Rules: a udev-style language, compiled once into tables, matched many
-//! times without allocating.
+//! Rules: udev's language, compiled once into tables, matched many times
+//! without allocating.
 //!
 //! - [`parse`] turns rule files into a [`RuleSet`] or a list of
-//!   [`Diagnostic`]s (`file:line:column: message`, the line, a caret). A
-//!   failed load changes nothing: the caller keeps the old set.
+//!   [`Diagnostic`]s (`file:line:column: message`, the line, a caret). Lines
+//!   udev would skip are skipped ([`RuleSet::errors`]); a refused load
+//!   changes nothing: the caller keeps the old set.
 //! - [`RuleSet::evaluate`] runs one event through the rules into a reusable
 //!   [`Matched`] (fixed capacity; no allocation). Terms that need sysfs
 //!   (`ATTR`, then the parent walk of `ATTRS`/`KERNELS`/`SUBSYSTEMS`/
-//!   `DRIVERS`) are evaluated only after the rule's event-only terms matched.
-//! - Building the handler's argv and environment from a [`Matched`] happens
-//!   afterwards ([`RuleSet::argv`], [`RuleSet::env`]) and allocates: it is
-//!   part of starting a process, which allocates anyway.
+//!   `DRIVERS`) are evaluated only after the rule's event-only terms
+//!   matched, and `IMPORT{builtin}` after all of them (as udev orders
+//!   them); a failing import makes the rule not match. The builtin itself
+//!   (`crate::identity`) allocates; what it returns is copied into fixed
+//!   room. `OWNER`/`GROUP`/`MODE`/`SYMLINK`/`TAG` results go to
+//!   [`Matched::node`] ([`NodeAssign`]) for the device node code.
+//! - The handler's argv and environment are handed out word by word
+//!   ([`RuleSet::words_each`], [`RuleSet::env_each`]) without allocating;
+//!   [`RuleSet::argv`] and [`RuleSet::env`] collect them for tools and tests.
 //!
 //! sysfs is reached only through the [`Sysfs`] trait, so this module stays
 //! free of I/O; `sys::sysfs` implements it for a real (or fixture) tree.

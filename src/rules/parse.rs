@@ -1,11 +1,14 @@
 //! Rule files → [`RuleSet`], or every mistake as a [`Diagnostic`].
 //!
-//! The language (a udev subset; the README documents it in full):
-//! one rule per logical line (a trailing `\` continues it), `KEY OP "value"`
-//! terms separated by commas, `#` starts a comment line. Match keys take
-//! `==`/`!=` and a glob; assignments take `=` or `+=`. All errors of a file
-//! are reported at once, each as `file:line:column: message` with the line
-//! and a caret.
+//! The language is udev's, read as udev 252 reads it (the README and
+//! `docs/udev-rules-compat.md` document it in full): one rule per logical
+//! line (a trailing `\` continues it; a `#` line is a comment wherever it
+//! is), `KEY{attr} OP "value"` terms separated by whitespace or commas,
+//! `\"` and `e"..."` escapes in values. Each diagnostic is `file:line:column:
+//! message` with the line and a caret, in three classes: a line udev would
+//! skip is skipped and the rest loads ([`RuleSet::errors`]); a construct
+//! hotplugd cannot do as udev would refuses the set (`Err`); what udev
+//! accepts with a note is a warning ([`RuleSet::warnings`]).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -49,7 +52,7 @@ pub const DEFAULT_RULES_NAME: &str = "<default rules>";
 /// replacing symlink to `/dev/null` masks the name. `builtins` are the
 /// names `RUN{builtin}` may use. On an error reading a file, or a construct
 /// hotplugd refuses, nothing is returned but the diagnostics; lines udev
-/// would skip are skipped ([`RuleSet::skipped`]).
+/// would skip are skipped ([`RuleSet::errors`]).
 /// With `as_root` (the daemon's effective uid is 0: `sys::is_root`), each
 /// file is also checked for trust on the descriptor it is read from (see
 /// [`check_trust`], which reports what was found).
@@ -685,7 +688,7 @@ fn lex(text: &str) -> Result<Lexed<'_>, (usize, String)> {
 /// As udev 252 reads rules (docs/udev-rules-compat.md):
 /// - a line udev would skip (a bad term, an unknown key, a wrong operator,
 ///   an unknown user or group, ...) is skipped with an error and the rest
-///   loads: the error is in [`RuleSet::skipped`];
+///   loads: the error is in [`RuleSet::errors`];
 /// - a construct hotplugd cannot do as udev would (`PROGRAM`, `TEST`,
 ///   `NAME`, ...) refuses the whole set: `Err` with every error, so `run`
 ///   never runs with fewer rules than udev would have;
@@ -1148,10 +1151,6 @@ impl RuleBuilder<'_> {
             "TEST" => self.refuse(t.key_at, "TEST is not supported: test for the file in the RUN handler, or match ATTR{...}".into()),
             "TAGS" if is_match && t.attr.is_none() => self.add_match(MatchKey::Tag, t),
             "TAGS" => self.fail(t.op_at, "TAGS is a match key: use == or != (to set a tag: TAG+=)".into()),
-            "CURRENT_TAGS" => self.refuse(
-                t.key_at,
-                format!("{key} is not supported: match TAG== or TAGS== (the tags this event's rules set)"),
-            ),
             "SYSCTL" | "CONST" => {
                 self.refuse(t.key_at, format!("{key} is a udev key that hotplugd does not support"))
             }
@@ -1459,6 +1458,28 @@ impl RuleBuilder<'_> {
                 at,
                 format!("string_escape \"{e}\": expected none or replace; ignored (as udev does)"),
             ),
+            ("log_level", l)
+                if !(l == "reset"
+                    || l.parse::<u8>().is_ok_and(|n| n <= 7)
+                    || matches!(
+                        l,
+                        "emerg"
+                            | "alert"
+                            | "crit"
+                            | "err"
+                            | "warning"
+                            | "notice"
+                            | "info"
+                            | "debug"
+                    )) =>
+            {
+                self.fail(
+                    at,
+                    format!(
+                        "log_level \"{l}\" is not a log level (0-7, emerg ... debug, or reset)"
+                    ),
+                )
+            }
             (
                 "static_node" | "watch" | "nowatch" | "db_persist" | "log_level" | "all_partitions",
                 _,
