@@ -339,6 +339,9 @@ pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Res
     let readiness =
         Readiness::new(inherited.ready, opts.pidfile.clone()).map_err(AppError::System)?;
     runner.set_readiness(readiness);
+    if let Some(root) = &opts.dev_root {
+        runner.enable_dev(root);
+    }
     runner.enable_recovery(opts.track.clone(), opts.coldplug);
     if !opts.broadcast.is_empty() {
         let b = crate::sys::broadcast::Broadcaster::new(opts.broadcast.clone())

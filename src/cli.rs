@@ -232,6 +232,10 @@ pub struct RunOpts {
     pub accept_injected: bool,
     /// `--control`.
     pub control: ControlAt,
+    /// `--dev-root`: the directory whose nodes and links the rules'
+    /// `OWNER`/`GROUP`/`MODE`/`SYMLINK` manage (default `/dev`); `None`:
+    /// `--dev-root none`, /dev is not touched.
+    pub dev_root: Option<PathBuf>,
 }
 
 /// Options of `check`.
@@ -433,6 +437,12 @@ Options:
                    uevents this way, so without it every event is rejected.
                    Off by default: on a board only the kernel itself (pid 0)
                    sends uevents, and any root process could inject one
+  --dev-root DIR   where device nodes and links live (default /dev): the
+                   rules' OWNER, GROUP and MODE are applied to DIR/$DEVNAME
+                   (only if it is the event's device node) and SYMLINK links
+                   made under DIR, removed when their device goes; `none`:
+                   leave /dev alone (another manager owns it). A directory
+                   that cannot be opened: warned about, and left alone
   -v, --verbose    more log output (repeatable)
   -h, --help       this help
 
@@ -459,11 +469,14 @@ given up on 2 s after that, so a stop takes at most 4 s).
 On exit one line goes to stderr:
   stats: received=N ... matched=N handlers_started=N handlers_failed=N
   handlers_timed_out=N handlers_unkillable=N queue_full=N output_lines_cut=N
-  output_lines_suppressed=N limits_hit=N attr_write_failed=N resyncs=N
-  resync_retries=N synthetic_adds=N synthetic_removes=N table_full=N
-  resync_unchecked=N synthetic_malformed=N broadcast_sent=N broadcast_again=N
-  broadcast_nobufs=N broadcast_refused=N broadcast_failed=N
-  broadcast_too_large=N longest_turn_us=N log_dropped=N
+  output_lines_suppressed=N limits_hit=N attr_write_failed=N job_oversize=N
+  resyncs=N resync_retries=N synthetic_adds=N synthetic_removes=N
+  table_full=N resync_unchecked=N synthetic_malformed=N broadcast_sent=N
+  broadcast_again=N broadcast_nobufs=N broadcast_refused=N broadcast_failed=N
+  broadcast_too_large=N dev_perms_applied=N dev_perms_refused=N
+  dev_perms_failed=N dev_links_made=N dev_links_removed=N dev_links_refused=N
+  dev_link_conflicts=N dev_links_failed=N table_records_cut=N
+  remove_props_cut=N longest_turn_us=N log_dropped=N
 "
     )
 }
@@ -709,6 +722,7 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
         broadcast: Vec::new(),
         accept_injected: false,
         control: ControlAt::Default,
+        dev_root: Some(PathBuf::from("/dev")),
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -727,6 +741,10 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
                 } else {
                     ControlAt::Path(v.into())
                 };
+            }
+            Long("dev-root") => {
+                let v = p.value()?;
+                o.dev_root = if v == "none" { None } else { Some(v.into()) };
             }
             Long("coldplug") => {
                 let v = p.value()?.string()?;
