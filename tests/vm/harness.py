@@ -240,10 +240,17 @@ try:
     mounts = ask("mounts /media/sda", "E2E-MOUNTS") or ""
     check(" ro," in mounts and "vfat" in mounts, f"usb-storage: mounted read-only: {mounts}")
     check(ask("write /media/sda/new", "E2E-WRITE") == "refused", "usb-storage: writing is refused")
+    # udev's disk/by-id links (issue 14), from usb_id and the shipped rules
+    by_id = ask("node /dev/disk/by-id", "E2E-NODE") or ""
+    check("usb-QEMU_QEMU_HARDDISK_" in by_id and "-0:0-part1 -> ../../sda1" in by_id
+          and "-0:0 -> ../../sda" in by_id,
+          f"usb-storage: disk/by-id links to sda and sda1: {by_id}")
     m = unplug("usb-storage", "ustor0", lambda s: s.startswith("E2E-HANDLER usb-mount ACTION=remove"))
     check(len(handler_lines(m, "usb-mount")) == 1, "usb-storage: remove handled once")
     quiet(1.0)
     check(ask("mounts /media/sda", "E2E-MOUNTS") == "none", "usb-storage: unmounted on removal")
+    gone = ask("node /dev/disk", "E2E-NODE") or ""
+    check("No such file" in gone, f"usb-storage: the disk links (and /dev/disk) are gone after unplug: {gone}")
 
     # 3. keyboard: only the logging rule and the USB report
     m = plug("usb-kbd", {"driver": "usb-kbd", "id": "ukbd0", "bus": "xhci.0"},
