@@ -1416,7 +1416,7 @@ impl RuleBuilder<'_> {
                 }
             }
             "program" | "file" | "cmdline" | "db" | "parent" => {
-                self.warn(t.attr_at, format!("IMPORT{{{kind}}} is not supported: the import fails, so this rule never matches (hotplugd imports only IMPORT{{builtin}}=\"usb_id\"/\"path_id\")"));
+                self.warn(t.attr_at, format!("IMPORT{{{kind}}} is not supported: the import fails, so this rule never matches (hotplugd imports only IMPORT{{builtin}}=\"usb_id\", \"path_id\" and \"input_id\")"));
                 self.import_fails = Some(written.into());
             }
             _ => self.fail(
