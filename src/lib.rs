@@ -52,19 +52,23 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod boot;
 pub mod broadcast;
 pub mod cli;
 pub mod daemon;
 pub mod devices;
 pub mod exec;
+pub mod firmware;
 pub mod identity;
 pub mod json;
+pub mod kmod;
 pub mod limits;
 pub mod monitor;
 pub mod recovery;
 pub mod replay;
 pub mod rules;
 pub mod runner;
+pub mod services;
 pub mod stats;
 pub mod sys;
 pub mod uevent;

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use log::{debug, error, info, warn};
 
+use crate::boot::{Boot, BootConfig};
 use crate::daemon::{Cx, Flow, Mode, BATCH};
 use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Exit, Job, Step};
 use crate::recovery::{Coldplug, Recovery, Track, Verdict};
@@ -97,6 +98,18 @@ pub fn log_builtin() -> BuiltinFn {
 pub fn default_builtins() -> Builtins {
     let mut b = Builtins::default();
     b.register("log", log_builtin());
+    // BOOT HOOK (issue 17): names for the rules; the work is done by
+    // `crate::boot` (build_job leaves these out of handler jobs)
+    for name in crate::boot::BUILTINS {
+        b.register(
+            name,
+            Box::new(move |_| {
+                Err(format!(
+                    "{name} runs in the loop's boot module, not as a builtin call"
+                ))
+            }),
+        );
+    }
     b
 }
 
@@ -113,6 +126,8 @@ pub struct Runner {
     track_override: Option<Track>,
     /// `--broadcast` targets, if any (issue 16).
     broadcaster: Option<Broadcaster>,
+    /// BOOT HOOK (issue 17): services, `kmod load`, `firmware`.
+    boot: Option<Boot>,
 }
 
 impl Runner {
@@ -134,7 +149,22 @@ impl Runner {
             recovery: None,
             track_override: None,
             broadcaster: None,
+            boot: None,
         })
+    }
+
+    /// BOOT HOOK (issue 17): turns on `RUN{service}`, `kmod load` and
+    /// `firmware` (see [`crate::boot`]). Services start when their
+    /// device's `add` job has finished, so finished jobs are kept for
+    /// [`Runner::broadcast_finished`] from now on.
+    pub fn enable_boot(&mut self, cfg: BootConfig) {
+        self.exec.keep_finished();
+        self.boot = Some(Boot::new(cfg));
+    }
+
+    /// BOOT HOOK (issue 17): the services, module and firmware loading.
+    pub fn boot(&self) -> Option<&Boot> {
+        self.boot.as_ref()
     }
 
     /// `--broadcast`: from now on every event is sent to the broadcaster's
@@ -150,11 +180,13 @@ impl Runner {
 
     /// BROADCAST HOOK (issue 16): sends the jobs the engine has finished.
     fn broadcast_finished(&mut self, cx: &mut Cx<'_>) {
-        let Some(b) = self.broadcaster.as_mut() else {
-            return;
-        };
         while let Some(job) = self.exec.take_finished() {
-            b.send(&job.raw, b"", &job.label, cx.stats);
+            if let Some(boot) = self.boot.as_mut() {
+                boot.job_finished(&job, cx.now, cx.procs, cx.stats);
+            }
+            if let Some(b) = self.broadcaster.as_mut() {
+                b.send(&job.raw, b"", &job.label, cx.stats);
+            }
         }
     }
 
@@ -276,6 +308,28 @@ impl Runner {
         self.readiness.reloaded();
     }
 
+    /// BOOT HOOK (issue 17): after a SIGHUP, the services the rules now
+    /// give the present devices (from the device table).
+    fn reconcile_services(&mut self, cx: &mut Cx<'_>) {
+        let (Some(boot), Some(r)) = (self.boot.as_mut(), self.recovery.as_ref()) else {
+            return;
+        };
+        let t = r.table();
+        let devices = crate::boot::add_datagrams(
+            t.devpaths()
+                .map(|d| (d, t.fields(d).map(Iterator::collect).unwrap_or_default())),
+        );
+        boot.reconcile(
+            &self.rules,
+            &devices,
+            &self.sysfs,
+            &mut self.matched,
+            cx.now,
+            cx.procs,
+            cx.stats,
+        );
+    }
+
     fn reload_rules(&mut self) {
         match self.from.load(&self.exec.builtin_names()) {
             Ok(rs) => {
@@ -310,6 +364,9 @@ pub fn build_job(rules: &RuleSet, ev: &Uevent<'_>, m: &Matched, sysfs: &SysfsRoo
     }
     let mut steps = std::collections::VecDeque::new();
     for w in &m.work {
+        if crate::boot::is_ours(&rules.actions[w.action]) {
+            continue; // BOOT HOOK (issue 17): done by `Boot::event`
+        }
         let rule = rules.location(w.rule).to_string();
         match &rules.actions[w.action] {
             Action::Run(_) => {
@@ -353,6 +410,11 @@ impl Runner {
     fn handle(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
         self.rules.evaluate(ev, &self.sysfs, &mut self.matched);
         let m = &self.matched;
+        if let Some(b) = self.boot.as_mut() {
+            // BOOT HOOK (issue 17): a remove stops the device's services
+            // even when no rule matches it
+            b.event(&self.rules, ev, m, &self.sysfs, cx.now, cx.procs, cx.stats);
+        }
         if m.count == 0 {
             self.broadcast_unworked(ev, cx);
             self.broadcast_finished(cx);
@@ -434,26 +496,51 @@ impl Mode for Runner {
     }
 
     fn output(&mut self, pid: i32, data: &[u8], cx: &mut Cx<'_>) {
+        if let Some(b) = self.boot.as_mut() {
+            if b.output(pid, data, cx.now, cx.stats) {
+                return;
+            }
+        }
         self.exec.output(pid, data, cx.now, cx.stats);
     }
 
     fn output_closed(&mut self, pid: i32, cx: &mut Cx<'_>) {
+        if let Some(b) = self.boot.as_mut() {
+            if b.output_closed(pid, cx.procs) {
+                return;
+            }
+        }
         self.exec.output_closed(pid, cx.procs);
     }
 
     fn exited(&mut self, pid: i32, exit: Exit, cx: &mut Cx<'_>) {
+        if let Some(b) = self.boot.as_mut() {
+            if b.exited(pid, exit.clone(), cx.now, cx.procs, cx.stats) {
+                return;
+            }
+        }
         self.exec.exited(pid, exit, cx.now, cx.procs, cx.stats);
         self.broadcast_finished(cx);
+    }
+
+    fn report(&self, now: Instant) {
+        if let Some(b) = self.boot.as_ref() {
+            b.log_services(now);
+        }
     }
 
     fn signal(&mut self, sig: Sig, cx: &mut Cx<'_>) {
         if sig == Sig::Hup {
             self.reload(cx.now, cx.stats);
+            self.reconcile_services(cx);
         }
     }
 
     fn deadline(&self) -> Option<Instant> {
         let mut d = self.exec.deadline();
+        if let Some(b) = self.boot.as_ref().and_then(Boot::deadline) {
+            d = Some(d.map_or(b, |a| a.min(b)));
+        }
         if let Some(r) = &self.recovery {
             let soon = if r.has_synthetic() && self.exec.has_room() {
                 Some(Instant::now())
@@ -469,6 +556,9 @@ impl Mode for Runner {
     }
 
     fn tick(&mut self, now: Instant, cx: &mut Cx<'_>) {
+        if let Some(b) = self.boot.as_mut() {
+            b.tick(now, cx.procs, cx.stats);
+        }
         self.exec.tick(now, cx.procs, cx.stats);
         self.broadcast_finished(cx);
         if let Some(r) = self.recovery.as_mut() {
@@ -480,14 +570,17 @@ impl Mode for Runner {
     fn stop(&mut self, cx: &mut Cx<'_>) {
         self.readiness.stopping();
         self.exec.stop(cx.now, cx.procs, cx.stats);
+        if let Some(b) = self.boot.as_mut() {
+            b.stop(cx.now, cx.procs);
+        }
     }
 
     fn stopped(&self) -> bool {
-        self.exec.stopped()
+        self.exec.stopped() && self.boot.as_ref().is_none_or(Boot::stopped)
     }
 
     fn idle(&self) -> bool {
-        self.exec.idle()
+        self.exec.idle() && self.boot.as_ref().is_none_or(Boot::idle)
     }
 
     /// The socket is bound and the rules are loaded: coldplug (with

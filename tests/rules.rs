@@ -98,7 +98,7 @@ fn every_error_file_gives_exactly_its_golden_diagnostics() {
         "unknown substitution %",
         "unclosed single quote",
         "no builtin named",
-        "expected RUN{program} or RUN{builtin}",
+        "expected RUN{program}, RUN{builtin} or RUN{service}",
         "RUN needs a program",
         "has no LABEL=",
         "GOTO only jumps forward",

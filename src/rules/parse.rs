@@ -1014,10 +1014,10 @@ impl RuleBuilder<'_> {
 
     fn run(&mut self, t: &Term<'_>) {
         let kind = t.attr.unwrap_or("program");
-        if kind != "program" && kind != "builtin" {
+        if kind != "program" && kind != "builtin" && kind != "service" {
             return self.fail(
                 t.attr_at,
-                format!("RUN{{{kind}}}: expected RUN{{program}} or RUN{{builtin}}"),
+                format!("RUN{{{kind}}}: expected RUN{{program}}, RUN{{builtin}} or RUN{{service}}"),
             );
         }
         if t.op != "+=" {
@@ -1083,7 +1083,10 @@ impl RuleBuilder<'_> {
                 )
             }
         }
-        self.actions.push(Action::Run(Command { argv }));
+        self.actions.push(Action::Run(Command {
+            argv,
+            service: kind == "service",
+        }));
     }
 }
 
