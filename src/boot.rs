@@ -432,3 +432,294 @@ pub fn add_datagrams<'a>(devices: impl Iterator<Item = (&'a str, Vec<&'a [u8]>)>
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    //! Boot duties on fake processes, real compiled rules and a virtual
+    //! clock; and the firmware deadlock case against the handler engine's
+    //! ordering.
+
+    use super::*;
+    use crate::exec::{Builtins, Exec, ExecConfig, Kill, Step};
+    use crate::kmod::{BATCH_DELAY, BATCH_NAMES};
+    use crate::rules::parse::{compile, Source};
+    use crate::rules::NoSysfs;
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    #[derive(Default)]
+    struct Fake {
+        next: i32,
+        spawned: Vec<(i32, Vec<Vec<u8>>)>,
+        loads: Vec<(i32, Plan)>,
+        alive: Vec<i32>,
+    }
+
+    impl ProcIo for Fake {
+        fn spawn(
+            &mut self,
+            argv: &[Vec<u8>],
+            _: &[(&[u8], &[u8])],
+            _: Option<(u32, u32)>,
+        ) -> Result<i32, String> {
+            self.next += 1;
+            let pid = 100 + self.next;
+            self.spawned.push((pid, argv.to_vec()));
+            self.alive.push(pid);
+            Ok(pid)
+        }
+        fn write_attr(&mut self, _: &str, _: &str, _: &[u8]) -> Result<i32, String> {
+            Err("not used".into())
+        }
+        fn signal_group(&mut self, pgid: i32, _: Kill) -> bool {
+            self.alive.contains(&pgid)
+        }
+        fn close_output(&mut self, _: i32) {}
+    }
+
+    impl BootIo for Fake {
+        fn procs(&mut self) -> &mut dyn ProcIo {
+            self
+        }
+        fn load_firmware(&mut self, plan: &Plan) -> Result<i32, String> {
+            self.next += 1;
+            let pid = 100 + self.next;
+            self.loads.push((pid, plan.clone()));
+            self.alive.push(pid);
+            Ok(pid)
+        }
+    }
+
+    const RULES: &str = "\
+SUBSYSTEM==\"firmware\", ACTION==\"add\", RUN{builtin}+=\"firmware\"
+ENV{MODALIAS}==\"?*\", RUN{builtin}+=\"kmod load\"
+SUBSYSTEM==\"net\", ACTION==\"add\", RUN{service}+=\"/bin/svc $env{INTERFACE}\"
+SUBSYSTEM==\"usb\", ACTION==\"add\", RUN+=\"/bin/wait-for-probe\"
+";
+
+    fn rules() -> RuleSet {
+        compile(
+            &[Source {
+                name: "t.rules".into(),
+                text: RULES.into(),
+            }],
+            &BUILTINS,
+        )
+        .unwrap()
+    }
+
+    fn boot(modprobe: bool) -> Boot {
+        Boot::new(BootConfig {
+            services: ServiceConfig {
+                max: 4,
+                grace: Duration::from_secs(2),
+                extra_env: Vec::new(),
+                creds: None,
+            },
+            modprobe: modprobe.then(|| b"/sbin/modprobe".to_vec()),
+            firmware_dirs: firmware::search_dirs("6.1.0", &[PathBuf::from("/opt/fw")]),
+            sysfs: PathBuf::from("/sys"),
+        })
+    }
+
+    fn datagram(action: &str, devpath: &str, fields: &[&str]) -> Vec<u8> {
+        let mut d =
+            format!("{action}@{devpath}\0ACTION={action}\0DEVPATH={devpath}\0").into_bytes();
+        for f in fields {
+            d.extend_from_slice(f.as_bytes());
+            d.push(0);
+        }
+        d
+    }
+
+    /// Runs one event through the rules into `b`.
+    fn feed(b: &mut Boot, rs: &RuleSet, d: &[u8], now: Instant, io: &mut Fake, st: &mut Stats) {
+        let ev = Uevent::parse(d).unwrap();
+        let mut m = Matched::default();
+        rs.evaluate(&ev, &NoSysfs, &mut m);
+        b.event(rs, &ev, &m, &NoSysfs, now, io, st);
+    }
+
+    #[test]
+    fn builtins_and_services_are_left_out_of_handler_jobs() {
+        let rs = rules();
+        let ours: Vec<bool> = rs.actions.iter().map(is_ours).collect();
+        assert_eq!(ours, [true, true, true, false]);
+    }
+
+    #[test]
+    fn a_coldplug_of_300_aliases_runs_modprobe_twice() {
+        let rs = rules();
+        let (mut b, mut io, mut st) = (boot(true), Fake::default(), Stats::default());
+        let t0 = Instant::now();
+        for i in 0..300 {
+            let alias = format!("MODALIAS=usb:v0403p{i:04X}d0600dc00dsc00dp00icFFiscFFipFFin00");
+            let d = datagram("add", &format!("/devices/usb1/1-{i}"), &[&alias]);
+            feed(&mut b, &rs, &d, t0, &mut io, &mut st);
+        }
+        // the same alias again (a second identical device) is not queued twice
+        let d = datagram(
+            "add",
+            "/devices/usb2/2-1",
+            &["MODALIAS=usb:v0403p012Bd0600dc00dsc00dp00icFFiscFFipFFin00"],
+        );
+        feed(&mut b, &rs, &d, t0, &mut io, &mut st);
+        assert_eq!(io.spawned.len(), 1, "one modprobe for the first full batch");
+        let (pid, argv) = io.spawned[0].clone();
+        assert_eq!(&argv[..4], [&b"/sbin/modprobe"[..], b"-b", b"-q", b"-a"]);
+        assert_eq!(argv.len(), 4 + BATCH_NAMES);
+        assert_eq!(b.kmod().queued(), 300 - BATCH_NAMES);
+        // the rest waits for the running one (one modprobe at a time)...
+        b.tick(t0 + BATCH_DELAY * 10, &mut io, &mut st);
+        assert_eq!(io.spawned.len(), 1);
+        // ...and goes as soon as it exits, having waited the batch delay
+        let t1 = t0 + Duration::from_millis(900);
+        assert!(b.exited(pid, Exit::Code(0), t1, &mut io, &mut st));
+        assert_eq!(io.spawned.len(), 2);
+        assert_eq!(io.spawned[1].1.len(), 4 + 300 - BATCH_NAMES);
+        assert_eq!((st.kmod_runs, st.kmod_aliases, st.kmod_failed), (2, 300, 0));
+        // a single hotplug later: one run after the short delay
+        let pid2 = io.spawned[1].0;
+        b.exited(pid2, Exit::Code(1), t1, &mut io, &mut st);
+        assert_eq!(st.kmod_failed, 1);
+        let d = datagram("add", "/devices/usb1/1-9", &["MODALIAS=usb:v1234p5678"]);
+        feed(&mut b, &rs, &d, t1, &mut io, &mut st);
+        assert_eq!(io.spawned.len(), 2);
+        b.tick(t1 + BATCH_DELAY, &mut io, &mut st);
+        assert_eq!(io.spawned[2].1[4], b"usb:v1234p5678");
+    }
+
+    #[test]
+    fn without_modprobe_requests_are_counted() {
+        let rs = rules();
+        let (mut b, mut io, mut st) = (boot(false), Fake::default(), Stats::default());
+        let d = datagram("add", "/devices/usb1/1-1", &["MODALIAS=usb:x"]);
+        feed(&mut b, &rs, &d, Instant::now(), &mut io, &mut st);
+        assert_eq!(st.kmod_failed, 1);
+        assert!(io.spawned.is_empty());
+    }
+
+    /// systemd#18259: the parent's add handler waits for the driver's
+    /// probe, which waits for the firmware; the firmware device is the
+    /// parent's child. The engine holds a child's job while the parent's
+    /// runs; the firmware load must not wait with it.
+    #[test]
+    fn firmware_loads_while_the_parent_job_runs() {
+        let rs = rules();
+        let (mut b, mut io, mut st) = (boot(false), Fake::default(), Stats::default());
+        let mut exec = Exec::new(
+            ExecConfig {
+                max_children: 8,
+                max_queue: 16,
+                timeout: Duration::from_secs(30),
+                grace: Duration::from_secs(2),
+                extra_env: Vec::new(),
+                handler_creds: None,
+            },
+            Builtins::default(),
+        );
+        let t0 = Instant::now();
+        let parent = "/devices/pci0/usb1/1-1";
+        let child = "/devices/pci0/usb1/1-1/firmware/1-1";
+        let job = |devpath: &str, steps: VecDeque<Step>| Job {
+            label: format!("add {devpath}"),
+            devpath: devpath.into(),
+            devpath_old: None,
+            raw: datagram("add", devpath, &[]),
+            env: Vec::new(),
+            steps,
+        };
+        let wait = Step::Exec {
+            argv: vec![b"/bin/wait-for-probe".to_vec()],
+            rule: "t.rules:4".into(),
+        };
+        exec.push(job(parent, [wait].into()), t0, &mut io, &mut st);
+        assert_eq!(exec.running(), 1);
+        // the firmware device's add: its job waits behind the parent's...
+        let d = datagram("add", child, &["SUBSYSTEM=firmware", "FIRMWARE=dev/fw.bin"]);
+        feed(&mut b, &rs, &d, t0, &mut io, &mut st);
+        exec.push(job(child, VecDeque::new()), t0, &mut io, &mut st);
+        assert_eq!(
+            exec.queued(),
+            1,
+            "the engine orders the child after its parent"
+        );
+        // ...but the load has started
+        assert_eq!(io.loads.len(), 1);
+        let (pid, plan) = io.loads[0].clone();
+        assert_eq!(plan.loading, PathBuf::from(format!("/sys{child}/loading")));
+        assert_eq!(plan.candidates[0], PathBuf::from("/opt/fw/dev/fw.bin"));
+        assert_eq!(
+            plan.candidates[1],
+            PathBuf::from("/lib/firmware/updates/6.1.0/dev/fw.bin")
+        );
+        // the loader finishes, the probe completes, the parent's handler exits
+        assert!(b.exited(pid, Exit::Code(0), t0, &mut io, &mut st));
+        assert_eq!(st.firmware_loaded, 1);
+        let handler = io.spawned[0].0;
+        io.alive.retain(|&p| p != handler);
+        exec.output_closed(handler, &mut io);
+        exec.exited(handler, Exit::Code(0), t0, &mut io, &mut st);
+        assert_eq!(exec.queued(), 0);
+        assert!(exec.idle());
+    }
+
+    #[test]
+    fn firmware_not_found_and_bad_names_are_counted() {
+        let rs = rules();
+        let (mut b, mut io, mut st) = (boot(false), Fake::default(), Stats::default());
+        let t0 = Instant::now();
+        let d = datagram(
+            "add",
+            "/devices/x/firmware/x",
+            &["SUBSYSTEM=firmware", "FIRMWARE=none.bin"],
+        );
+        feed(&mut b, &rs, &d, t0, &mut io, &mut st);
+        let pid = io.loads[0].0;
+        b.exited(
+            pid,
+            Exit::Code(firmware::EXIT_NOT_FOUND),
+            t0,
+            &mut io,
+            &mut st,
+        );
+        assert_eq!(st.firmware_not_found, 1);
+        let d = datagram(
+            "add",
+            "/devices/x/firmware/y",
+            &["SUBSYSTEM=firmware", "FIRMWARE=../../etc/shadow"],
+        );
+        feed(&mut b, &rs, &d, t0, &mut io, &mut st);
+        assert_eq!(io.loads.len(), 1);
+        assert_eq!(st.firmware_failed, 1);
+    }
+
+    #[test]
+    fn a_service_starts_when_its_add_job_finishes_and_stops_on_remove() {
+        let rs = rules();
+        let (mut b, mut io, mut st) = (boot(false), Fake::default(), Stats::default());
+        let t0 = Instant::now();
+        let dev = "/devices/virtual/net/tap0";
+        let d = datagram("add", dev, &["SUBSYSTEM=net", "INTERFACE=tap0"]);
+        feed(&mut b, &rs, &d, t0, &mut io, &mut st);
+        assert!(
+            io.spawned.is_empty(),
+            "not before the add's job has finished"
+        );
+        let job = Job {
+            label: format!("add {dev}"),
+            devpath: dev.into(),
+            devpath_old: None,
+            raw: d.clone(),
+            env: Vec::new(),
+            steps: VecDeque::new(),
+        };
+        b.job_finished(&job, t0, &mut io, &mut st);
+        assert_eq!(io.spawned.len(), 1);
+        assert_eq!(io.spawned[0].1, [b"/bin/svc".to_vec(), b"tap0".to_vec()]);
+        // a remove that no rule matches still stops it
+        let r = datagram("remove", dev, &["SUBSYSTEM=net", "INTERFACE=tap0"]);
+        feed(&mut b, &rs, &r, t0, &mut io, &mut st);
+        assert_eq!(b.services().list(t0)[0].state, "stopping");
+    }
+}

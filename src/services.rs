@@ -694,3 +694,233 @@ fn summarise(o: &mut Output) {
         o.quiet_lines = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The table on fake processes and a virtual clock.
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Fake {
+        next: i32,
+        spawned: Vec<i32>,
+        signals: Vec<(i32, Kill)>,
+        alive: Vec<i32>,
+        /// Processes that ignore SIGTERM.
+        stubborn: Vec<i32>,
+        /// Processes that survive SIGKILL (uninterruptible sleep).
+        unkillable: Vec<i32>,
+        closed: Vec<i32>,
+    }
+
+    impl ProcIo for Fake {
+        fn spawn(
+            &mut self,
+            _: &[Vec<u8>],
+            _: &[(&[u8], &[u8])],
+            _: Option<(u32, u32)>,
+        ) -> Result<i32, String> {
+            self.next += 1;
+            let pid = 100 + self.next;
+            self.spawned.push(pid);
+            self.alive.push(pid);
+            Ok(pid)
+        }
+        fn write_attr(&mut self, _: &str, _: &str, _: &[u8]) -> Result<i32, String> {
+            Err("not used".into())
+        }
+        fn signal_group(&mut self, pgid: i32, sig: Kill) -> bool {
+            if sig != Kill::Probe {
+                self.signals.push((pgid, sig));
+            }
+            self.alive.contains(&pgid)
+        }
+        fn close_output(&mut self, pid: i32) {
+            self.closed.push(pid);
+        }
+    }
+
+    impl Fake {
+        /// What the kernel does with a signal: the loop then reaps.
+        fn deliver(&mut self, s: &mut Services, now: Instant, st: &mut Stats) {
+            let sigs = core::mem::take(&mut self.signals);
+            for (pid, sig) in sigs {
+                let dies = match sig {
+                    Kill::Term => !self.stubborn.contains(&pid),
+                    Kill::Kill => !self.unkillable.contains(&pid),
+                    Kill::Probe => false,
+                };
+                if dies && self.alive.contains(&pid) {
+                    self.alive.retain(|&p| p != pid);
+                    s.output_closed(pid, self);
+                    let name = if sig == Kill::Term {
+                        "SIGTERM"
+                    } else {
+                        "SIGKILL"
+                    };
+                    assert!(s.exited(pid, Exit::Signal(name), now, self, st));
+                }
+            }
+        }
+    }
+
+    fn cfg(max: usize) -> ServiceConfig {
+        ServiceConfig {
+            max,
+            grace: Duration::from_secs(2),
+            extra_env: Vec::new(),
+            creds: None,
+        }
+    }
+
+    fn want(dev: &str) -> Want {
+        Want {
+            devpath: dev.into(),
+            rule: "t.rules:1".into(),
+            argv: vec![b"/bin/svc".to_vec()],
+            env: Vec::new(),
+        }
+    }
+
+    fn secs(t0: Instant, s: u64) -> Instant {
+        t0 + Duration::from_secs(s)
+    }
+
+    #[test]
+    fn restart_backoff_doubles_to_the_cap_and_resets_after_a_long_run() {
+        let t0 = Instant::now();
+        let (mut s, mut io, mut st) = (Services::new(cfg(4)), Fake::default(), Stats::default());
+        s.start(want("/d/a"), t0, &mut io, &mut st);
+        let mut now = t0;
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            let pid = *io.spawned.last().unwrap();
+            io.alive.retain(|&p| p != pid);
+            s.output_closed(pid, &mut io);
+            assert!(s.exited(pid, Exit::Signal("SIGKILL"), now, &mut io, &mut st));
+            let at = s.deadline().unwrap();
+            delays.push(at.duration_since(now).as_secs());
+            // nothing starts before the deadline
+            let n = io.spawned.len();
+            s.tick(at - Duration::from_millis(1), &mut io, &mut st);
+            assert_eq!(io.spawned.len(), n);
+            now = at;
+            s.tick(now, &mut io, &mut st);
+            assert_eq!(io.spawned.len(), n + 1);
+        }
+        assert_eq!(delays, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(st.services_restarted, 9);
+        assert_eq!(st.services_started, 10);
+        // a run of 60 s starts the delay over
+        let pid = *io.spawned.last().unwrap();
+        now += BACKOFF_RESET;
+        io.alive.retain(|&p| p != pid);
+        s.exited(pid, Exit::Code(1), now, &mut io, &mut st);
+        assert_eq!(s.deadline().unwrap().duration_since(now), BACKOFF_MIN);
+    }
+
+    #[test]
+    fn remove_sends_sigterm_then_sigkill_after_the_grace_then_forgets() {
+        let t0 = Instant::now();
+        let (mut s, mut io, mut st) = (Services::new(cfg(4)), Fake::default(), Stats::default());
+        s.start(want("/d/a"), t0, &mut io, &mut st);
+        s.start(want("/d/b"), t0, &mut io, &mut st);
+        let (a, b) = (io.spawned[0], io.spawned[1]);
+        io.stubborn.push(a);
+        s.device_removed("/d/a", t0, &mut io);
+        assert_eq!(io.signals, [(a, Kill::Term)]);
+        io.deliver(&mut s, t0, &mut st);
+        assert_eq!(s.len(), 2, "a ignores SIGTERM");
+        assert_eq!(s.deadline(), Some(secs(t0, 2)));
+        s.tick(secs(t0, 2), &mut io, &mut st);
+        assert_eq!(io.signals, [(a, Kill::Kill)]);
+        io.deliver(&mut s, secs(t0, 2), &mut st);
+        assert_eq!(s.len(), 1);
+        assert_eq!(s.list(t0)[0].pid, Some(b));
+        // not restarted: the only spawns are the first two
+        s.tick(secs(t0, 100), &mut io, &mut st);
+        assert_eq!(io.spawned, [a, b]);
+    }
+
+    #[test]
+    fn an_unkillable_service_is_given_up_after_two_graces() {
+        let t0 = Instant::now();
+        let (mut s, mut io, mut st) = (Services::new(cfg(4)), Fake::default(), Stats::default());
+        s.start(want("/d/a"), t0, &mut io, &mut st);
+        let a = io.spawned[0];
+        io.stubborn.push(a);
+        io.unkillable.push(a);
+        s.stop(t0, &mut io);
+        assert!(!s.stopped());
+        s.tick(secs(t0, 2), &mut io, &mut st);
+        io.deliver(&mut s, secs(t0, 2), &mut st);
+        assert!(!s.stopped());
+        s.tick(secs(t0, 4), &mut io, &mut st);
+        assert!(s.stopped());
+        assert_eq!(st.services_unkillable, 1);
+        assert!(io.closed.contains(&a), "its pipe is closed");
+        // if it ever exits, it is not ours any more (the loop logs it)
+        assert!(!s.owns(a));
+    }
+
+    #[test]
+    fn a_service_waiting_to_restart_is_dropped_by_a_stop() {
+        let t0 = Instant::now();
+        let (mut s, mut io, mut st) = (Services::new(cfg(4)), Fake::default(), Stats::default());
+        s.start(want("/d/a"), t0, &mut io, &mut st);
+        let a = io.spawned[0];
+        io.alive.clear();
+        s.output_closed(a, &mut io);
+        s.exited(a, Exit::Code(3), t0, &mut io, &mut st);
+        s.stop(t0, &mut io);
+        assert!(s.stopped());
+        s.tick(secs(t0, 10), &mut io, &mut st);
+        assert_eq!(io.spawned.len(), 1);
+    }
+
+    #[test]
+    fn max_services_refuses_one_more_and_counts_it() {
+        let t0 = Instant::now();
+        let (mut s, mut io, mut st) = (Services::new(cfg(2)), Fake::default(), Stats::default());
+        for d in ["/d/a", "/d/b", "/d/c"] {
+            s.start(want(d), t0, &mut io, &mut st);
+        }
+        assert_eq!(io.spawned.len(), 2);
+        assert_eq!(st.services_failed, 1);
+        // the same service again is not a second one
+        s.start(want("/d/a"), t0, &mut io, &mut st);
+        assert_eq!(io.spawned.len(), 2);
+        assert_eq!(st.services_failed, 1);
+    }
+
+    #[test]
+    fn reconcile_stops_the_unwanted_and_starts_the_new() {
+        let t0 = Instant::now();
+        let (mut s, mut io, mut st) = (Services::new(cfg(4)), Fake::default(), Stats::default());
+        s.start(want("/d/a"), t0, &mut io, &mut st);
+        s.start(want("/d/b"), t0, &mut io, &mut st);
+        let (a, b) = (io.spawned[0], io.spawned[1]);
+        s.reconcile(vec![want("/d/b"), want("/d/c")], t0, &mut io, &mut st);
+        assert_eq!(io.signals, [(a, Kill::Term)]);
+        assert_eq!(io.spawned.len(), 3, "c started, b left alone");
+        io.deliver(&mut s, t0, &mut st);
+        let devs: Vec<_> = s.list(t0).into_iter().map(|l| l.devpath).collect();
+        assert_eq!(devs, ["/d/b", "/d/c"]);
+        assert!(s.owns(b));
+    }
+
+    #[test]
+    fn output_is_logged_per_line_and_routed_by_pid() {
+        let t0 = Instant::now();
+        let (mut s, mut io, mut st) = (Services::new(cfg(4)), Fake::default(), Stats::default());
+        s.start(want("/d/a"), t0, &mut io, &mut st);
+        let a = io.spawned[0];
+        assert!(s.output(a, b"one\ntwo\n", t0, &mut st));
+        assert!(!s.output(a + 1, b"x\n", t0, &mut st));
+        let many = "x\n".repeat(LOG_LINES_PER_SEC as usize + 5);
+        assert!(s.output(a, many.as_bytes(), t0, &mut st));
+        assert_eq!(st.output_lines_suppressed, 7); // 2 lines were logged first
+        assert!(s.deadline().is_some(), "a summary is due");
+    }
+}
