@@ -155,7 +155,7 @@ mod tests {
         );
         assert_eq!(p.data.file_name().unwrap(), "data");
         assert_eq!(
-            p.candidates[4],
+            p.candidates[3],
             Path::new("/lib/firmware/rtl_nic/rtl8168g-2.fw")
         );
     }
