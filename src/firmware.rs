@@ -105,8 +105,9 @@ pub enum Outcome {
     Failed(i32),
 }
 
-/// Exit code of a loader child that found no file.
-pub const EXIT_NOT_FOUND: i32 = 2; // ENOENT
+/// Exit code of a loader child that found no file (above every errno, so
+/// an `ENOENT` from `loading` itself stays a failure).
+pub const EXIT_NOT_FOUND: i32 = 200;
 
 impl Outcome {
     /// From the loader child's exit code.

@@ -3,8 +3,9 @@
 //! `loading`, copies the first candidate file that opens into `data`
 //! through a 16 KiB stack buffer, and writes `0` (or `-1` when no file
 //! opens or the copy fails). A big file or a slow sysfs write holds the
-//! child, never the loop. Its exit code is 0, `ENOENT` for no file, or the
-//! errno that stopped it.
+//! child, never the loop. Its exit code is 0,
+//! [`crate::firmware::EXIT_NOT_FOUND`] for no file, or the errno that
+//! stopped it.
 
 use std::ffi::CString;
 use std::io;
@@ -90,7 +91,7 @@ pub fn spawn_load(loading: &Path, data: &Path, candidates: &[PathBuf]) -> io::Re
             }
             if src < 0 {
                 put(b"-1");
-                libc::_exit(libc::ENOENT);
+                libc::_exit(crate::firmware::EXIT_NOT_FOUND);
             }
             let dst = libc::open(dp, libc::O_WRONLY | libc::O_CLOEXEC);
             if dst < 0 {
