@@ -242,6 +242,7 @@ impl Boot {
 
     /// SIGHUP: `devices` are the present devices as `add` datagrams; the
     /// services the new rules give them are wanted, the rest stopped.
+    #[allow(clippy::too_many_arguments)]
     pub fn reconcile(
         &mut self,
         rules: &RuleSet,

@@ -156,7 +156,7 @@ impl Runner {
     /// BOOT HOOK (issue 17): turns on `RUN{service}`, `kmod load` and
     /// `firmware` (see [`crate::boot`]). Services start when their
     /// device's `add` job has finished, so finished jobs are kept for
-    /// [`Runner::broadcast_finished`] from now on.
+    /// `broadcast_finished` from now on.
     pub fn enable_boot(&mut self, cfg: BootConfig) {
         self.exec.keep_finished();
         self.boot = Some(Boot::new(cfg));

@@ -169,7 +169,7 @@ fn a_service_outlives_the_handler_timeout_restarts_with_backoff_and_stops_on_rem
             p.stderr()
         );
         assert!(
-            p.stderr().contains(&format!("killed by SIGKILL after"))
+            p.stderr().contains("killed by SIGKILL after")
                 && p.stderr()
                     .contains(&format!("restarting in {delay} (restart {})", n - 1)),
             "{}",
