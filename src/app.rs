@@ -257,7 +257,7 @@ fn handler_creds(spec: &str) -> Result<(u32, u32), AppError> {
 }
 
 /// Services, `kmod load` and `firmware` (issue 17).
-fn boot_config(h: &HandlerOpts, e: &ExecConfig) -> crate::boot::BootConfig {
+fn boot_config(h: &HandlerOpts, e: &ExecConfig, run_services: bool) -> crate::boot::BootConfig {
     let modprobe = crate::kmod::MODPROBE_PATHS
         .iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -275,6 +275,7 @@ fn boot_config(h: &HandlerOpts, e: &ExecConfig) -> crate::boot::BootConfig {
             &h.firmware_dirs,
         ),
         sysfs: h.sysfs_root.clone(),
+        run_services,
     }
 }
 
@@ -344,7 +345,7 @@ pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
 pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Result<(), AppError> {
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
     let ecfg = exec_config(&opts.handlers)?;
-    let boot = boot_config(&opts.handlers, &ecfg);
+    let boot = boot_config(&opts.handlers, &ecfg, true);
     let mut runner = Runner::new(
         rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),
         ecfg,
@@ -469,7 +470,7 @@ pub fn replay(opts: &ReplayOpts, builtins: Builtins) -> Result<(), AppError> {
     Inherited::claim(None)?;
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
     let ecfg = exec_config(&opts.handlers)?;
-    let boot = boot_config(&opts.handlers, &ecfg);
+    let boot = boot_config(&opts.handlers, &ecfg, false);
     let mut runner = Runner::new(
         rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),
         ecfg,

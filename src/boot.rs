@@ -64,6 +64,9 @@ pub struct BootConfig {
     pub firmware_dirs: Vec<PathBuf>,
     /// `--sysfs-root`.
     pub sysfs: PathBuf,
+    /// False for `replay`: it ends once its events are handled, so a
+    /// service would outlive it; each is logged as not started instead.
+    pub run_services: bool,
 }
 
 struct Loader {
@@ -82,6 +85,7 @@ pub struct Boot {
     loaders: Vec<Loader>,
     /// Services an `add` asked for, waiting for the add's job to finish.
     waiting: Vec<Want>,
+    run_services: bool,
 }
 
 impl Boot {
@@ -94,6 +98,7 @@ impl Boot {
             sysfs: cfg.sysfs,
             loaders: Vec::new(),
             waiting: Vec::new(),
+            run_services: cfg.run_services,
         }
     }
 
@@ -138,6 +143,13 @@ impl Boot {
             let rule = rules.location(w.rule).to_string();
             let args = rules.argv(w, ev, m, sysfs, &mut hit).unwrap_or_default();
             match a {
+                Action::Run(_) if ev.action() == "add" && !self.run_services => {
+                    info!(
+                        "{rule}: service {} for {} not started (replay)",
+                        String::from_utf8_lossy(args.first().map_or(&b""[..], Vec::as_slice)),
+                        ev.devpath()
+                    );
+                }
                 Action::Run(_) if ev.action() == "add" => {
                     self.waiting.push(Want {
                         devpath: ev.devpath().to_string(),
@@ -520,6 +532,7 @@ SUBSYSTEM==\"usb\", ACTION==\"add\", RUN+=\"/bin/wait-for-probe\"
             modprobe: modprobe.then(|| b"/sbin/modprobe".to_vec()),
             firmware_dirs: firmware::search_dirs("6.1.0", &[PathBuf::from("/opt/fw")]),
             sysfs: PathBuf::from("/sys"),
+            run_services: true,
         })
     }
 

@@ -315,6 +315,13 @@ impl Runner {
             return;
         };
         let t = r.table();
+        if t.overflowed() {
+            warn!(
+                "SIGHUP: the device table overflowed, so the present devices are not all known: \
+                 services are left as they are (restart hotplugd to start new ones)"
+            );
+            return;
+        }
         let devices = crate::boot::add_datagrams(
             t.devpaths()
                 .map(|d| (d, t.fields(d).map(Iterator::collect).unwrap_or_default())),

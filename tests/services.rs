@@ -350,3 +350,35 @@ fn sighup_stops_services_whose_rule_is_gone_and_starts_new_ones_and_exit_stops_a
     assert_eq!(stat(&err, "services_started"), 2, "{err}");
     ip_in(&st.ns, &["link", "del", &name]);
 }
+
+/// `replay` ends once its events are handled: a service would outlive it,
+/// so it is logged and not started.
+#[test]
+fn replay_does_not_start_services() {
+    let s = Scratch::new("svc-replay");
+    let marker = s.path("started");
+    let svc = s.script(
+        "svc.sh",
+        &format!("touch '{}'; sleep 1000", marker.display()),
+    );
+    let rules = s.rules(&format!(
+        "SUBSYSTEM==\"net\", ACTION==\"add\", RUN{{service}}+=\"{svc}\"\n"
+    ));
+    let input = s.path("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"action\":\"add\",\"devpath\":\"/devices/virtual/net/x0\",\"env\":{\"ACTION\":\"add\",\
+         \"DEVPATH\":\"/devices/virtual/net/x0\",\"SUBSYSTEM\":\"net\",\"INTERFACE\":\"x0\"}}\n",
+    )
+    .unwrap();
+    let out = hotplugd()
+        .args(["replay", "--insecure-rules", "--rules", &rules])
+        .arg(&input)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("not started (replay)"), "{err}");
+    assert_eq!(stat(&err, "services_started"), 0, "{err}");
+    assert!(!marker.exists());
+}
