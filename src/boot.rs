@@ -593,14 +593,25 @@ SUBSYSTEM==\"usb\", ACTION==\"add\", RUN+=\"/bin/wait-for-probe\"
         assert_eq!(io.spawned[1].1.len(), 4 + 300 - BATCH_NAMES);
         assert_eq!((st.kmod_runs, st.kmod_aliases, st.kmod_failed), (2, 300, 0));
         // a single hotplug later: one run after the short delay
+        // exit 1 with nothing printed: aliases no module claims (-q)
         let pid2 = io.spawned[1].0;
         b.exited(pid2, Exit::Code(1), t1, &mut io, &mut st);
-        assert_eq!(st.kmod_failed, 1);
+        assert_eq!(st.kmod_failed, 0);
         let d = datagram("add", "/devices/usb1/1-9", &["MODALIAS=usb:v1234p5678"]);
         feed(&mut b, &rs, &d, t1, &mut io, &mut st);
         assert_eq!(io.spawned.len(), 2);
         b.tick(t1 + BATCH_DELAY, &mut io, &mut st);
         assert_eq!(io.spawned[2].1[4], b"usb:v1234p5678");
+        // exit 1 after printing: a real failure
+        let pid3 = io.spawned[2].0;
+        assert!(b.output(
+            pid3,
+            b"modprobe: can't load module x: Invalid argument\n",
+            t1,
+            &mut st
+        ));
+        b.exited(pid3, Exit::Code(1), t1, &mut io, &mut st);
+        assert_eq!(st.kmod_failed, 1);
     }
 
     #[test]

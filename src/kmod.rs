@@ -15,8 +15,11 @@
 //!   logged like a handler's, and it is not subject to `--handler-timeout`:
 //!   a module's init can be slow and killing `modprobe` does not stop it).
 //! - Counted: `kmod_runs`, `kmod_aliases`, `kmod_failed` (a run that could
-//!   not start or exited non-zero, a name dropped because the queue held
-//!   [`MAX_QUEUED`]).
+//!   not start, was killed, or exited non-zero and printed something; a
+//!   name dropped because the queue held [`MAX_QUEUED`]). A silent non-zero
+//!   exit is only aliases no module claims: with `-q` modprobe says nothing
+//!   about them but exits 1, and most MODALIAS values are such (built-in
+//!   drivers, devices without a driver).
 
 use std::time::{Duration, Instant};
 
@@ -230,8 +233,15 @@ impl Kmod {
             o.finish();
         }
         let took = Ms(now.saturating_duration_since(since));
+        let said = self.out.as_ref().map_or(0, |o| o.lines);
         match exit {
             Exit::Code(0) => info!("kmod load: modprobe [{pid}] for {n} names done after {took}"),
+            // `-q`: names no module claims (most MODALIAS values: built-in
+            // drivers, devices with no driver) make modprobe exit 1 without
+            // a word; a real failure (insmod refused) is printed
+            Exit::Code(c) if said == 0 => info!(
+                "kmod load: modprobe [{pid}] for {n} names done after {took} (exit {c}, nothing printed: names no module claims)"
+            ),
             other => {
                 stats.kmod_failed += 1;
                 warn!(

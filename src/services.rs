@@ -107,6 +107,8 @@ pub(crate) struct Output {
     window: Instant,
     window_lines: u32,
     quiet_lines: u64,
+    /// Lines seen so far, logged or not.
+    pub(crate) lines: u64,
 }
 
 struct Service {
@@ -616,6 +618,7 @@ impl Output {
             window: now,
             window_lines: 0,
             quiet_lines: 0,
+            lines: 0,
         }
     }
 
@@ -644,6 +647,7 @@ fn feed(o: &mut Output, mut data: &[u8], now: Instant, stats: &mut Stats) {
         if o.window_lines >= LOG_LINES_PER_SEC {
             if nl.is_some() {
                 o.quiet_lines += 1;
+                o.lines += 1;
                 stats.output_lines_suppressed += 1;
                 o.line.clear();
                 o.cutting = false;
@@ -660,6 +664,7 @@ fn feed(o: &mut Output, mut data: &[u8], now: Instant, stats: &mut Stats) {
                     printable(&o.line)
                 );
                 o.window_lines += 1;
+                o.lines += 1;
                 o.line.clear();
                 o.cutting = true;
             }
@@ -682,6 +687,7 @@ fn flush(o: &mut Output) {
         info!("[{}] {}", o.pid, printable(&o.line));
         o.line.clear();
         o.window_lines += 1;
+        o.lines += 1;
     }
 }
 

@@ -103,8 +103,9 @@ pub struct Stats {
     pub kmod_runs: u64,
     /// MODALIAS values handed to `modprobe`.
     pub kmod_aliases: u64,
-    /// `modprobe` runs that could not start or exited non-zero, and
-    /// aliases dropped (queue full, too long).
+    /// `modprobe` runs that could not start, were killed, or exited
+    /// non-zero after printing an error (a silent exit 1 is only names no
+    /// module claims, with `-q`), and names dropped (queue full, too long).
     pub kmod_failed: u64,
     /// Firmware requests answered with the file (`RUN{builtin}+="firmware"`).
     pub firmware_loaded: u64,
