@@ -83,8 +83,10 @@ pub struct Boot {
     firmware_dirs: Vec<PathBuf>,
     sysfs: PathBuf,
     loaders: Vec<Loader>,
-    /// Services an `add` asked for, waiting for the add's job to finish.
-    waiting: Vec<Want>,
+    /// Services an `add` asked for, waiting for the add's job to finish:
+    /// (the add's DEVPATH, which names its job; the service, whose DEVPATH
+    /// follows a `move` meanwhile).
+    waiting: Vec<(String, Want)>,
     run_services: bool,
 }
 
@@ -131,8 +133,14 @@ impl Boot {
         stats: &mut Stats,
     ) {
         if ev.action() == "remove" {
-            self.waiting.retain(|w| w.devpath != ev.devpath());
+            self.waiting.retain(|(_, w)| w.devpath != ev.devpath());
             self.services.device_removed(ev.devpath(), now, io.procs());
+        }
+        if let (Some(old), "move") = (ev.get_str("DEVPATH_OLD"), ev.action()) {
+            for (_, w) in self.waiting.iter_mut().filter(|(_, w)| w.devpath == old) {
+                w.devpath = ev.devpath().to_string();
+            }
+            self.services.device_moved(old, ev.devpath());
         }
         let mut hit = 0;
         for w in &m.work {
@@ -151,12 +159,15 @@ impl Boot {
                     );
                 }
                 Action::Run(_) if ev.action() == "add" => {
-                    self.waiting.push(Want {
-                        devpath: ev.devpath().to_string(),
-                        rule,
-                        argv: args,
-                        env: rules.env(ev, m),
-                    });
+                    self.waiting.push((
+                        ev.devpath().to_string(),
+                        Want {
+                            devpath: ev.devpath().to_string(),
+                            rule,
+                            argv: args,
+                            env: rules.env(ev, m),
+                        },
+                    ));
                 }
                 Action::Run(_) => {} // a service starts with its device's add only
                 Action::Builtin { name, .. } if &**name == "kmod" => {
@@ -243,8 +254,8 @@ impl Boot {
         }
         let mut i = 0;
         while i < self.waiting.len() {
-            if self.waiting[i].devpath == job.devpath {
-                let w = self.waiting.remove(i);
+            if self.waiting[i].0 == job.devpath {
+                let (_, w) = self.waiting.remove(i);
                 self.services.start(w, now, io.procs(), stats);
             } else {
                 i += 1;
@@ -284,7 +295,7 @@ impl Boot {
             }
         }
         // services waiting for their add job are wanted as they are
-        self.waiting.retain(|w| {
+        self.waiting.retain(|(_, w)| {
             wanted
                 .iter()
                 .any(|x| x.devpath == w.devpath && x.argv == w.argv)
@@ -293,7 +304,7 @@ impl Boot {
             !self
                 .waiting
                 .iter()
-                .any(|w| x.devpath == w.devpath && x.argv == w.argv)
+                .any(|(_, w)| x.devpath == w.devpath && x.argv == w.argv)
         });
         info!(
             "SIGHUP: {} services wanted by the rules for {} present devices",
@@ -744,6 +755,40 @@ SUBSYSTEM==\"usb\", ACTION==\"add\", RUN+=\"/bin/wait-for-probe\"
         assert_eq!(io.spawned[0].1, [b"/bin/svc".to_vec(), b"tap0".to_vec()]);
         // a remove that no rule matches still stops it
         let r = datagram("remove", dev, &["SUBSYSTEM=net", "INTERFACE=tap0"]);
+        feed(&mut b, &rs, &r, t0, &mut io, &mut st);
+        assert_eq!(b.services().list(t0)[0].state, "stopping");
+    }
+
+    #[test]
+    fn a_rename_before_the_add_job_finished_is_followed() {
+        let rs = rules();
+        let (mut b, mut io, mut st) = (boot(false), Fake::default(), Stats::default());
+        let t0 = Instant::now();
+        let (old, new) = ("/devices/virtual/net/tap0", "/devices/virtual/net/lan0");
+        let d = datagram("add", old, &["SUBSYSTEM=net", "INTERFACE=tap0"]);
+        feed(&mut b, &rs, &d, t0, &mut io, &mut st);
+        let mv = datagram(
+            "move",
+            new,
+            &[
+                "SUBSYSTEM=net",
+                "INTERFACE=lan0",
+                &format!("DEVPATH_OLD={old}"),
+            ],
+        );
+        feed(&mut b, &rs, &mv, t0, &mut io, &mut st);
+        let job = Job {
+            label: format!("add {old}"),
+            devpath: old.into(),
+            devpath_old: None,
+            raw: d,
+            env: Vec::new(),
+            steps: VecDeque::new(),
+        };
+        b.job_finished(&job, t0, &mut io, &mut st);
+        assert_eq!(io.spawned.len(), 1);
+        assert_eq!(b.services().list(t0)[0].devpath, new);
+        let r = datagram("remove", new, &["SUBSYSTEM=net"]);
         feed(&mut b, &rs, &r, t0, &mut io, &mut st);
         assert_eq!(b.services().list(t0)[0].state, "stopping");
     }

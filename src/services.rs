@@ -269,6 +269,20 @@ impl Services {
         self.drop_finished(io);
     }
 
+    /// The device was renamed (a `move`: a network interface renamed, a
+    /// device re-parented): its services follow it, so its later `remove`
+    /// finds them.
+    pub fn device_moved(&mut self, old: &str, new: &str) {
+        for s in self.list.iter_mut().filter(|s| s.want.devpath == old) {
+            info!(
+                "{}: service {} follows its device from {old} to {new}",
+                s.want.rule,
+                printable(&s.want.argv[0])
+            );
+            s.want.devpath = new.to_string();
+        }
+    }
+
     /// SIGHUP: `wanted` is what the new rules ask of the present devices.
     /// Services no longer wanted are stopped; wanted ones not running are
     /// started.
@@ -898,6 +912,18 @@ mod tests {
         s.start(want("/d/a"), t0, &mut io, &mut st);
         assert_eq!(io.spawned.len(), 2);
         assert_eq!(st.services_failed, 1);
+    }
+
+    #[test]
+    fn a_moved_device_keeps_its_service_and_its_remove_stops_it() {
+        let t0 = Instant::now();
+        let (mut s, mut io, mut st) = (Services::new(cfg(4)), Fake::default(), Stats::default());
+        s.start(want("/d/eth0"), t0, &mut io, &mut st);
+        s.device_moved("/d/eth0", "/d/lan0");
+        s.device_removed("/d/eth0", t0, &mut io);
+        assert!(io.signals.is_empty());
+        s.device_removed("/d/lan0", t0, &mut io);
+        assert_eq!(io.signals, [(io.spawned[0], Kill::Term)]);
     }
 
     #[test]
