@@ -392,6 +392,12 @@ impl Boot {
         }
     }
 
+    /// Coldplug or a resync is dispatching synthetic events: module names
+    /// wait for a full batch or the end of the pass.
+    pub fn set_coldplug(&mut self, busy: bool) {
+        self.kmod.set_hold(busy);
+    }
+
     /// Timers: restarts, stops, batches.
     pub fn tick(&mut self, now: Instant, io: &mut dyn BootIo, stats: &mut Stats) {
         self.services.tick(now, io.procs(), stats);
@@ -623,6 +629,35 @@ SUBSYSTEM==\"usb\", ACTION==\"add\", RUN+=\"/bin/wait-for-probe\"
         ));
         b.exited(pid3, Exit::Code(1), t1, &mut io, &mut st);
         assert_eq!(st.kmod_failed, 1);
+    }
+
+    #[test]
+    fn during_coldplug_names_wait_for_the_end_of_the_pass() {
+        let rs = rules();
+        let (mut b, mut io, mut st) = (boot(true), Fake::default(), Stats::default());
+        let t0 = Instant::now();
+        b.set_coldplug(true);
+        for i in 0..10 {
+            let alias = format!("MODALIAS=pci:v0000{i:04X}");
+            let d = datagram("add", &format!("/devices/pci0/{i}"), &[&alias]);
+            feed(
+                &mut b,
+                &rs,
+                &d,
+                t0 + Duration::from_secs(i),
+                &mut io,
+                &mut st,
+            );
+            b.tick(t0 + Duration::from_secs(i), &mut io, &mut st);
+        }
+        assert!(io.spawned.is_empty(), "a slow coldplug is one batch");
+        assert_eq!(b.deadline(), None);
+        b.set_coldplug(false);
+        let t1 = t0 + Duration::from_secs(10);
+        assert!(b.deadline().is_some_and(|d| d <= t1));
+        b.tick(t1, &mut io, &mut st);
+        assert_eq!(io.spawned.len(), 1);
+        assert_eq!(io.spawned[0].1.len(), 4 + 10);
     }
 
     #[test]

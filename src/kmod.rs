@@ -8,8 +8,9 @@
 //! - **Batched.** Names wait in a queue (duplicates skipped) and go to one
 //!   `modprobe -b -q -a NAME...` when [`BATCH_NAMES`] are waiting or
 //!   [`BATCH_DELAY`] after the first one queued, and at most one `modprobe`
-//!   runs at a time: a coldplug of a few hundred devices costs one or two
-//!   runs, not one per device. `-b` honours the modprobe.d blacklist (as
+//!   runs at a time; during coldplug or a resync ([`Kmod::set_hold`]) only
+//!   full batches go until the pass ends: a coldplug of a few hundred
+//!   devices costs one or two runs, not one per device. `-b` honours the modprobe.d blacklist (as
 //!   udev does), `-q` keeps aliases no module claims quiet, `-a` takes many.
 //! - Never on the loop: `modprobe` is a child like a handler (its output is
 //!   logged like a handler's, and it is not subject to `--handler-timeout`:
@@ -55,6 +56,8 @@ pub struct Kmod {
     running: Option<(i32, usize, Instant)>,
     out: Option<Output>,
     warned_missing: bool,
+    /// Coldplug or a resync is dispatching: wait for a full batch or its end.
+    hold: bool,
 }
 
 impl Kmod {
@@ -68,6 +71,7 @@ impl Kmod {
             running: None,
             out: None,
             warned_missing: false,
+            hold: false,
         }
     }
 
@@ -144,17 +148,26 @@ impl Kmod {
         self.since.get_or_insert(now);
     }
 
+    /// While `hold` (coldplug or a resync dispatching its synthetic
+    /// events, which on a slow board can take longer than [`BATCH_DELAY`]),
+    /// only a full batch goes; the rest waits for the pass to end.
+    pub fn set_hold(&mut self, hold: bool) {
+        self.hold = hold;
+    }
+
     /// The next time [`Kmod::tick`] has work.
     pub fn deadline(&self) -> Option<Instant> {
         if self.running.is_some() {
             return None;
         }
         let since = self.since?;
-        Some(if self.queue.len() >= BATCH_NAMES {
-            since
+        if self.queue.len() >= BATCH_NAMES {
+            Some(since)
+        } else if self.hold {
+            None
         } else {
-            since + BATCH_DELAY
-        })
+            Some(since + BATCH_DELAY)
+        }
     }
 
     /// Starts a `modprobe` if a batch is due and none runs.

@@ -275,6 +275,10 @@ impl Runner {
                 }
             };
         }
+        if let Some(b) = self.boot.as_mut() {
+            // BOOT HOOK (issue 17): batch `kmod load` over the whole pass
+            b.set_coldplug(self.recovery.as_ref().is_some_and(Recovery::busy));
+        }
         if self.recovery.as_mut().is_some_and(Recovery::take_ready) {
             self.readiness.ready();
         }

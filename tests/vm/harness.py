@@ -196,6 +196,14 @@ try:
           f"kmod: usbhid and hid_generic loaded from MODALIAS at coldplug ({mods})")
     check(not any(n in mods.split() for n in ("ftdi_sio", "usb_storage", "cdc_ether")),
           f"kmod: no driver of a device not plugged yet ({mods})")
+    # batched: the whole coldplug is one modprobe, then one for what the
+    # loaded drivers created (the keyboard's hid device), maybe one more
+    cold = ask("stats", "E2E-STATS") or ""
+    runs = re.search(r"\bkmod_runs=(\d+)", cold)
+    names = re.search(r"\bkmod_aliases=(\d+)", cold)
+    runs, names = (int(runs.group(1)) if runs else None), (int(names.group(1)) if names else None)
+    print(f"kmod at coldplug: {runs} modprobe runs for {names} aliases", flush=True)
+    check(runs is not None and 1 <= runs <= 3, f"kmod: coldplug batched into 1-3 modprobe runs ({runs} for {names})")
 
     latencies = {}
 
