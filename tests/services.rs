@@ -83,14 +83,15 @@ struct Setup {
 }
 
 /// A service that logs its start and sleeps in a child (so its group has
-/// two processes); with `stubborn`, it ignores SIGTERM.
+/// two processes); with `stubborn`, both ignore SIGTERM (an ignored signal
+/// stays ignored across exec).
 fn setup(tag: &str, stubborn: bool) -> Setup {
     let ns = Netns::new();
     let s = Scratch::new(tag);
     let trap = if stubborn { "trap '' TERM" } else { "" };
     let svc = s.script(
         "svc.sh",
-        &format!("{trap}\necho \"service up for $INTERFACE\"\nwhile :; do sleep 1; done"),
+        &format!("{trap}\necho \"service up for $INTERFACE\"\nsleep 1000 &\nwait"),
     );
     let rules = s.rules(&format!(
         "SUBSYSTEM==\"net\", KERNEL==\"hpt*\", ACTION==\"add\", RUN{{service}}+=\"{svc}\"\n"
