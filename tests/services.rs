@@ -195,12 +195,12 @@ fn a_service_outlives_the_handler_timeout_restarts_with_backoff_and_stops_on_rem
         p.stderr()
     );
     assert!(
-        p.stderr().contains("its device was removed"),
+        p.wait_stderr("its device was removed", Duration::from_secs(5)),
         "{}",
         p.stderr()
     );
     assert!(
-        p.stderr().contains("SIGKILL to its process group"),
+        p.wait_stderr("SIGKILL to its process group", Duration::from_secs(5)),
         "{}",
         p.stderr()
     );
@@ -314,7 +314,7 @@ fn sighup_stops_services_whose_rule_is_gone_and_starts_new_ones_and_exit_stops_a
         p.stderr()
     );
     assert!(
-        p.stderr().contains("its rule is gone after SIGHUP"),
+        p.wait_stderr("its rule is gone after SIGHUP", Duration::from_secs(5)),
         "{}",
         p.stderr()
     );
