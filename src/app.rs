@@ -10,7 +10,9 @@ use log::{info, warn};
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 
-use crate::cli::{CheckOpts, HandlerOpts, MonitorOpts, ReplayOpts, RunOpts, TestBuiltinOpts};
+use crate::cli::{
+    CheckOpts, ControlAt, HandlerOpts, MonitorOpts, ReplayOpts, RunOpts, TestBuiltinOpts,
+};
 use crate::daemon::{Cx, Daemon, Flow, Mode, FIRST_MODE_TOKEN};
 use crate::exec::{self, printable, Builtins, ExecConfig};
 use crate::monitor::{self, OutBuf};
@@ -18,6 +20,7 @@ use crate::replay::{self, ReplaySource};
 use crate::rules::{Diagnostic, Matched};
 use crate::runner::{build_job, RulesFrom, Runner};
 use crate::stats::Scope;
+use crate::sys::control::ControlListener;
 use crate::sys::netlink::{RcvbufReport, UeventSocket};
 use crate::sys::notify::Readiness;
 use crate::sys::signals::Signals;
@@ -30,14 +33,18 @@ use crate::uevent::Uevent;
 pub enum AppError {
     /// The configuration (rules) or the input (replay) is wrong: exit status 1.
     Config(String),
-    /// The system refused something (socket, signals, poll): exit status 3.
+    /// The system refused something (socket, signals, poll), or no daemon
+    /// answers a tool: exit status 3.
     System(String),
+    /// A tool's `--timeout` passed (`settle`, `trigger --settle`, `wait`):
+    /// exit status 4.
+    Timeout(String),
 }
 
 impl fmt::Display for AppError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            AppError::Config(s) | AppError::System(s) => f.write_str(s),
+            AppError::Config(s) | AppError::System(s) | AppError::Timeout(s) => f.write_str(s),
         }
     }
 }
@@ -368,6 +375,22 @@ pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Res
     let mut d = Daemon::new(socket, signals, runner).map_err(system("event loop"))?;
     d.children_mut().set_sysfs_root(&opts.handlers.sysfs_root);
     d.children_mut().reserve(opts.handlers.max_children);
+    match &opts.control {
+        ControlAt::None => info!(
+            "no control socket (--control none): settle, trigger --settle and wait cannot be used"
+        ),
+        ControlAt::Path(p) => {
+            let l = ControlListener::bind(p)
+                .map_err(|e| AppError::System(format!("--control: {e}")))?;
+            d.set_control(l).map_err(system("control socket"))?;
+        }
+        ControlAt::Default => {
+            match ControlListener::bind(std::path::Path::new(crate::control::DEFAULT_PATH)) {
+                Ok(l) => d.set_control(l).map_err(system("control socket"))?,
+                Err(e) => warn!("no control socket ({e}); settle, trigger --settle and wait cannot reach this daemon; give --control PATH"),
+            }
+        }
+    }
     if opts.accept_injected {
         d.source_mut().accept_injected(true);
         warn!("--accept-injected: uevents relayed from any root process are accepted, not only the kernel's");
@@ -382,7 +405,9 @@ pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Res
 /// `hotplugd check`: diagnostics to stderr, the summary to stdout.
 pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
     match rules_from(&opts.rules, opts.insecure_rules).load(&builtins.names()) {
-        Ok(rs) => {
+        Ok(mut rs) => {
+            let lints = crate::rules::lint::lint(&rs);
+            rs.warnings.extend(lints);
             let mut err = io::stderr().lock();
             for w in &rs.warnings {
                 let _ = writeln!(err, "{w}");
@@ -504,6 +529,7 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
     let cfg = exec_config(&opts.handlers)?;
     let sysfs = SysfsRoot::new(&opts.handlers.sysfs_root);
     let mut m = Matched::default();
+    let mut jobs = crate::job::Jobs::new(1, crate::limits::JOB_SLOT);
     let mut out = io::stdout().lock();
     let mut w = |s: String| {
         let _ = out.write_all(s.as_bytes());
@@ -536,30 +562,65 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
         for (k, v) in rules.env_assignments(&m) {
             w(format!("  ENV{{{k}}}={}\n", quoted(v)));
         }
-        let (job, _) = build_job(&rules, &ev, &m, &sysfs);
-        for (wi, step) in m.work.iter().zip(job.steps.iter()) {
-            let loc = rules.location(wi.rule);
-            match step {
-                exec::Step::Exec { argv, .. } => {
-                    let args: Vec<String> = argv.iter().map(|a| quoted(a)).collect();
-                    w(format!("  run {loc}: [{}]\n", args.join(", ")));
-                    for (k, v) in &job.env {
-                        w(format!("    {k}={}\n", printable(v)));
-                    }
-                    w(format!("    HOTPLUGD_RULE={loc}\n"));
-                    for (k, v) in &cfg.extra_env {
-                        w(format!("    {}={}\n", printable(k), printable(v)));
-                    }
+        work_lines(&rules, &ev, &m, &sysfs, &cfg, &mut jobs, &mut |l| w(l));
+    }
+    Ok(())
+}
+
+/// The work a match would do, as `replay --dry-run` and `test` print it:
+/// per step, the rule and the argv (and environment) or builtin or
+/// attribute write. Runs nothing.
+pub(crate) fn work_lines(
+    rules: &crate::rules::RuleSet,
+    ev: &Uevent<'_>,
+    m: &Matched,
+    sysfs: &SysfsRoot,
+    cfg: &ExecConfig,
+    jobs: &mut crate::job::Jobs,
+    w: &mut dyn FnMut(String),
+) {
+    let (job, _, _) = build_job(
+        rules,
+        ev,
+        m,
+        sysfs,
+        jobs.start(ev.action(), ev.devpath(), None),
+    );
+    let v = jobs.view(&job);
+    for step in v.steps() {
+        match *step {
+            exec::Step::Exec { argv, rule } => {
+                let loc = v.rule(rule);
+                let args: Vec<String> = v.words(argv).iter().map(quoted).collect();
+                w(format!("  run {loc}: [{}]\n", args.join(", ")));
+                for e in v.env().iter() {
+                    w(format!("    {}\n", printable(e)));
                 }
-                exec::Step::Builtin { name, args, .. } => {
-                    let args: Vec<String> = args.iter().map(|a| quoted(a)).collect();
-                    w(format!("  builtin {loc}: {name} [{}]\n", args.join(", ")));
+                w(format!("    HOTPLUGD_RULE={loc}\n"));
+                for (k, v) in &cfg.extra_env {
+                    w(format!("    {}={}\n", printable(k), printable(v)));
                 }
-                exec::Step::WriteAttr { name, value, .. } => {
-                    w(format!("  attr {loc}: {name} = {}\n", quoted(value)));
-                }
+            }
+            exec::Step::Builtin {
+                name, args, rule, ..
+            } => {
+                let args: Vec<String> = v.words(args).iter().map(quoted).collect();
+                w(format!(
+                    "  builtin {}: {} [{}]\n",
+                    v.rule(rule),
+                    v.str(name),
+                    args.join(", ")
+                ));
+            }
+            exec::Step::WriteAttr { name, value, rule } => {
+                w(format!(
+                    "  attr {}: {} = {}\n",
+                    v.rule(rule),
+                    v.str(name),
+                    quoted(v.bytes(value))
+                ));
             }
         }
     }
-    Ok(())
+    jobs.recycle(job);
 }

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use crate::exec::{Exit, Job, ProcIo};
+use crate::exec::{Exit, ProcIo};
 use crate::firmware::{self, Outcome, Plan};
 use crate::kmod::Kmod;
 use crate::rules::{Action, Matched, RuleSet, Sysfs};
@@ -240,21 +240,22 @@ impl Boot {
         }
     }
 
-    /// A handler job finished (all its steps done): the services its
-    /// device's `add` asked for start now.
+    /// A handler job finished (all its steps done), for the event `raw`
+    /// of `devpath`: the services its device's `add` asked for start now.
     pub fn job_finished(
         &mut self,
-        job: &Job,
+        devpath: &str,
+        raw: &[u8],
         now: Instant,
         io: &mut dyn BootIo,
         stats: &mut Stats,
     ) {
-        if self.waiting.is_empty() || !Uevent::parse(&job.raw).is_ok_and(|e| e.action() == "add") {
+        if self.waiting.is_empty() || !Uevent::parse(raw).is_ok_and(|e| e.action() == "add") {
             return;
         }
         let mut i = 0;
         while i < self.waiting.len() {
-            if self.waiting[i].0 == job.devpath {
+            if self.waiting[i].0 == devpath {
                 let (_, w) = self.waiting.remove(i);
                 self.services.start(w, now, io.procs(), stats);
             } else {
@@ -470,11 +471,11 @@ mod tests {
     //! ordering.
 
     use super::*;
-    use crate::exec::{Builtins, Exec, ExecConfig, Kill, Step};
+    use crate::exec::{Builtins, Exec, ExecConfig, Kill};
+    use crate::job::Words;
     use crate::kmod::{BATCH_DELAY, BATCH_NAMES};
     use crate::rules::parse::{compile, Source};
     use crate::rules::NoSysfs;
-    use std::collections::VecDeque;
     use std::time::Duration;
 
     #[derive(Default)]
@@ -488,13 +489,14 @@ mod tests {
     impl ProcIo for Fake {
         fn spawn(
             &mut self,
-            argv: &[Vec<u8>],
-            _: &[(&[u8], &[u8])],
+            argv: Words<'_>,
+            _: &[Words<'_>],
             _: Option<(u32, u32)>,
         ) -> Result<i32, String> {
             self.next += 1;
             let pid = 100 + self.next;
-            self.spawned.push((pid, argv.to_vec()));
+            self.spawned
+                .push((pid, argv.iter().map(<[u8]>::to_vec).collect()));
             self.alive.push(pid);
             Ok(pid)
         }
@@ -692,24 +694,31 @@ SUBSYSTEM==\"usb\", ACTION==\"add\", RUN+=\"/bin/wait-for-probe\"
         let t0 = Instant::now();
         let parent = "/devices/pci0/usb1/1-1";
         let child = "/devices/pci0/usb1/1-1/firmware/1-1";
-        let job = |devpath: &str, steps: VecDeque<Step>| Job {
-            label: format!("add {devpath}"),
-            devpath: devpath.into(),
-            devpath_old: None,
-            raw: datagram("add", devpath, &[]),
-            env: Vec::new(),
-            steps,
-        };
-        let wait = Step::Exec {
-            argv: vec![b"/bin/wait-for-probe".to_vec()],
-            rule: "t.rules:4".into(),
-        };
-        exec.push(job(parent, [wait].into()), t0, &mut io, &mut st);
+        // a job for `devpath` running `prog`, if any (written as the runner does)
+        let push =
+            |exec: &mut Exec, devpath: &str, prog: Option<&str>, io: &mut Fake, st: &mut Stats| {
+                let mut w = exec.start_job("add", devpath, None);
+                w.raw(&datagram("add", devpath, &[]), core::iter::empty());
+                if let Some(p) = prog {
+                    w.begin_words();
+                    w.word(p.as_bytes());
+                    w.exec(format_args!("t.rules:4")).unwrap();
+                }
+                let (job, _) = w.finish();
+                exec.push(job, t0, io, st);
+            };
+        push(
+            &mut exec,
+            parent,
+            Some("/bin/wait-for-probe"),
+            &mut io,
+            &mut st,
+        );
         assert_eq!(exec.running(), 1);
         // the firmware device's add: its job waits behind the parent's...
         let d = datagram("add", child, &["SUBSYSTEM=firmware", "FIRMWARE=dev/fw.bin"]);
         feed(&mut b, &rs, &d, t0, &mut io, &mut st);
-        exec.push(job(child, VecDeque::new()), t0, &mut io, &mut st);
+        push(&mut exec, child, None, &mut io, &mut st);
         assert_eq!(
             exec.queued(),
             1,
@@ -777,15 +786,7 @@ SUBSYSTEM==\"usb\", ACTION==\"add\", RUN+=\"/bin/wait-for-probe\"
             io.spawned.is_empty(),
             "not before the add's job has finished"
         );
-        let job = Job {
-            label: format!("add {dev}"),
-            devpath: dev.into(),
-            devpath_old: None,
-            raw: d.clone(),
-            env: Vec::new(),
-            steps: VecDeque::new(),
-        };
-        b.job_finished(&job, t0, &mut io, &mut st);
+        b.job_finished(dev, &d, t0, &mut io, &mut st);
         assert_eq!(io.spawned.len(), 1);
         assert_eq!(io.spawned[0].1, [b"/bin/svc".to_vec(), b"tap0".to_vec()]);
         // a remove that no rule matches still stops it
@@ -812,15 +813,7 @@ SUBSYSTEM==\"usb\", ACTION==\"add\", RUN+=\"/bin/wait-for-probe\"
             ],
         );
         feed(&mut b, &rs, &mv, t0, &mut io, &mut st);
-        let job = Job {
-            label: format!("add {old}"),
-            devpath: old.into(),
-            devpath_old: None,
-            raw: d,
-            env: Vec::new(),
-            steps: VecDeque::new(),
-        };
-        b.job_finished(&job, t0, &mut io, &mut st);
+        b.job_finished(old, &d, t0, &mut io, &mut st);
         assert_eq!(io.spawned.len(), 1);
         assert_eq!(b.services().list(t0)[0].devpath, new);
         let r = datagram("remove", new, &["SUBSYSTEM=net"]);

@@ -10,7 +10,7 @@
 //!
 //! # The input
 //! The event in wire form with the rules' `ENV{}` assignments appended
-//! (`ACTION@DEVPATH\0KEY=VALUE\0...`, see [`crate::exec::Job::raw`]),
+//! (`ACTION@DEVPATH\0KEY=VALUE\0...`, see [`crate::job::JobView::raw`]),
 //! optionally followed by a second slice of `KEY=VALUE\0` entries. A key
 //! that appears more than once (an `ENV{}` assignment overriding a kernel
 //! field) is written once, with its last value. Entries without `=` are

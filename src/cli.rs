@@ -6,6 +6,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use lexopt::prelude::*;
 
@@ -45,6 +46,121 @@ pub enum Command {
     Replay(ReplayOpts),
     /// `hotplugd test-builtin`.
     TestBuiltin(TestBuiltinOpts),
+    /// `hotplugd info`.
+    Info(InfoOpts),
+    /// `hotplugd test`.
+    Test(TestOpts),
+    /// `hotplugd trigger`.
+    Trigger(TriggerOpts),
+    /// `hotplugd settle`.
+    Settle(SettleOpts),
+    /// `hotplugd wait`.
+    Wait(WaitOpts),
+}
+
+/// Options of `info`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InfoOpts {
+    /// The device: a `/sys` path, a devpath, or a `/dev` node or link.
+    pub device: String,
+    /// `-a`, `--attribute-walk`.
+    pub attribute_walk: bool,
+    /// `--json`.
+    pub json: bool,
+    /// `--sysfs-root` (default `/sys`).
+    pub sysfs_root: PathBuf,
+    /// `--control`; `None`: the default path.
+    pub control: Option<PathBuf>,
+}
+
+/// Options of `test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TestOpts {
+    /// `--rules`; empty: the built-in default rules.
+    pub rules: Vec<PathBuf>,
+    /// `--insecure-rules`.
+    pub insecure_rules: bool,
+    /// `--action` (default `add`).
+    pub action: String,
+    /// The device.
+    pub device: String,
+    /// `--sysfs-root` (default `/sys`).
+    pub sysfs_root: PathBuf,
+}
+
+/// `trigger --type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TriggerType {
+    /// Every device (the default).
+    Devices,
+    /// Every bus (`/sys/bus/*/uevent`).
+    Subsystems,
+}
+
+/// Options of `trigger`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TriggerOpts {
+    /// `--action` (default `change`).
+    pub action: String,
+    /// `--subsystem-match`, any of them.
+    pub subsystem_match: Vec<String>,
+    /// `--subsystem-nomatch`, none of them.
+    pub subsystem_nomatch: Vec<String>,
+    /// `--attr-match NAME[=VALUE]`, all of them.
+    pub attr_match: Vec<(String, Option<String>)>,
+    /// `--attr-nomatch NAME[=VALUE]`, none of them.
+    pub attr_nomatch: Vec<(String, Option<String>)>,
+    /// `--sysname-match`, any of them.
+    pub sysname_match: Vec<String>,
+    /// `--property-match KEY=VALUE`, any of them.
+    pub property_match: Vec<(String, String)>,
+    /// `--type`.
+    pub kind: TriggerType,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--verbose`: print each path.
+    pub verbose: bool,
+    /// `--settle`.
+    pub settle: bool,
+    /// `--timeout` for `--settle`.
+    pub timeout: Duration,
+    /// `--control`.
+    pub control: Option<PathBuf>,
+}
+
+/// Options of `settle`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleOpts {
+    /// `--timeout` (default 120 s).
+    pub timeout: Duration,
+    /// `--control`.
+    pub control: Option<PathBuf>,
+    /// `--verbose`: say what was settled.
+    pub verbose: bool,
+}
+
+/// Options of `wait`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitOpts {
+    /// The paths.
+    pub paths: Vec<String>,
+    /// `--timeout`; `None`: no limit.
+    pub timeout: Option<Duration>,
+    /// `--removed`.
+    pub removed: bool,
+    /// `--control`.
+    pub control: Option<PathBuf>,
+}
+
+/// Where `run` listens for the tools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlAt {
+    /// [`crate::control::DEFAULT_PATH`]; if it cannot be set up, a warning.
+    Default,
+    /// `--control PATH`: if it cannot be set up, an error.
+    Path(PathBuf),
+    /// `--control none`.
+    None,
 }
 
 /// Options of `test-builtin`.
@@ -120,6 +236,8 @@ pub struct RunOpts {
     /// `--accept-injected`: also accept events the kernel rebroadcasts for a
     /// root process of another pid (containers).
     pub accept_injected: bool,
+    /// `--control`.
+    pub control: ControlAt,
 }
 
 /// Options of `check`.
@@ -174,11 +292,16 @@ hotplugd: a uevent/hotplug daemon for embedded Linux
 Usage: hotplugd [-v]... COMMAND [OPTIONS]
 
 Commands:
-  monitor    print kernel uevents as they arrive (no configuration needed)
-  run        the daemon: match events against rules and run their handlers
-  check      check rule files; print every error and exit
-  replay     run recorded events through the rules, as the daemon would
+  monitor       print kernel uevents as they arrive (no configuration needed)
+  run           the daemon: match events against rules and run their handlers
+  check         check rule files; print every error and exit
+  replay        run recorded events through the rules, as the daemon would
   test-builtin  print what a builtin (usb_id, path_id) computes for a device
+  info          a device's properties, or its attributes and parents (-a)
+  test          trace the rules on a device's event: runs nothing
+  trigger       make the kernel resend events (coldplug), optionally --settle
+  settle        wait until the running daemon has handled every event
+  wait          wait until /dev or /sys paths exist and are handled
 
 Options for every command:
   -v, --verbose    more log output (repeat: -v debug, -vv trace); RUST_LOG
@@ -199,7 +322,9 @@ Exit status:
   0  success (also after SIGINT/SIGTERM, or when monitor's output is closed)
   1  configuration error (rules that do not load)
   2  usage error (bad option or value); the message names it
-  3  system error (the uevent socket, signals or the event loop failed)
+  3  system error (the uevent socket, signals or the event loop failed;
+     for info, trigger, settle and wait: no daemon answers)
+  4  timeout (settle, trigger --settle, wait)
 ";
 
 /// `hotplugd monitor --help`.
@@ -245,8 +370,8 @@ const RULES_OPTS: &str =
                    loads (each path is named, with the fix); this accepts
                    them anyway, with a warning each";
 
-const HANDLER_OPTS: &str =
-    "  --handler-timeout SECS  SIGTERM to a handler's process group after SECS
+const HANDLER_OPTS: &str = "  --handler-timeout SECS
+                   SIGTERM to a handler's process group after SECS
                    (default 30), SIGKILL 2 s later; one SIGKILL cannot end
                    (a hung mount or driver) gives its slot back 2 s after
   --max-children N handler processes at once (default 8)
@@ -306,7 +431,13 @@ Options:
                    pyudev, libusb, udevadm monitor --udev); kernel:MASK: the
                    kernel's format to group mask MASK, as mdevd -O
                    (libudev-zero: kernel:4). ENV{{}} values included
-  --accept-injected  also accept uevents the kernel relays from a root
+  --control PATH   the control socket the tools talk to (settle, trigger
+                   --settle, wait, info): default /run/hotplugd/control,
+                   none to have none. Root only (mode 0600, SO_PEERCRED
+                   checked). A stale file is removed at start; at the
+                   default path a failure is only a warning
+  --accept-injected
+                   also accept uevents the kernel relays from a root
                    process (port 0, uid 0, any pid). Inside an LXD/Incus
                    container the host's manager injects the container's
                    uevents this way, so without it every event is rejected.
@@ -442,9 +573,14 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, UsageError
         "check" => parse_check(&mut p, &mut c)?,
         "replay" => parse_replay(&mut p, &mut c)?,
         "test-builtin" => parse_test_builtin(&mut p, &mut c)?,
+        "info" => parse_info(&mut p, &mut c)?,
+        "test" => parse_test(&mut p, &mut c)?,
+        "trigger" => parse_trigger(&mut p, &mut c)?,
+        "settle" => parse_settle(&mut p, &mut c)?,
+        "wait" => parse_wait(&mut p, &mut c)?,
         other => {
             return Err(UsageError(format!(
-                "unknown command '{other}': the commands are monitor, run, check, replay and test-builtin (see `hotplugd --help`)"
+                "unknown command '{other}': the commands are monitor, run, check, replay, test-builtin, info, test, trigger, settle and wait (see `hotplugd --help`)"
             )))
         }
     };
@@ -566,6 +702,7 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
         track: None,
         broadcast: Vec::new(),
         accept_injected: false,
+        control: ControlAt::Default,
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -577,6 +714,14 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
             Long("ready-fd") => o.ready_fd = Some(number(p, "--ready-fd", 3, 1 << 20)? as i32),
             Long("pidfile") => o.pidfile = Some(p.value()?.into()),
             Long("accept-injected") => o.accept_injected = true,
+            Long("control") => {
+                let v = p.value()?;
+                o.control = if v == "none" {
+                    ControlAt::None
+                } else {
+                    ControlAt::Path(v.into())
+                };
+            }
             Long("coldplug") => {
                 let v = p.value()?.string()?;
                 o.coldplug = Coldplug::parse(&v).ok_or_else(|| {
@@ -697,6 +842,378 @@ fn parse_replay(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, Usage
         }
     }
     Ok(Command::Replay(o))
+}
+
+const CONTROL_OPT: &str =
+    "  --control PATH   the daemon's control socket (default /run/hotplugd/control)";
+
+/// `hotplugd info --help`.
+pub fn info_help() -> String {
+    format!(
+        "\
+hotplugd info: a device's properties, or its attributes and parents
+
+Usage: hotplugd info [-a] [--json] [--sysfs-root DIR] DEVICE
+
+DEVICE is a sysfs path (/sys/class/tty/ttyUSB0), a devpath
+(/devices/virtual/mem/full) or a device node or link (/dev/ttyUSB0: its
+major:minor is looked up in /sys/dev). Without -a: the properties the
+kernel gives the device (its uevent file, as `udevadm info` shows them:
+P: devpath, M: name, U: subsystem, N: node, E: KEY=VALUE), then what the
+running daemon's device table holds for it (if a daemon runs and tracks
+its subsystem).
+
+Options:
+  -a, --attribute-walk
+                   the device and every parent, each attribute as a match
+                   term to paste into a rule (ATTRS{{idVendor}}==\"0403\",
+                   KERNELS==..., SUBSYSTEMS==..., DRIVERS==...). Attributes
+                   that are unreadable, binary, several lines long or hold
+                   a quote are not shown; each is named, with the reason
+  --json           one JSON object instead of text
+  --sysfs-root DIR sysfs to read (default /sys; a fixture tree for tests).
+                   With another root the daemon is not asked
+{CONTROL_OPT}
+  -h, --help       this help
+"
+    )
+}
+
+/// `hotplugd test --help`.
+pub fn test_help() -> String {
+    format!(
+        "\
+hotplugd test: trace the rules on a device's event
+
+Usage: hotplugd test [--rules PATH]... [--action ACTION] DEVICE
+
+Builds the event DEVICE would send (ACTION, DEVPATH, SUBSYSTEM and its
+uevent file) and runs the rules on it as the daemon would. Prints every
+rule visited with each of its terms: ok or FAIL, and the value it saw
+(for parent terms, the device where it held); then the ENV{{}} assignments,
+the node's owner, group, mode and links, and the argv and environment of
+each handler. Runs nothing, writes nothing, sends nothing.
+
+Options:
+{RULES_OPTS}
+  --action ACTION  the event's action (default add)
+  --sysfs-root DIR sysfs to read (default /sys; a fixture tree for tests)
+  -h, --help       this help
+"
+    )
+}
+
+/// `hotplugd trigger --help`.
+pub fn trigger_help() -> String {
+    format!(
+        "\
+hotplugd trigger: make the kernel send events for present devices
+
+Usage: hotplugd trigger [OPTIONS]
+
+Writes `ACTION UUID` to the uevent file of each matching device, parents
+first: the kernel sends a real event, marked SYNTH_UUID=UUID (one UUID per
+run). The boot-time coldplug: `hotplugd trigger --action=add --settle`.
+
+Options:
+  -c, --action ACTION
+                   add, remove, change (default), move, online, offline,
+                   bind or unbind
+  -s, --subsystem-match SUBSYSTEM
+                   only devices of SUBSYSTEM (a glob); repeatable: any
+  -S, --subsystem-nomatch SUBSYSTEM
+                   not devices of SUBSYSTEM; repeatable
+  -a, --attr-match NAME[=VALUE]
+                   only devices whose attribute NAME exists [and matches
+                   the glob VALUE]; repeatable: all must hold
+  -A, --attr-nomatch NAME[=VALUE]
+                   not devices whose attribute NAME exists [and matches];
+                   repeatable
+  -y, --sysname-match NAME
+                   only devices whose kernel name matches; repeatable: any
+  -p, --property-match KEY=VALUE
+                   only devices with the uevent property; repeatable: any
+  -t, --type TYPE  devices (default) or subsystems (/sys/bus/*/uevent)
+  -n, --dry-run    write nothing (with --verbose: list what would be)
+  -v, --verbose    print the path of each device written to
+  -w, --settle     then wait until the running daemon has handled every
+                   event, handlers included; at --timeout fail (exit 4)
+                   naming the devices whose jobs are still pending
+  --timeout SECS   for --settle (default 120)
+{CONTROL_OPT}
+  -h, --help       this help
+"
+    )
+}
+
+/// `hotplugd settle --help`.
+pub fn settle_help() -> String {
+    format!(
+        "\
+hotplugd settle: wait until the running daemon has handled every event
+
+Usage: hotplugd settle [--timeout SECS]
+
+Returns (exit 0) once the daemon has read every event the kernel had sent
+it when the request arrived, and no handler job waits or runs and no
+coldplug or resync pass is pending. That covers every event up to the
+kernel's current /sys/kernel/uevent_seqnum that is for this network
+namespace: events of other namespaces (containers) take sequence numbers
+too but never reach the daemon, so waiting for the raw number could hang.
+At the timeout: exit 4, naming the SEQNUM handled so far and the jobs
+still queued or running. No daemon: exit 3 at once. A daemon that stops
+while we wait is taken for a restart: the new one is asked, until the
+timeout.
+
+Options:
+  -t, --timeout SECS
+                   give up after SECS (default 120)
+  -v, --verbose    say what was settled
+{CONTROL_OPT}
+  -h, --help       this help
+"
+    )
+}
+
+/// `hotplugd wait --help`.
+pub fn wait_help() -> String {
+    format!(
+        "\
+hotplugd wait: wait until devices exist (or are gone) and are handled
+
+Usage: hotplugd wait [--timeout SECS] [--removed] PATH...
+
+Returns once every PATH (a /dev node or link, or a /sys device directory)
+exists (with --removed: does not exist), and the running daemon has then
+handled the events up to that moment (as `settle`). Useful where drivers
+probe asynchronously, so a finished trigger does not mean the device is
+there yet. At the timeout: exit 4, naming the paths not ready.
+
+Options:
+  -t, --timeout SECS
+                   give up after SECS (default: no limit)
+  --removed        wait for the paths to be gone
+{CONTROL_OPT}
+  -h, --help       this help
+"
+    )
+}
+
+fn secs(p: &mut lexopt::Parser, opt: &str) -> Result<Duration, UsageError> {
+    let s = p.value()?.string()?;
+    match s.parse::<f64>() {
+        Ok(n) if n.is_finite() && n > 0.0 && n <= 86_400.0 => Ok(Duration::from_secs_f64(n)),
+        _ => Err(UsageError(format!(
+            "{opt} '{s}': expected seconds, more than 0 and at most 86400 (e.g. 30 or 0.5)"
+        ))),
+    }
+}
+
+fn parse_info(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
+    let mut o = InfoOpts {
+        device: String::new(),
+        attribute_walk: false,
+        json: false,
+        sysfs_root: PathBuf::from("/sys"),
+        control: None,
+    };
+    let mut pos = Vec::new();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) => pos.push(v.string()?),
+            Short('a') | Long("attribute-walk") => o.attribute_walk = true,
+            Long("json") => o.json = true,
+            Long("sysfs-root") => o.sysfs_root = p.value()?.into(),
+            Long("control") => o.control = Some(p.value()?.into()),
+            Short('h') | Long("help") => return Ok(Command::Help(leak(info_help()))),
+            Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
+            Long("log-target") => c.log_target(p)?,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let [device] = <[String; 1]>::try_from(pos).map_err(|_| {
+        UsageError(
+            "info needs one DEVICE: hotplugd info /sys/class/net/lo (or a devpath, or /dev/...)"
+                .into(),
+        )
+    })?;
+    o.device = device;
+    Ok(Command::Info(o))
+}
+
+fn parse_test(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
+    let mut o = TestOpts {
+        rules: Vec::new(),
+        insecure_rules: false,
+        action: "add".into(),
+        device: String::new(),
+        sysfs_root: PathBuf::from("/sys"),
+    };
+    let mut pos = Vec::new();
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) => pos.push(v.string()?),
+            Long("rules") => o.rules.push(p.value()?.into()),
+            Long("insecure-rules") => o.insecure_rules = true,
+            Short('a') | Long("action") => o.action = action(p)?,
+            Long("sysfs-root") => o.sysfs_root = p.value()?.into(),
+            Short('h') | Long("help") => return Ok(Command::Help(leak(test_help()))),
+            Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
+            Long("log-target") => c.log_target(p)?,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    let [device] = <[String; 1]>::try_from(pos).map_err(|_| {
+        UsageError("test needs one DEVICE: hotplugd test --rules my.rules /sys/class/net/lo".into())
+    })?;
+    o.device = device;
+    Ok(Command::Test(o))
+}
+
+fn action(p: &mut lexopt::Parser) -> Result<String, UsageError> {
+    let v = p.value()?.string()?;
+    if !crate::rules::ACTIONS.contains(&v.as_str()) {
+        return Err(UsageError(format!(
+            "--action '{v}': expected one of {}",
+            crate::rules::ACTIONS.join(", ")
+        )));
+    }
+    Ok(v)
+}
+
+fn name_value(
+    v: String,
+    opt: &str,
+    need_value: bool,
+) -> Result<(String, Option<String>), UsageError> {
+    let (k, val) = match v.split_once('=') {
+        Some((k, val)) => (k.to_string(), Some(val.to_string())),
+        None => (v.clone(), None),
+    };
+    if k.is_empty() || k.contains('/') || (need_value && val.is_none()) {
+        let form = if need_value {
+            "KEY=VALUE"
+        } else {
+            "NAME[=VALUE]"
+        };
+        return Err(UsageError(format!("{opt} '{v}': expected {form}")));
+    }
+    Ok((k, val))
+}
+
+fn parse_trigger(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
+    let mut o = TriggerOpts {
+        action: "change".into(),
+        subsystem_match: Vec::new(),
+        subsystem_nomatch: Vec::new(),
+        attr_match: Vec::new(),
+        attr_nomatch: Vec::new(),
+        sysname_match: Vec::new(),
+        property_match: Vec::new(),
+        kind: TriggerType::Devices,
+        dry_run: false,
+        verbose: false,
+        settle: false,
+        timeout: Duration::from_secs(120),
+        control: None,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('c') | Long("action") => o.action = action(p)?,
+            Short('s') | Long("subsystem-match") => o.subsystem_match.push(p.value()?.string()?),
+            Short('S') | Long("subsystem-nomatch") => {
+                o.subsystem_nomatch.push(p.value()?.string()?)
+            }
+            Short('a') | Long("attr-match") => {
+                o.attr_match
+                    .push(name_value(p.value()?.string()?, "--attr-match", false)?)
+            }
+            Short('A') | Long("attr-nomatch") => {
+                o.attr_nomatch
+                    .push(name_value(p.value()?.string()?, "--attr-nomatch", false)?)
+            }
+            Short('y') | Long("sysname-match") => o.sysname_match.push(p.value()?.string()?),
+            Short('p') | Long("property-match") => {
+                let (k, v) = name_value(p.value()?.string()?, "--property-match", true)?;
+                o.property_match.push((k, v.unwrap_or_default()));
+            }
+            Short('t') | Long("type") => {
+                let v = p.value()?.string()?;
+                o.kind = match v.as_str() {
+                    "devices" => TriggerType::Devices,
+                    "subsystems" => TriggerType::Subsystems,
+                    _ => {
+                        return Err(UsageError(format!(
+                            "--type '{v}': expected devices or subsystems"
+                        )))
+                    }
+                };
+            }
+            Short('n') | Long("dry-run") => o.dry_run = true,
+            Short('v') | Long("verbose") => o.verbose = true,
+            Short('w') | Long("settle") => o.settle = true,
+            Long("timeout") => o.timeout = secs(p, "--timeout")?,
+            Long("control") => o.control = Some(p.value()?.into()),
+            Short('h') | Long("help") => return Ok(Command::Help(leak(trigger_help()))),
+            Long("log-target") => c.log_target(p)?,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(Command::Trigger(o))
+}
+
+fn parse_settle(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
+    let mut o = SettleOpts {
+        timeout: Duration::from_secs(120),
+        control: None,
+        verbose: false,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('t') | Long("timeout") => o.timeout = secs(p, "--timeout")?,
+            Long("control") => o.control = Some(p.value()?.into()),
+            Short('v') | Long("verbose") => o.verbose = true,
+            Short('h') | Long("help") => return Ok(Command::Help(leak(settle_help()))),
+            Long("log-target") => c.log_target(p)?,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    Ok(Command::Settle(o))
+}
+
+fn parse_wait(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageError> {
+    let mut o = WaitOpts {
+        paths: Vec::new(),
+        timeout: None,
+        removed: false,
+        control: None,
+    };
+    while let Some(arg) = p.next()? {
+        match arg {
+            Value(v) => {
+                let v = v.string()?;
+                if !v.starts_with("/dev/") && !v.starts_with("/sys/") {
+                    return Err(UsageError(format!(
+                        "wait '{v}': expected a /dev or /sys path"
+                    )));
+                }
+                o.paths.push(v);
+            }
+            Short('t') | Long("timeout") => o.timeout = Some(secs(p, "--timeout")?),
+            Long("removed") => o.removed = true,
+            Long("control") => o.control = Some(p.value()?.into()),
+            Short('h') | Long("help") => return Ok(Command::Help(leak(wait_help()))),
+            Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
+            Long("log-target") => c.log_target(p)?,
+            other => return Err(other.unexpected().into()),
+        }
+    }
+    if o.paths.is_empty() {
+        return Err(UsageError(
+            "wait needs at least one PATH: hotplugd wait --timeout 10 /dev/ttyUSB0".into(),
+        ));
+    }
+    Ok(Command::Wait(o))
 }
 
 /// Help texts built with `format!` live for the rest of the (short) run.

@@ -11,8 +11,11 @@
 //!    how each ended ([`Mode::exited`]);
 //! 2. every handler pipe with data: at most [`PIPE_BUDGET`] bytes each
 //!    ([`Mode::output`]), end of file ([`Mode::output_closed`]);
-//! 3. the uevent socket: at most [`BATCH`] datagrams;
-//! 4. the mode's timers ([`Mode::tick`]), with the same `now`.
+//! 3. the control socket ([`crate::control`], `run` only): new clients
+//!    and at most [`control::REQUESTS_PER_TURN`] requests per client;
+//! 4. the uevent socket: at most [`BATCH`] datagrams;
+//! 5. the mode's timers ([`Mode::tick`]), with the same `now`; then the
+//!    `settle` requests that may now be answered.
 //!
 //! Readiness is edge-triggered (mio), so a source left with data when its
 //! budget ran out is remembered and the next poll does not wait. A flooding
@@ -30,9 +33,11 @@ use log::{debug, info, warn};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-use crate::exec::{Exit, Kill, ProcIo};
+use crate::control::{self, Request, Settles};
+use crate::exec::{Exit, Kill, ProcIo, Words};
 use crate::limits::RECV_BUFFER;
 use crate::stats::{Scope, Stats};
+use crate::sys::control::{ConnRecv, ConnSend, ControlConn, ControlListener};
 use crate::sys::netlink::{Recv, Sender, UeventSocket};
 use crate::sys::signals::{Sig, Signals};
 use crate::sys::spawn::{self, PipeRead};
@@ -52,6 +57,8 @@ const FIRST_CHILD_TOKEN: usize = 1 << 20;
 pub const SOCKET: Token = Token(0);
 /// The signalfd's token.
 pub const SIGNALS: Token = Token(1);
+/// The control socket's token; its clients follow.
+pub const CONTROL: Token = Token(2);
 /// The first token a [`Mode`] may use for its own sources.
 pub const FIRST_MODE_TOKEN: usize = 16;
 
@@ -108,6 +115,8 @@ pub struct Children {
     /// Pids whose output could not be watched (registration failed): the
     /// loop reports them closed at its next turn.
     unwatched: Vec<i32>,
+    /// The `execve` pointer arrays, reused for every handler.
+    exec_scratch: spawn::ExecScratch,
 }
 
 impl Children {
@@ -119,6 +128,9 @@ impl Children {
             next_token: FIRST_CHILD_TOKEN,
             scratch: Vec::with_capacity(64),
             unwatched: Vec::new(),
+            exec_scratch: spawn::ExecScratch::with_capacity(
+                crate::limits::MAX_ARGS + crate::limits::MAX_FIELDS + 64,
+            ),
         }
     }
 
@@ -203,11 +215,20 @@ impl Children {
 impl ProcIo for Children {
     fn spawn(
         &mut self,
-        argv: &[Vec<u8>],
-        env: &[(&[u8], &[u8])],
+        argv: Words<'_>,
+        env: &[Words<'_>],
         creds: Option<(u32, u32)>,
     ) -> Result<i32, String> {
-        let sp = spawn::spawn(argv, env, creds).map_err(|e| e.to_string())?;
+        let mut blocks: [&[u8]; 4] = [&[]; 4];
+        if env.len() > blocks.len() {
+            return Err("internal: more than 4 environment blocks".into());
+        }
+        for (b, w) in blocks.iter_mut().zip(env) {
+            *b = w.block();
+        }
+        let blocks = &blocks[..env.len()];
+        let sp = spawn::spawn(argv.block(), blocks, &mut self.exec_scratch, creds)
+            .map_err(|e| e.to_string())?;
         self.add(sp.pid, Some(sp.output), Some(sp.exec_error));
         Ok(sp.pid)
     }
@@ -316,6 +337,18 @@ pub trait Mode {
     fn idle(&self) -> bool {
         true
     }
+    /// CONTROL HOOK (issue 15): true when a `settle` may be answered: no
+    /// job queued or running, no coldplug or resync pass pending.
+    fn settled(&self) -> bool {
+        self.idle()
+    }
+    /// CONTROL HOOK (issue 15): the jobs and recovery state for `status`.
+    fn status(&self, _s: &mut control::Status) {}
+    /// CONTROL HOOK (issue 15): the device table's record of `devpath`
+    /// (`KEY=VALUE` lines into `out`); false if it has none.
+    fn device(&self, _devpath: &str, _out: &mut String) -> bool {
+        false
+    }
 }
 
 /// Why the loop ended.
@@ -397,6 +430,10 @@ pub trait Source {
     fn kernel_drops(&self) -> Option<u64> {
         None
     }
+    /// SEQNUM of the last event handed on, if any had one.
+    fn last_seqnum(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Source for Listener {
@@ -411,6 +448,9 @@ impl Source for Listener {
     }
     fn kernel_drops(&self) -> Option<u64> {
         self.socket.kernel_drops()
+    }
+    fn last_seqnum(&self) -> Option<u64> {
+        self.last_seqnum
     }
 }
 
@@ -605,6 +645,24 @@ pub struct Daemon<M: Mode, S: Source = Listener> {
     pipe_buf: Box<[u8]>,
     stats: Stats,
     mode: M,
+    control: Option<Control>,
+}
+
+/// The control socket and its clients (`run --control`).
+struct Control {
+    listener: ControlListener,
+    /// Client `i` has token `CONTROL + 1 + i`.
+    conns: Vec<Option<ControlConn>>,
+    /// Data may be waiting (edge-triggered, as for handler pipes).
+    readable: Vec<bool>,
+    listener_pending: bool,
+    settles: Settles,
+    buf: Box<[u8]>,
+    answer: Vec<usize>,
+    /// Clients dropped because they did not read their reply.
+    dropped: u64,
+    /// Connections refused: too many clients, or not root.
+    refused: u64,
 }
 
 impl<M: Mode> Daemon<M, Listener> {
@@ -637,6 +695,7 @@ impl<M: Mode, S: Source> Daemon<M, S> {
             pipe_buf: vec![0u8; PIPE_BUDGET].into_boxed_slice(),
             stats: Stats::default(),
             mode,
+            control: None,
         })
     }
 
@@ -666,6 +725,29 @@ impl<M: Mode, S: Source> Daemon<M, S> {
         &mut self.children
     }
 
+    /// Serves `listener` (the control socket) from the next turn on.
+    pub fn set_control(&mut self, listener: ControlListener) -> io::Result<()> {
+        self.poll.registry().register(
+            &mut SourceFd(&listener.as_raw_fd()),
+            CONTROL,
+            Interest::READABLE,
+        )?;
+        info!("control socket {}", listener.path().display());
+        let conns = (0..control::MAX_CLIENTS).map(|_| None).collect();
+        self.control = Some(Control {
+            listener,
+            conns,
+            readable: vec![false; control::MAX_CLIENTS],
+            listener_pending: true,
+            settles: Settles::default(),
+            buf: vec![0u8; control::MAX_REQUEST].into_boxed_slice(),
+            answer: Vec::with_capacity(control::MAX_CLIENTS),
+            dropped: 0,
+            refused: 0,
+        });
+        Ok(())
+    }
+
     /// Refreshes `dropped` from the kernel (for a final stats line).
     pub fn refresh_dropped(&mut self) {
         if let Some(d) = self.source.kernel_drops() {
@@ -687,7 +769,8 @@ impl<M: Mode, S: Source> Daemon<M, S> {
         let mut stopping: Option<Sig> = None;
         loop {
             let busy = (socket_pending && stopping.is_none() && self.mode.has_room())
-                || self.children.any_readable();
+                || self.children.any_readable()
+                || self.control.as_ref().is_some_and(Control::pending);
             let timeout = if busy {
                 Some(Duration::ZERO)
             } else {
@@ -706,6 +789,7 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                 match event.token() {
                     SOCKET => socket_pending = true,
                     SIGNALS => signals_ready = true,
+                    token if self.control_readable(token) => {}
                     token if self.children.mark_readable(token) => {}
                     token => {
                         let mut cx = cx!(self, now);
@@ -728,7 +812,11 @@ impl<M: Mode, S: Source> Daemon<M, S> {
             }
             // 2. handler pipes, PIPE_BUDGET bytes each
             self.serve_pipes(now);
-            // 3. the socket, BATCH datagrams
+            // 3. the control socket
+            if self.serve_control() {
+                socket_pending = true;
+            }
+            // 4. the socket, BATCH datagrams
             if socket_pending && stopping.is_none() {
                 let mut sink = ModeSink {
                     mode: &mut self.mode,
@@ -753,14 +841,22 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                         self.mode.overrun(&mut cx);
                     }
                     self.mode.drained(&mut cx);
+                    if let Some(c) = self.control.as_mut() {
+                        c.settles.drained();
+                    }
                 }
             }
             if self.mode.wants_drain() {
                 socket_pending = true;
             }
-            // 4. timers
+            // 5. timers, then the settles that may be answered
             let mut cx = cx!(self, now);
             self.mode.tick(now, &mut cx);
+            // a stop drops queued work and kills handlers: that is not
+            // "handled"; the waiting tools get end-of-file when we exit
+            if stopping.is_none() {
+                self.answer_settles();
+            }
             let turn = now.elapsed();
             let us = u64::try_from(turn.as_micros()).unwrap_or(u64::MAX);
             if us > self.stats.longest_turn_us {
@@ -880,5 +976,196 @@ impl<M: Mode, S: Source> Daemon<M, S> {
             }
         }
         Ok(stop)
+    }
+}
+
+impl Control {
+    /// A source of the control socket has work left from an earlier turn.
+    fn pending(&self) -> bool {
+        self.listener_pending
+            || self
+                .conns
+                .iter()
+                .zip(&self.readable)
+                .any(|(c, &r)| c.is_some() && r)
+    }
+
+    fn close(&mut self, i: usize, registry: &Registry) {
+        if let Some(c) = self.conns[i].take() {
+            let _ = registry.deregister(&mut SourceFd(&c.as_raw_fd()));
+        }
+        self.readable[i] = false;
+        self.settles.forget(i);
+    }
+
+    /// Sends `reply` to client `i`; one that does not read is dropped.
+    fn reply(&mut self, i: usize, reply: &[u8], registry: &Registry) {
+        let Some(c) = self.conns[i].as_ref() else {
+            return;
+        };
+        if c.send(reply) == ConnSend::Failed {
+            self.dropped += 1;
+            warn!(
+                "control: client pid {} does not read its replies; dropped (control_dropped={})",
+                c.pid, self.dropped
+            );
+            self.close(i, registry);
+        }
+    }
+}
+
+impl<M: Mode, S: Source> Daemon<M, S> {
+    /// Marks a control source readable; false if `token` is not one.
+    fn control_readable(&mut self, token: Token) -> bool {
+        let Some(c) = self.control.as_mut() else {
+            return false;
+        };
+        if token == CONTROL {
+            c.listener_pending = true;
+            return true;
+        }
+        match token.0.checked_sub(CONTROL.0 + 1) {
+            Some(i) if i < control::MAX_CLIENTS => {
+                c.readable[i] = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Accepts clients and reads their requests, each within its budget.
+    /// True if a `settle` came (the uevent socket must be read).
+    fn serve_control(&mut self) -> bool {
+        let Some(c) = self.control.as_mut() else {
+            return false;
+        };
+        let registry = self.poll.registry();
+        if c.listener_pending {
+            c.listener_pending = false;
+            for n in 0..=control::MAX_CLIENTS {
+                if n == control::MAX_CLIENTS {
+                    c.listener_pending = true; // budget spent: next turn
+                    break;
+                }
+                let conn = match c.listener.accept() {
+                    Ok(Some(conn)) => conn,
+                    Ok(None) => break,
+                    Err(e) => {
+                        warn!("control: accept: {e}");
+                        break;
+                    }
+                };
+                if !conn.allowed() {
+                    // said before closing, so the tool does not take it
+                    // for a daemon restart and wait
+                    let _ = conn.send(b"error refused: the control socket is for root only\n");
+                    c.refused += 1;
+                    warn!(
+                        "control: refused pid {} uid {} (root only; control_refused={})",
+                        conn.pid, conn.uid, c.refused
+                    );
+                    continue;
+                }
+                let Some(i) = c.conns.iter().position(Option::is_none) else {
+                    c.refused += 1;
+                    warn!(
+                        "control: refused pid {}: {} clients already (control_refused={})",
+                        conn.pid,
+                        control::MAX_CLIENTS,
+                        c.refused
+                    );
+                    continue;
+                };
+                let token = Token(CONTROL.0 + 1 + i);
+                if let Err(e) =
+                    registry.register(&mut SourceFd(&conn.as_raw_fd()), token, Interest::READABLE)
+                {
+                    warn!("control: cannot watch a client: {e}");
+                    continue;
+                }
+                c.conns[i] = Some(conn);
+                c.readable[i] = true;
+            }
+        }
+        let mut settle = false;
+        for i in 0..control::MAX_CLIENTS {
+            if !c.readable[i] {
+                continue;
+            }
+            for n in 0..=control::REQUESTS_PER_TURN {
+                if n == control::REQUESTS_PER_TURN {
+                    break; // still readable: next turn
+                }
+                let Some(conn) = c.conns[i].as_ref() else {
+                    break;
+                };
+                let len = match conn.recv(&mut c.buf) {
+                    ConnRecv::Msg(len) => len,
+                    ConnRecv::WouldBlock => {
+                        c.readable[i] = false;
+                        break;
+                    }
+                    ConnRecv::Closed => {
+                        c.close(i, registry);
+                        break;
+                    }
+                };
+                let reply = match Request::parse(&c.buf[..len]) {
+                    Err(e) => format!("error {e}\n"),
+                    Ok(Request::Settle) => {
+                        c.settles.request(i);
+                        settle = true;
+                        continue;
+                    }
+                    Ok(Request::Status) => {
+                        let mut st = control::Status {
+                            seqnum: self.source.last_seqnum(),
+                            ..control::Status::default()
+                        };
+                        self.mode.status(&mut st);
+                        st.stats = format!(
+                            "{} control_dropped={} control_refused={}",
+                            self.stats.line(self.mode.scope()),
+                            c.dropped,
+                            c.refused
+                        );
+                        st.reply()
+                    }
+                    Ok(Request::Device(devpath)) => {
+                        let mut out = String::from("ok\n");
+                        if self.mode.device(devpath, &mut out) {
+                            out
+                        } else {
+                            "unknown\n".into()
+                        }
+                    }
+                };
+                c.reply(i, reply.as_bytes(), registry);
+            }
+        }
+        settle
+    }
+
+    /// Answers the `settle` requests whose drain is done, once the mode
+    /// has settled.
+    fn answer_settles(&mut self) {
+        let Some(c) = self.control.as_mut() else {
+            return;
+        };
+        if c.settles.is_empty() {
+            return;
+        }
+        let mut answer = core::mem::take(&mut c.answer);
+        c.settles.take_answerable(self.mode.settled(), &mut answer);
+        if !answer.is_empty() {
+            let reply = match self.source.last_seqnum() {
+                Some(n) => format!("ok\nseqnum={n}\n"),
+                None => "ok\n".to_string(),
+            };
+            for &i in &answer {
+                c.reply(i, reply.as_bytes(), self.poll.registry());
+            }
+        }
+        c.answer = answer;
     }
 }

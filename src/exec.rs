@@ -21,7 +21,9 @@
 //!   parallel, at most `max_children` processes at once.
 //! - **Bounded.** At most `max_queue` jobs wait; when full, the loop stops
 //!   reading the socket ([`Exec::has_room`]) and the kernel's queue holds the
-//!   rest. The queue and the child table are allocated at start.
+//!   rest. The queue, the child table and the memory of every job (its
+//!   event, environment and argv: [`crate::job`]) are allocated at start;
+//!   a storm makes the engine allocate nothing.
 //! - **Timeouts.** Each handler gets its own process group. At `timeout`
 //!   the group gets SIGTERM, after `grace` SIGKILL. A handler that a SIGKILL
 //!   cannot end (uninterruptible sleep: a hung FUSE or NFS mount, a wedged
@@ -35,11 +37,16 @@
 //!   cannot grow the log without bound.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::limits::HANDLER_LINE;
+use crate::limits::{HANDLER_LINE, JOB_SLOT};
+
+/// Job slots beyond `max_queue + max_children`: jobs finished but not yet
+/// broadcast (`--broadcast` takes them at the end of the same turn).
+pub const FINISHED_SLOTS: usize = 8;
 use crate::stats::{Ms, Stats};
 use crate::uevent::Uevent;
 
@@ -52,7 +59,7 @@ pub struct BuiltinCall<'a> {
     /// The event, with the `ENV{}` assignments of matching rules applied.
     pub event: &'a Uevent<'a>,
     /// The words after the builtin's name in the rule, substituted.
-    pub args: &'a [Vec<u8>],
+    pub args: Words<'a>,
     /// `file:line` of the rule.
     pub rule: &'a str,
 }
@@ -93,75 +100,8 @@ impl Builtins {
     }
 }
 
-/// One step of a job.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Step {
-    /// Run a program.
-    Exec {
-        /// Program and arguments, substituted.
-        argv: Vec<Vec<u8>>,
-        /// `file:line` of the rule.
-        rule: String,
-    },
-    /// Call a builtin.
-    Builtin {
-        /// Index in [`Builtins`].
-        id: usize,
-        /// Its name (for logs).
-        name: String,
-        /// Its arguments.
-        args: Vec<Vec<u8>>,
-        /// `file:line` of the rule.
-        rule: String,
-    },
-    /// Write a sysfs attribute of the event's device.
-    WriteAttr {
-        /// Attribute, relative to the device.
-        name: String,
-        /// Bytes to write.
-        value: Vec<u8>,
-        /// `file:line` of the rule.
-        rule: String,
-    },
-}
-
-/// The work of one event.
-#[derive(Clone, Debug)]
-pub struct Job {
-    /// `ACTION DEVPATH`, for logs.
-    pub label: String,
-    /// DEVPATH.
-    pub devpath: String,
-    /// DEVPATH_OLD of a `move`.
-    pub devpath_old: Option<String>,
-    /// The event in wire form with `ENV{}` assignments appended (what a
-    /// builtin sees; it parses: see [`crate::limits::MAX_FIELDS`]).
-    pub raw: Vec<u8>,
-    /// The handler environment, without HOTPLUGD_RULE and PATH.
-    pub env: Vec<(String, Vec<u8>)>,
-    /// What to do, in order.
-    pub steps: VecDeque<Step>,
-}
-
-impl Job {
-    fn paths(&self) -> impl Iterator<Item = &str> {
-        core::iter::once(self.devpath.as_str()).chain(self.devpath_old.as_deref())
-    }
-
-    /// True if the two jobs must not run at the same time (same device, or
-    /// one is a parent of the other).
-    pub fn related(&self, other: &Job) -> bool {
-        self.paths().any(|a| {
-            other
-                .paths()
-                .any(|b| a == b || is_ancestor(a, b) || is_ancestor(b, a))
-        })
-    }
-}
-
-fn is_ancestor(a: &str, b: &str) -> bool {
-    b.len() > a.len() && b.starts_with(a) && b.as_bytes()[a.len()] == b'/'
-}
+use crate::job::Jobs;
+pub use crate::job::{Job, JobView, JobWriter, Step, Words};
 
 /// Settings of the handler engine.
 #[derive(Clone, Debug)]
@@ -208,10 +148,12 @@ pub trait ProcIo {
     /// Starts `argv` (no shell, no PATH search) with exactly `env`, in a
     /// process group of its own, its output into a pipe the loop watches
     /// and reports with [`Exec::output`] under the returned pid.
+    /// `env` is the concatenation of its blocks (`KEY=VALUE` entries);
+    /// nothing is copied on the way.
     fn spawn(
         &mut self,
-        argv: &[Vec<u8>],
-        env: &[(&[u8], &[u8])],
+        argv: Words<'_>,
+        env: &[Words<'_>],
         creds: Option<(u32, u32)>,
     ) -> Result<i32, String>;
     /// Writes `value` to the attribute `name` of `devpath` in a short-lived
@@ -223,11 +165,64 @@ pub trait ProcIo {
     fn close_output(&mut self, pid: i32);
 }
 
+/// Bytes of the text a child entry keeps for its log lines (program,
+/// attribute, rule, label). Longer text is shown cut, marked with `...`:
+/// only log text, never anything a handler gets.
+const LOG_TEXT: usize = 192;
+
+/// Log text of a child entry (no allocation per handler).
+type LogText = heapless::String<LOG_TEXT>;
+
+/// `s` as [`LogText`], cut at a character boundary and marked if longer.
+fn log_text(s: &str) -> LogText {
+    let mut t = LogText::new();
+    if t.push_str(s).is_err() {
+        let mut end = LOG_TEXT - 3;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let _ = t.push_str(&s[..end]);
+        let _ = t.push_str("...");
+    }
+    t
+}
+
+/// `b` as [`LogText`], shown as [`printable`] shows it.
+fn log_bytes(b: &[u8]) -> LogText {
+    let mut t = LogText::new();
+    for chunk in b.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let ok = if c.is_control() {
+                write!(t, "\\x{:02x}", c as u32).is_ok()
+            } else {
+                t.push(c).is_ok()
+            };
+            if !ok {
+                return log_text_cut(t);
+            }
+        }
+        for byte in chunk.invalid() {
+            if write!(t, "\\x{byte:02x}").is_err() {
+                return log_text_cut(t);
+            }
+        }
+    }
+    t
+}
+
+fn log_text_cut(mut t: LogText) -> LogText {
+    while t.len() > LOG_TEXT - 3 {
+        t.pop();
+    }
+    let _ = t.push_str("...");
+    t
+}
+
 /// What a child is.
 #[derive(Clone, Debug)]
 enum Kind {
-    Handler { program: String },
-    Attr { name: String, value: String },
+    Handler { program: LogText },
+    Attr { name: LogText, value: LogText },
 }
 
 /// A running handler (or what it left in its group after it exited).
@@ -237,8 +232,8 @@ struct Proc {
     /// The job this process belongs to; it goes on when the process exits
     /// (or is given up on).
     job: Option<Job>,
-    rule: String,
-    label: String,
+    rule: LogText,
+    label: LogText,
     line: heapless::Vec<u8, HANDLER_LINE>,
     cutting: bool,
     pipe_open: bool,
@@ -270,6 +265,10 @@ impl Proc {
 pub struct Exec {
     cfg: ExecConfig,
     builtins: Builtins,
+    /// The memory of every job, reserved here.
+    jobs: Jobs,
+    /// `extra_env` as `KEY=VALUE` entries, each NUL-terminated.
+    extra_env: Vec<u8>,
     pending: VecDeque<Job>,
     procs: Vec<Proc>,
     stopping: bool,
@@ -278,14 +277,26 @@ pub struct Exec {
     full_quiet: u64,
     /// BROADCAST HOOK (issue 16, `--broadcast`): `Some` once
     /// [`Exec::keep_finished`] was called; jobs whose steps are all done
-    /// wait here for [`Exec::take_finished`].
+    /// wait here for [`Exec::drain_finished`].
     finished: Option<VecDeque<Job>>,
 }
 
 impl Exec {
-    /// An idle engine; the queue and child table are allocated here.
+    /// An idle engine; the queue, the child table and the memory of every
+    /// job ([`JOB_SLOT`] bytes for each of `max_queue + max_children`
+    /// jobs, plus [`FINISHED_SLOTS`] for jobs finished but not yet
+    /// broadcast) are allocated here, once.
     pub fn new(cfg: ExecConfig, builtins: Builtins) -> Exec {
+        let mut extra_env = Vec::new();
+        for (k, v) in &cfg.extra_env {
+            extra_env.extend_from_slice(k);
+            extra_env.push(b'=');
+            extra_env.extend_from_slice(v);
+            extra_env.push(0);
+        }
         Exec {
+            jobs: Jobs::new(Self::slots(&cfg), JOB_SLOT),
+            extra_env,
             pending: VecDeque::with_capacity(cfg.max_queue + 1),
             procs: Vec::with_capacity(cfg.max_children * 2),
             cfg,
@@ -300,14 +311,53 @@ impl Exec {
 
     /// BROADCAST HOOK (issue 16): from now on, keep each finished job (all
     /// its steps done: ATTR writes, builtins, every handler reaped) for
-    /// [`Exec::take_finished`], in the order they finish.
+    /// [`Exec::drain_finished`], in the order they finish.
     pub fn keep_finished(&mut self) {
-        self.finished.get_or_insert_with(VecDeque::new);
+        self.finished
+            .get_or_insert_with(|| VecDeque::with_capacity(FINISHED_SLOTS));
     }
 
-    /// BROADCAST HOOK (issue 16): the oldest finished job not taken yet.
-    pub fn take_finished(&mut self) -> Option<Job> {
-        self.finished.as_mut()?.pop_front()
+    /// BROADCAST HOOK (issue 16): hands each finished job, oldest first, to
+    /// `f`, and gives its memory back.
+    pub fn drain_finished(&mut self, mut f: impl FnMut(&JobView<'_>)) {
+        let Some(fin) = self.finished.as_mut() else {
+            return;
+        };
+        while let Some(job) = fin.pop_front() {
+            f(&self.jobs.view(&job));
+            self.jobs.recycle(job);
+        }
+    }
+
+    /// Job slots for a configuration.
+    fn slots(cfg: &ExecConfig) -> usize {
+        cfg.max_queue + cfg.max_children + FINISHED_SLOTS
+    }
+
+    /// Bytes reserved for jobs (for the start-up log and the README).
+    pub fn reserved_bytes(&self) -> usize {
+        self.jobs.reserved()
+    }
+
+    /// Starts writing a new job into reserved memory (see
+    /// [`crate::job::Jobs::start`] for when every slot is in use).
+    pub fn start_job(
+        &mut self,
+        action: &str,
+        devpath: &str,
+        devpath_old: Option<&str>,
+    ) -> JobWriter<'_> {
+        self.jobs.start(action, devpath, devpath_old)
+    }
+
+    /// Read access to a job.
+    pub fn view<'a>(&'a self, job: &'a Job) -> JobView<'a> {
+        self.jobs.view(job)
+    }
+
+    /// Gives back a job that will not be pushed.
+    pub fn discard(&mut self, job: Job) {
+        self.jobs.recycle(job);
     }
 
     /// The builtin names (for the rules loader).
@@ -322,7 +372,7 @@ impl Exec {
 
     /// False when the queue is full: stop taking events.
     pub fn has_room(&self) -> bool {
-        self.pending.len() < self.cfg.max_queue
+        self.pending.len() < self.cfg.max_queue && self.jobs.available() > 0
     }
 
     /// Jobs waiting for a slot.
@@ -361,6 +411,21 @@ impl Exec {
         self.procs.iter().filter(|p| p.holds_slot()).count()
     }
 
+    /// CONTROL HOOK (issue 15): the labels of jobs with a handler
+    /// holding a slot, and of jobs waiting, for `hotplugd settle`.
+    pub fn job_labels(&self, running: &mut Vec<String>, queued: &mut Vec<String>) {
+        for p in self.procs.iter().filter(|p| p.holds_slot()) {
+            if !running.iter().any(|l| l == p.label.as_str()) {
+                running.push(p.label.to_string());
+            }
+        }
+        queued.extend(
+            self.pending
+                .iter()
+                .map(|j| self.jobs.view(j).label().to_string()),
+        );
+    }
+
     /// True if nothing waits or runs.
     pub fn idle(&self) -> bool {
         self.pending.is_empty() && self.procs.iter().all(|p| p.abandoned)
@@ -379,16 +444,17 @@ impl Exec {
             if self.stopping || self.running() >= self.cfg.max_children {
                 break;
             }
+            let cand = self.jobs.view(&self.pending[k]);
             let blocked = self
                 .procs
                 .iter()
                 .filter_map(|p| p.job.as_ref())
-                .any(|j| j.related(&self.pending[k]))
+                .any(|j| self.jobs.view(j).related(&cand))
                 || self
                     .pending
                     .iter()
                     .take(k)
-                    .any(|j| j.related(&self.pending[k]));
+                    .any(|j| self.jobs.view(j).related(&cand));
             if blocked {
                 k += 1;
                 continue;
@@ -407,16 +473,25 @@ impl Exec {
     /// the child table) or none are left.
     fn run_steps(&mut self, mut job: Job, now: Instant, io: &mut dyn ProcIo, stats: &mut Stats) {
         while let Some(step) = job.steps.pop_front() {
-            let (started, rule, kind) = match step {
+            let v = self.jobs.view(&job);
+            let (started, kind, rule) = match step {
                 Step::WriteAttr { name, value, rule } => {
-                    let shown = printable(&value);
-                    match io.write_attr(&job.devpath, &name, &value) {
-                        Ok(pid) => (pid, rule, Kind::Attr { name, value: shown }),
+                    let (name, value, rule) = (v.str(name), v.bytes(value), v.rule(rule));
+                    match io.write_attr(v.devpath(), name, value) {
+                        Ok(pid) => (
+                            pid,
+                            Kind::Attr {
+                                name: log_text(name),
+                                value: log_bytes(value),
+                            },
+                            rule,
+                        ),
                         Err(e) => {
                             stats.attr_write_failed += 1;
                             warn!(
-                                "{rule}: ATTR{{{name}}}=\"{shown}\" for {}: cannot start the write: {e}",
-                                job.label
+                                "{rule}: ATTR{{{name}}}=\"{}\" for {}: cannot start the write: {e}",
+                                log_bytes(value),
+                                v.label()
                             );
                             continue;
                         }
@@ -429,50 +504,49 @@ impl Exec {
                     rule,
                 } => {
                     stats.handlers_started += 1;
-                    let r = match Uevent::parse(&job.raw) {
+                    let rule = v.rule(rule);
+                    let r = match Uevent::parse(v.raw()) {
                         Ok(ev) => self.builtins.call(
                             id,
                             &BuiltinCall {
                                 event: &ev,
-                                args: &args,
-                                rule: &rule,
+                                args: v.words(args),
+                                rule,
                             },
                         ),
                         Err(e) => Err(format!("internal: job event does not parse: {e}")),
                     };
                     if let Err(e) = r {
                         stats.handlers_failed += 1;
-                        warn!("{rule}: builtin {name} failed for {}: {e}", job.label);
+                        warn!(
+                            "{rule}: builtin {} failed for {}: {e}",
+                            v.str(name),
+                            v.label()
+                        );
                     }
                     continue;
                 }
                 Step::Exec { argv, rule } => {
                     stats.handlers_started += 1;
-                    let program = printable(&argv[0]);
-                    let hotplugd_rule = rule.as_bytes().to_vec();
-                    let mut env: Vec<(&[u8], &[u8])> = job
-                        .env
-                        .iter()
-                        .map(|(k, v)| (k.as_bytes(), v.as_slice()))
-                        .collect();
-                    env.push((b"HOTPLUGD_RULE", &hotplugd_rule));
-                    for (k, v) in &self.cfg.extra_env {
-                        env.push((k, v));
-                    }
-                    match io.spawn(&argv, &env, self.cfg.handler_creds) {
+                    let argv = v.words(argv);
+                    let program = log_bytes(argv.get(0).unwrap_or_default());
+                    let env = [v.env(), v.words(rule), Words::new(&self.extra_env)];
+                    let rule = v.rule(rule);
+                    match io.spawn(argv, &env, self.cfg.handler_creds) {
                         Ok(pid) => {
-                            info!("{rule}: started {program} [{pid}] for {}", job.label);
-                            (pid, rule, Kind::Handler { program })
+                            info!("{rule}: started {program} [{pid}] for {}", v.label());
+                            (pid, Kind::Handler { program }, rule)
                         }
                         Err(e) => {
                             stats.handlers_failed += 1;
-                            warn!("{rule}: cannot start {program} for {}: {e}", job.label);
+                            warn!("{rule}: cannot start {program} for {}: {e}", v.label());
                             continue;
                         }
                     }
                 }
             };
             let pipe_open = matches!(kind, Kind::Handler { .. });
+            let (rule, label) = (log_text(rule), log_text(v.label()));
             // The kernel may give a new child the pid of a reaped one whose
             // entry lingers (its pipe held by an escaped process): that
             // entry is stale (the loop has retired its pipe), and events for
@@ -482,7 +556,7 @@ impl Exec {
                 pid: started,
                 kind,
                 rule,
-                label: job.label.clone(),
+                label,
                 job: Some(job),
                 line: heapless::Vec::new(),
                 cutting: false,
@@ -502,10 +576,11 @@ impl Exec {
             });
             return; // the job goes on when this process exits
         }
-        debug!("done: {}", job.label);
+        debug!("done: {}", self.jobs.view(&job).label());
         // BROADCAST HOOK (issue 16): the job is fully handled
-        if let Some(f) = self.finished.as_mut() {
-            f.push_back(job);
+        match self.finished.as_mut() {
+            Some(f) => f.push_back(job),
+            None => self.jobs.recycle(job),
         }
     }
 
@@ -719,7 +794,9 @@ impl Exec {
         self.stopping = true;
         if !self.pending.is_empty() {
             warn!("stopping: {} queued jobs will not run", self.pending.len());
-            self.pending.clear();
+            for job in self.pending.drain(..) {
+                self.jobs.recycle(job);
+            }
         }
         for p in &mut self.procs {
             if !p.term_sent {
@@ -857,24 +934,34 @@ pub fn base_env(
 mod tests {
     use super::*;
 
-    fn job(devpath: &str, old: Option<&str>) -> Job {
-        Job {
-            label: devpath.into(),
-            devpath: devpath.into(),
-            devpath_old: old.map(Into::into),
-            raw: Vec::new(),
-            env: Vec::new(),
-            steps: VecDeque::new(),
+    /// Pushes a job for `devpath` whose steps are `steps`: a program path,
+    /// or `attr:NAME=VALUE` for an attribute write.
+    fn push(
+        e: &mut Exec,
+        devpath: &str,
+        steps: &[&str],
+        now: Instant,
+        io: &mut Fake,
+        st: &mut Stats,
+    ) {
+        let mut w = e.start_job("add", devpath, None);
+        w.raw(b"ACTION=add\0", core::iter::empty());
+        w.env(b"ACTION", b"add");
+        for (i, step) in steps.iter().enumerate() {
+            match step.strip_prefix("attr:").and_then(|a| a.split_once('=')) {
+                Some((name, value)) => w
+                    .write_attr(name, value.as_bytes(), format_args!("t.rules:{}", i + 1))
+                    .unwrap(),
+                None => {
+                    w.begin_words();
+                    w.word(step.as_bytes());
+                    w.exec(format_args!("t.rules:{}", i + 1)).unwrap();
+                }
+            }
         }
-    }
-
-    fn run_job(devpath: &str, prog: &str) -> Job {
-        let mut j = job(devpath, None);
-        j.steps.push_back(Step::Exec {
-            argv: vec![prog.as_bytes().to_vec()],
-            rule: "t.rules:1".into(),
-        });
-        j
+        let (job, oversize) = w.finish();
+        assert!(!oversize);
+        e.push(job, now, io, st);
     }
 
     /// Fake processes: records what the engine asked for.
@@ -895,17 +982,23 @@ mod tests {
     impl ProcIo for Fake {
         fn spawn(
             &mut self,
-            argv: &[Vec<u8>],
-            _env: &[(&[u8], &[u8])],
+            argv: Words<'_>,
+            env: &[Words<'_>],
             _creds: Option<(u32, u32)>,
         ) -> Result<i32, String> {
-            if self.fails.is_some_and(|f| argv[0] == f.as_bytes()) {
+            let argv0 = argv.get(0).unwrap_or_default();
+            let rule = env
+                .iter()
+                .flat_map(|b| b.iter())
+                .any(|e| e.starts_with(b"HOTPLUGD_RULE=t.rules:"));
+            assert!(rule, "HOTPLUGD_RULE in the environment");
+            if self.fails.is_some_and(|f| argv0 == f.as_bytes()) {
                 return Err("Resource temporarily unavailable".into());
             }
             self.next += 1;
             let pid = self.same_pid.unwrap_or(100 + self.next);
             self.spawned
-                .push((pid, String::from_utf8_lossy(&argv[0]).into_owned()));
+                .push((pid, String::from_utf8_lossy(argv0).into_owned()));
             self.alive.push(pid);
             Ok(pid)
         }
@@ -955,39 +1048,29 @@ mod tests {
     }
 
     #[test]
-    fn related_means_same_device_parent_or_child() {
-        let dev = job("/devices/pci0/usb1/1-2", None);
-        assert!(dev.related(&job("/devices/pci0/usb1/1-2", None)));
-        assert!(dev.related(&job("/devices/pci0/usb1/1-2/1-2:1.0/ttyUSB0", None)));
-        assert!(dev.related(&job("/devices/pci0/usb1", None)));
-        assert!(!dev.related(&job("/devices/pci0/usb1/1-20", None)));
-        assert!(!dev.related(&job("/devices/pci0/usb1/1-3", None)));
-        // a move is related to its old path too
-        assert!(job(
-            "/devices/virtual/net/eth1",
-            Some("/devices/virtual/net/usb0")
-        )
-        .related(&job("/devices/virtual/net/usb0", None)));
-    }
-
-    #[test]
     fn a_parent_runs_before_its_child_and_unrelated_devices_in_parallel() {
         let t0 = Instant::now();
         let (mut e, mut io, mut st) = engine(4);
-        e.push(
-            run_job("/devices/usb1/1-1", "/bin/parent"),
+        push(
+            &mut e,
+            "/devices/usb1/1-1",
+            &["/bin/parent"],
             t0,
             &mut io,
             &mut st,
         );
-        e.push(
-            run_job("/devices/usb1/1-1/1-1:1.0", "/bin/child"),
+        push(
+            &mut e,
+            "/devices/usb1/1-1/1-1:1.0",
+            &["/bin/child"],
             t0,
             &mut io,
             &mut st,
         );
-        e.push(
-            run_job("/devices/usb2/2-1", "/bin/other"),
+        push(
+            &mut e,
+            "/devices/usb2/2-1",
+            &["/bin/other"],
             t0,
             &mut io,
             &mut st,
@@ -1004,8 +1087,8 @@ mod tests {
     fn max_children_holds_jobs_back_until_a_slot_frees() {
         let t0 = Instant::now();
         let (mut e, mut io, mut st) = engine(1);
-        e.push(run_job("/devices/a", "/bin/a"), t0, &mut io, &mut st);
-        e.push(run_job("/devices/b", "/bin/b"), t0, &mut io, &mut st);
+        push(&mut e, "/devices/a", &["/bin/a"], t0, &mut io, &mut st);
+        push(&mut e, "/devices/b", &["/bin/b"], t0, &mut io, &mut st);
         assert_eq!((io.spawned.len(), e.queued(), e.running()), (1, 1, 1));
         let first = io.spawned[0].0;
         finish(&mut e, &mut io, first, t0, &mut st);
@@ -1016,8 +1099,8 @@ mod tests {
     fn timeout_sends_term_then_kill_then_gives_the_slot_of_an_unkillable_back() {
         let t0 = Instant::now();
         let (mut e, mut io, mut st) = engine(1);
-        e.push(run_job("/devices/a", "/bin/stuck"), t0, &mut io, &mut st);
-        e.push(run_job("/devices/b", "/bin/next"), t0, &mut io, &mut st);
+        push(&mut e, "/devices/a", &["/bin/stuck"], t0, &mut io, &mut st);
+        push(&mut e, "/devices/b", &["/bin/next"], t0, &mut io, &mut st);
         let pid = io.spawned[0].0;
         assert_eq!(e.deadline(), Some(t0 + Duration::from_secs(10)));
         e.tick(t0 + Duration::from_secs(9), &mut io, &mut st);
@@ -1052,8 +1135,8 @@ mod tests {
     fn stop_is_bounded_even_with_an_unkillable_handler() {
         let t0 = Instant::now();
         let (mut e, mut io, mut st) = engine(2);
-        e.push(run_job("/devices/a", "/bin/stuck"), t0, &mut io, &mut st);
-        e.push(run_job("/devices/a", "/bin/queued"), t0, &mut io, &mut st);
+        push(&mut e, "/devices/a", &["/bin/stuck"], t0, &mut io, &mut st);
+        push(&mut e, "/devices/a", &["/bin/queued"], t0, &mut io, &mut st);
         e.stop(t0, &mut io, &mut st);
         assert_eq!(e.queued(), 0);
         assert_eq!(io.signals, [(101, Kill::Term)]);
@@ -1068,8 +1151,10 @@ mod tests {
     fn leftovers_in_the_group_are_killed_at_the_deadline() {
         let t0 = Instant::now();
         let (mut e, mut io, mut st) = engine(1);
-        e.push(
-            run_job("/devices/a", "/bin/daemonizes"),
+        push(
+            &mut e,
+            "/devices/a",
+            &["/bin/daemonizes"],
             t0,
             &mut io,
             &mut st,
@@ -1090,7 +1175,14 @@ mod tests {
     fn a_flood_of_output_is_rate_limited_and_counted() {
         let t0 = Instant::now();
         let (mut e, mut io, mut st) = engine(1);
-        e.push(run_job("/devices/a", "/usr/bin/yes"), t0, &mut io, &mut st);
+        push(
+            &mut e,
+            "/devices/a",
+            &["/usr/bin/yes"],
+            t0,
+            &mut io,
+            &mut st,
+        );
         let pid = io.spawned[0].0;
         let chunk = b"y\n".repeat(8192);
         e.output(pid, &chunk, t0, &mut st);
@@ -1117,13 +1209,14 @@ mod tests {
             },
             Stats::default(),
         );
-        let mut j = run_job("/devices/a", "/bin/fails");
-        j.steps.push_back(Step::WriteAttr {
-            name: "power/control".into(),
-            value: b"auto".to_vec(),
-            rule: "t:2".into(),
-        });
-        e.push(j, t0, &mut io, &mut st);
+        push(
+            &mut e,
+            "/devices/a",
+            &["/bin/fails", "attr:power/control=auto"],
+            t0,
+            &mut io,
+            &mut st,
+        );
         assert_eq!(st.handlers_failed, 1);
         assert_eq!(io.spawned, [(101, "attr:power/control".to_string())]);
         // the write's child fails with EACCES
@@ -1139,8 +1232,10 @@ mod tests {
     fn reaped_after_sigkill_with_its_pipe_held_is_not_kept_for_ever() {
         let t0 = Instant::now();
         let (mut e, mut io, mut st) = engine(1);
-        e.push(
-            run_job("/devices/a", "/bin/ignores-term"),
+        push(
+            &mut e,
+            "/devices/a",
+            &["/bin/ignores-term"],
             t0,
             &mut io,
             &mut st,
@@ -1184,16 +1279,18 @@ mod tests {
             },
             Stats::default(),
         );
-        e.push(run_job("/devices/a", "/bin/a"), t0, &mut io, &mut st);
+        push(&mut e, "/devices/a", &["/bin/a"], t0, &mut io, &mut st);
         // a exits; an escaped grandchild holds its pipe; the group is empty
         io.alive.clear();
         e.exited(101, Exit::Code(0), t0, &mut io, &mut st);
-        let mut j = run_job("/devices/b", "/bin/b1");
-        j.steps.push_back(Step::Exec {
-            argv: vec![b"/bin/b2".to_vec()],
-            rule: "t:2".into(),
-        });
-        e.push(j, t0, &mut io, &mut st);
+        push(
+            &mut e,
+            "/devices/b",
+            &["/bin/b1", "/bin/b2"],
+            t0,
+            &mut io,
+            &mut st,
+        );
         assert_eq!(io.spawned.len(), 2);
         // b1 exits (its pipe is read to its end later)
         e.exited(

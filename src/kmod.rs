@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::exec::{Exit, ProcIo};
+use crate::job::Words;
 use crate::services::Output;
 use crate::stats::{Ms, Stats};
 
@@ -189,7 +190,9 @@ impl Kmod {
             Some(now)
         };
         stats.kmod_aliases += n as u64;
-        match io.spawn(&argv, &[(b"PATH", b"/sbin:/usr/sbin:/bin:/usr/bin")], None) {
+        let argv = crate::services::words(argv.iter().map(Vec::as_slice));
+        let env = Words::new(b"PATH=/sbin:/usr/sbin:/bin:/usr/bin\0");
+        match io.spawn(Words::new(&argv), &[env], None) {
             Ok(pid) => {
                 stats.kmod_runs += 1;
                 info!(

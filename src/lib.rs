@@ -31,6 +31,12 @@
 //!   and the kernel's netlink formats). Pure; [`sys::broadcast`] sends.
 //! - [`identity`] computes udev's `usb_id` / `path_id` properties over a
 //!   sysfs view (pure; [`sys::sysfs_view`] reads a real tree).
+//! - [`control`] is the protocol between the daemon and the tools (pure:
+//!   requests, replies, when a `settle` may be answered); the daemon serves
+//!   it through [`sys::control`]. [`tools`] are the short-lived commands
+//!   (`info`, `test`, `trigger`, `settle`, `wait`) that read sysfs and ask
+//!   the daemon; [`rules::trace`] and [`rules::lint`] serve `test` and
+//!   `check`.
 //! - [`app`] runs one command; [`cli`] parses the command line.
 //!
 //! Arrows point one way: pure modules import nothing from `sys`, `daemon`
@@ -55,11 +61,13 @@ pub mod app;
 pub mod boot;
 pub mod broadcast;
 pub mod cli;
+pub mod control;
 pub mod daemon;
 pub mod devices;
 pub mod exec;
 pub mod firmware;
 pub mod identity;
+pub mod job;
 pub mod json;
 pub mod kmod;
 pub mod limits;
@@ -71,5 +79,6 @@ pub mod runner;
 pub mod services;
 pub mod stats;
 pub mod sys;
+pub mod tools;
 pub mod uevent;
 pub mod usb;

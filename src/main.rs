@@ -14,6 +14,7 @@ use hotplugd::sys::log::{self as logsink, LogTarget, Sink};
 const EXIT_CONFIG: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_SYSTEM: u8 = 3;
+const EXIT_TIMEOUT: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = match cli::parse(std::env::args_os().skip(1)) {
@@ -57,6 +58,11 @@ fn main() -> ExitCode {
         Command::Check(opts) => app::check(opts, &default_builtins()),
         Command::Replay(opts) => app::replay(opts, default_builtins()),
         Command::TestBuiltin(opts) => app::test_builtin(opts),
+        Command::Info(opts) => hotplugd::tools::info::run(opts),
+        Command::Test(opts) => hotplugd::tools::test::run(opts, &default_builtins()),
+        Command::Trigger(opts) => hotplugd::tools::trigger::run(opts),
+        Command::Settle(opts) => hotplugd::tools::settle::run(opts),
+        Command::Wait(opts) => hotplugd::tools::wait::run(opts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -65,6 +71,7 @@ fn main() -> ExitCode {
             ExitCode::from(match e {
                 AppError::Config(_) => EXIT_CONFIG,
                 AppError::System(_) => EXIT_SYSTEM,
+                AppError::Timeout(_) => EXIT_TIMEOUT,
             })
         }
     }

@@ -10,7 +10,7 @@ use log::{debug, error, info, warn};
 
 use crate::boot::{Boot, BootConfig};
 use crate::daemon::{Cx, Flow, Mode, BATCH};
-use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Exit, Job, Step};
+use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Exit, Job, JobWriter};
 use crate::recovery::{Coldplug, Recovery, Track, Verdict};
 use crate::rules::parse::{self, Source, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use crate::rules::{Action, Diagnostic, Matched, RuleSet};
@@ -180,14 +180,18 @@ impl Runner {
 
     /// BROADCAST HOOK (issue 16): sends the jobs the engine has finished.
     fn broadcast_finished(&mut self, cx: &mut Cx<'_>) {
-        while let Some(job) = self.exec.take_finished() {
-            if let Some(boot) = self.boot.as_mut() {
-                boot.job_finished(&job, cx.now, cx.procs, cx.stats);
-            }
-            if let Some(b) = self.broadcaster.as_mut() {
-                b.send(&job.raw, b"", &job.label, cx.stats);
-            }
+        if self.boot.is_none() && self.broadcaster.is_none() {
+            return;
         }
+        let (boot, bc) = (&mut self.boot, &mut self.broadcaster);
+        self.exec.drain_finished(|job| {
+            if let Some(boot) = boot.as_mut() {
+                boot.job_finished(job.devpath(), job.raw(), cx.now, cx.procs, cx.stats);
+            }
+            if let Some(b) = bc.as_mut() {
+                b.send(job.raw(), b"", &job.label(), cx.stats);
+            }
+        });
     }
 
     /// BROADCAST HOOK (issue 16): an event the rules gave no work to is
@@ -198,10 +202,16 @@ impl Runner {
         };
         if self.exec.idle() {
             let env = self.rules.env_assignments(&self.matched);
-            let label = format_args!("{} {}", ev.action(), ev.devpath());
-            b.send_with_env(ev.raw(), env, &label, cx.stats);
+            b.send_with_env(
+                ev.raw(),
+                env,
+                &format_args!("{} {}", ev.action(), ev.devpath()),
+                cx.stats,
+            );
         } else {
-            let (job, _) = build_job(&self.rules, ev, &self.matched, &self.sysfs);
+            let w = start_job(&mut self.exec, ev);
+            let (job, _, oversize) = build_job(&self.rules, ev, &self.matched, &self.sysfs, w);
+            note_oversize(oversize, ev, cx);
             self.exec.push(job, cx.now, cx.procs, cx.stats);
         }
     }
@@ -299,6 +309,16 @@ impl Runner {
             self.rules.len(),
             self.rules.files.len()
         );
+        let c = self.exec.config();
+        info!(
+            "handler jobs: {} KiB reserved ({} slots of {} KiB: --max-queue {} + --max-children {} + {} finished)",
+            self.exec.reserved_bytes() / 1024,
+            c.max_queue + c.max_children + crate::exec::FINISHED_SLOTS,
+            crate::limits::JOB_SLOT / 1024,
+            c.max_queue,
+            c.max_children,
+            crate::exec::FINISHED_SLOTS
+        );
     }
 
     /// SIGHUP: load the rules again; keep the old ones on any error.
@@ -363,56 +383,76 @@ impl Runner {
     }
 }
 
-/// Builds the job for an event the rules gave work to. Allocates.
-pub fn build_job(rules: &RuleSet, ev: &Uevent<'_>, m: &Matched, sysfs: &SysfsRoot) -> (Job, usize) {
+/// Writes the job for an event the rules gave work to into `w` (reserved
+/// memory: nothing is allocated). Returns the job, the values cut or steps
+/// dropped at fixed limits (for the caller to count in `limits_hit`), and
+/// whether the job outgrew its slot (`job_oversize`).
+pub fn build_job(
+    rules: &RuleSet,
+    ev: &Uevent<'_>,
+    m: &Matched,
+    sysfs: &SysfsRoot,
+    mut w: JobWriter<'_>,
+) -> (Job, usize, bool) {
     let mut limits_hit = 0;
-    let mut raw = ev.raw().to_vec();
-    for (k, v) in rules.env_assignments(m) {
-        raw.extend_from_slice(k.as_bytes());
-        raw.push(b'=');
-        raw.extend_from_slice(v);
-        raw.push(0);
-    }
-    let mut steps = std::collections::VecDeque::new();
-    for w in &m.work {
-        if crate::boot::is_ours(&rules.actions[w.action]) {
+    w.raw(ev.raw(), rules.env_assignments(m));
+    rules.env_each(ev, m, &mut |k, v| w.env(k, v));
+    for wk in &m.work {
+        if crate::boot::is_ours(&rules.actions[wk.action]) {
             continue; // BOOT HOOK (issue 17): done by `Boot::event`
         }
-        let rule = rules.location(w.rule).to_string();
-        match &rules.actions[w.action] {
+        let loc = rules.location(wk.rule);
+        let added = match &rules.actions[wk.action] {
             Action::Run(_) => {
-                if let Some(argv) = rules.argv(w, ev, m, sysfs, &mut limits_hit) {
-                    steps.push_back(Step::Exec { argv, rule });
-                }
+                w.begin_words();
+                rules.words_each(wk, ev, m, sysfs, &mut limits_hit, &mut |a| w.word(a));
+                w.exec(format_args!("{loc}"))
             }
             Action::Builtin { id, name, .. } => {
-                let args = rules
-                    .argv(w, ev, m, sysfs, &mut limits_hit)
-                    .unwrap_or_default();
-                steps.push_back(Step::Builtin {
-                    id: *id,
-                    name: name.to_string(),
-                    args,
-                    rule,
-                });
+                w.begin_words();
+                rules.words_each(wk, ev, m, sysfs, &mut limits_hit, &mut |a| w.word(a));
+                w.builtin(*id, name, format_args!("{loc}"))
             }
             Action::WriteAttr { .. } => {
-                if let Some((name, value)) = rules.attr_write(w, ev, m, sysfs, &mut limits_hit) {
-                    steps.push_back(Step::WriteAttr { name, value, rule });
-                }
+                let mut r = Ok(());
+                rules.attr_each(wk, ev, m, sysfs, &mut limits_hit, &mut |n, v| {
+                    r = w.write_attr(n, v, format_args!("{loc}"));
+                });
+                r
             }
-            Action::SetEnv { .. } => {}
+            _ => Ok(()),
+        };
+        if let Err(e) = added {
+            limits_hit += 1;
+            warn!(
+                "{loc}: not run for {} {}: {e} (limits_hit counts it)",
+                ev.action(),
+                ev.devpath()
+            );
         }
     }
-    let job = Job {
-        label: format!("{} {}", ev.action(), ev.devpath()),
-        devpath: ev.devpath().to_string(),
-        devpath_old: ev.get_str("DEVPATH_OLD").map(String::from),
-        raw,
-        env: rules.env(ev, m),
-        steps,
-    };
-    (job, limits_hit)
+    let (job, oversize) = w.finish();
+    (job, limits_hit, oversize)
+}
+
+/// Counts and logs a job that outgrew its reserved slot.
+fn note_oversize(oversize: bool, ev: &Uevent<'_>, cx: &mut Cx<'_>) {
+    if oversize {
+        cx.stats.job_oversize += 1;
+        warn!(
+            "{} {}: its job did not fit its reserved {} bytes (or every slot was in use) and was \
+             put on the heap whole (job_oversize={})",
+            ev.action(),
+            ev.devpath(),
+            crate::limits::JOB_SLOT,
+            cx.stats.job_oversize
+        );
+    }
+}
+
+/// Starts the job of an event in the engine's reserved memory.
+fn start_job<'e>(exec: &'e mut Exec, ev: &Uevent<'_>) -> JobWriter<'e> {
+    exec.start_job(ev.action(), ev.devpath(), ev.get_str("DEVPATH_OLD"))
 }
 
 impl Runner {
@@ -441,7 +481,9 @@ impl Runner {
         );
         let mut hit = m.limits_hit;
         if m.has_work() {
-            let (job, h) = build_job(&self.rules, ev, m, &self.sysfs);
+            let w = start_job(&mut self.exec, ev);
+            let (job, h, oversize) = build_job(&self.rules, ev, m, &self.sysfs, w);
+            note_oversize(oversize, ev, cx);
             hit += h;
             self.exec.push(job, cx.now, cx.procs, cx.stats);
             if !self.exec.has_room() {
@@ -592,6 +634,33 @@ impl Mode for Runner {
 
     fn idle(&self) -> bool {
         self.exec.idle() && self.boot.as_ref().is_none_or(Boot::idle)
+    }
+
+    /// CONTROL HOOK (issue 15): idle, and no coldplug or resync pending.
+    fn settled(&self) -> bool {
+        self.exec.idle() && !self.recovery.as_ref().is_some_and(Recovery::busy)
+    }
+
+    /// CONTROL HOOK (issue 15).
+    fn status(&self, s: &mut crate::control::Status) {
+        self.exec.job_labels(&mut s.running, &mut s.queued);
+        s.recovery_busy = self.recovery.as_ref().is_some_and(Recovery::busy);
+    }
+
+    /// CONTROL HOOK (issue 15): the device table's record.
+    fn device(&self, devpath: &str, out: &mut String) -> bool {
+        let Some(fields) = self
+            .recovery
+            .as_ref()
+            .and_then(|r| r.table().fields(devpath))
+        else {
+            return false;
+        };
+        for f in fields {
+            out.push_str(&String::from_utf8_lossy(f));
+            out.push('\n');
+        }
+        true
     }
 
     /// The socket is bound and the rules are loaded: coldplug (with

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 
 use crate::exec::{Exit, Kill, ProcIo, LOG_LINES_PER_SEC};
+use crate::job::Words;
 use crate::limits::HANDLER_LINE;
 use crate::stats::{Ms, Stats};
 
@@ -552,19 +553,31 @@ fn launch(
     io: &mut dyn ProcIo,
     stats: &mut Stats,
 ) {
-    let rule = s.want.rule.as_bytes();
-    let mut env: Vec<(&[u8], &[u8])> = s
+    // the engine's form: NUL-terminated words (allocated per start)
+    let argv = words(s.want.argv.iter().map(Vec::as_slice));
+    let mut env = Vec::new();
+    let pairs = s
         .want
         .env
         .iter()
         .map(|(k, v)| (k.as_bytes(), v.as_slice()))
-        .collect();
-    env.push((b"HOTPLUGD_RULE", rule));
-    for (k, v) in &cfg.extra_env {
-        env.push((k, v));
+        .chain(core::iter::once((
+            &b"HOTPLUGD_RULE"[..],
+            s.want.rule.as_bytes(),
+        )))
+        .chain(
+            cfg.extra_env
+                .iter()
+                .map(|(k, v)| (k.as_slice(), v.as_slice())),
+        );
+    for (k, v) in pairs {
+        env.extend_from_slice(k);
+        env.push(b'=');
+        env.extend_from_slice(v);
+        env.push(0);
     }
     let program = printable(&s.want.argv[0]);
-    match io.spawn(&s.want.argv, &env, cfg.creds) {
+    match io.spawn(Words::new(&argv), &[Words::new(&env)], cfg.creds) {
         Ok(pid) => {
             stats.services_started += 1;
             info!(
@@ -589,6 +602,16 @@ fn launch(
             s.backoff = (s.backoff * 2).min(BACKOFF_MAX);
         }
     }
+}
+
+/// `words` as one block, each followed by a NUL (see [`Words`]).
+pub(crate) fn words<'a>(words: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut v = Vec::new();
+    for w in words {
+        v.extend_from_slice(w);
+        v.push(0);
+    }
+    v
 }
 
 /// SIGTERM to the group of a running service; a waiting one is dropped.
@@ -737,8 +760,8 @@ mod tests {
     impl ProcIo for Fake {
         fn spawn(
             &mut self,
-            _: &[Vec<u8>],
-            _: &[(&[u8], &[u8])],
+            _: Words<'_>,
+            _: &[Words<'_>],
             _: Option<(u32, u32)>,
         ) -> Result<i32, String> {
             self.next += 1;

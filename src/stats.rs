@@ -52,6 +52,9 @@ pub struct Stats {
     /// Handlers that a SIGKILL did not end within the grace period
     /// (uninterruptible sleep); their slot was given back.
     pub handlers_unkillable: u64,
+    /// Jobs that did not fit their reserved slot (`JOB_SLOT`), or found
+    /// every slot in use, and were put on the heap whole.
+    pub job_oversize: u64,
 
     /// Resyncs from sysfs after an overrun.
     pub resyncs: u64,
@@ -170,7 +173,7 @@ impl fmt::Display for StatsLine<'_> {
         if self.scope == Scope::Daemon {
             write!(
                 f,
-                 " matched={} handlers_started={} handlers_failed={} handlers_timed_out={} handlers_unkillable={} queue_full={} output_lines_cut={} output_lines_suppressed={} limits_hit={} attr_write_failed={}",
+                 " matched={} handlers_started={} handlers_failed={} handlers_timed_out={} handlers_unkillable={} queue_full={} output_lines_cut={} output_lines_suppressed={} limits_hit={} attr_write_failed={} job_oversize={}",
                 s.matched,
                 s.handlers_started,
                 s.handlers_failed,
@@ -180,7 +183,8 @@ impl fmt::Display for StatsLine<'_> {
                 s.output_lines_cut,
                 s.output_lines_suppressed,
                 s.limits_hit,
-                s.attr_write_failed
+                s.attr_write_failed,
+                s.job_oversize
             )?;
             write!(
                 f,

@@ -10,9 +10,13 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
+use std::time::{Duration, Instant};
+
 use hotplugd::daemon::{Drained, Flow, Listener, Sink};
+use hotplugd::exec::{Builtins, Exec, ExecConfig, Exit, Kill, ProcIo, Words};
 use hotplugd::monitor::{self, OutBuf};
 use hotplugd::rules::{Matched, RuleSet};
+use hotplugd::runner;
 use hotplugd::stats::Stats;
 use hotplugd::sys::netlink::UeventSocket;
 use hotplugd::sys::sysfs::SysfsRoot;
@@ -156,6 +160,120 @@ fn matching_real_usb_events_with_parent_walks_allocates_nothing() {
         0,
         "allocations while matching {} events",
         10 * events.len()
+    );
+}
+
+/// Fake processes for the handler engine: each start gets a new pid.
+#[derive(Default)]
+struct Procs {
+    next: i32,
+    /// Started and not yet finished, oldest first.
+    live: std::collections::VecDeque<i32>,
+}
+
+impl Procs {
+    /// The oldest process exits and its pipe closes.
+    fn finish_one(exec: &mut Exec, io: &mut Procs, now: Instant, stats: &mut Stats) {
+        let pid = io.live.pop_front().expect("something runs");
+        exec.output_closed(pid, io);
+        exec.exited(pid, Exit::Code(0), now, io, stats);
+    }
+}
+
+impl ProcIo for Procs {
+    fn spawn(
+        &mut self,
+        argv: Words<'_>,
+        env: &[Words<'_>],
+        _creds: Option<(u32, u32)>,
+    ) -> Result<i32, String> {
+        assert!(argv.get(0).is_some_and(|p| p.starts_with(b"/")));
+        assert!(env
+            .iter()
+            .any(|b| b.iter().any(|e| e.starts_with(b"HOTPLUGD_RULE="))));
+        self.next += 1;
+        self.live.push_back(self.next);
+        Ok(self.next)
+    }
+    fn write_attr(&mut self, _d: &str, _n: &str, _v: &[u8]) -> Result<i32, String> {
+        self.next += 1;
+        self.live.push_back(self.next);
+        Ok(self.next)
+    }
+    fn signal_group(&mut self, _pgid: i32, _sig: Kill) -> bool {
+        false
+    }
+    fn close_output(&mut self, _pid: i32) {}
+}
+
+#[test]
+fn a_storm_of_jobs_allocates_nothing_their_memory_is_reserved_at_start() {
+    // The same 76 real USB events, each through the rules into a job
+    // (event, environment, argv: written into the slots reserved at start),
+    // queued, "run" and finished, ten times over, with the queue full.
+    let rules = usb_rules();
+    let sysfs = SysfsRoot::new(&common::repo("tests/corpus/sysfs/aarch64"));
+    let text = common::read(common::repo("tests/corpus/sysfs/aarch64/uevents.jsonl"));
+    let events = hotplugd::replay::read_events(text.as_bytes()).unwrap();
+    let mut builtins = Builtins::default();
+    builtins.register("log", Box::new(|_| Ok(())));
+    let cfg = ExecConfig {
+        max_children: 4,
+        max_queue: 32,
+        timeout: Duration::from_secs(30),
+        grace: Duration::from_secs(2),
+        extra_env: vec![(b"PATH".to_vec(), b"/bin".to_vec())],
+        handler_creds: None,
+    };
+    let mut exec = Exec::new(cfg, builtins);
+    let mut io = Procs::default();
+    io.live.reserve(64);
+    let mut stats = Stats::default();
+    let mut m: Box<Matched> = Box::default();
+    let now = Instant::now();
+    let mut sizes = Vec::with_capacity(100_000);
+    let mut round = |exec: &mut Exec, io: &mut Procs, stats: &mut Stats| {
+        let mut jobs = 0;
+        for d in &events {
+            let ev = Uevent::parse(d).unwrap();
+            rules.evaluate(&ev, &sysfs, &mut m);
+            if !m.has_work() {
+                continue;
+            }
+            // a full queue: finish what runs until there is room
+            while !exec.has_room() {
+                Procs::finish_one(exec, io, now, stats);
+            }
+            let w = exec.start_job(ev.action(), ev.devpath(), None);
+            let (job, hit, oversize) = runner::build_job(&rules, &ev, &m, &sysfs, w);
+            assert_eq!((hit, oversize), (0, false));
+            sizes.push(exec.view(&job).used());
+            exec.push(job, now, io, stats);
+            jobs += 1;
+        }
+        while !exec.idle() {
+            Procs::finish_one(exec, io, now, stats);
+        }
+        jobs
+    };
+    round(&mut exec, &mut io, &mut stats); // warm-up: nothing lazily grown is left
+    let before = allocs();
+    let mut jobs = 0;
+    for _ in 0..10 {
+        jobs += round(&mut exec, &mut io, &mut stats);
+    }
+    let during = allocs() - before;
+    assert!(jobs >= 10 * 6, "only {jobs} jobs");
+    assert!(stats.handlers_started as usize >= jobs, "{stats:?}");
+    assert_eq!(during, 0, "allocations while running {jobs} jobs");
+    sizes.sort_unstable();
+    println!(
+        "job bytes over {} jobs: min {} median {} max {} (slot {})",
+        sizes.len(),
+        sizes[0],
+        sizes[sizes.len() / 2],
+        sizes[sizes.len() - 1],
+        hotplugd::limits::JOB_SLOT
     );
 }
 

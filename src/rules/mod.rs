@@ -16,8 +16,10 @@
 //! free of I/O; `sys::sysfs` implements it for a real (or fixture) tree.
 
 pub mod glob;
+pub mod lint;
 pub mod parse;
 pub mod subst;
+pub mod trace;
 
 use core::fmt;
 use core::ops::Range;
@@ -372,7 +374,7 @@ fn trim_end_ws(v: &[u8]) -> &[u8] {
 
 /// Compares an attribute value as udev does: trailing whitespace is
 /// ignored unless the pattern itself ends in whitespace.
-fn attr_matches(t: &Match, value: &[u8]) -> bool {
+pub(crate) fn attr_matches(t: &Match, value: &[u8]) -> bool {
     let v = if t.pattern.last().is_some_and(|b| b.is_ascii_whitespace()) {
         value
     } else {
@@ -580,7 +582,7 @@ impl RuleSet {
     /// Whether an event-only or ATTR term's value matches its pattern
     /// (before negation). An unreadable ATTR makes `!=` fail too: `!`
     /// applied to "no value" is still no match, as in udev.
-    fn term_matches(
+    pub(crate) fn term_matches(
         &self,
         t: &Match,
         ev: &Uevent<'_>,
@@ -618,8 +620,9 @@ impl RuleSet {
         }
     }
 
-    /// The argv of a `RUN` work item, substituted (allocates: one `Vec` per
-    /// argument). `None` if the work item is not a `RUN`.
+    /// The argv of a `RUN` (or a builtin's arguments), substituted, as
+    /// [`RuleSet::words_each`] gives it (allocates: for tools and tests).
+    /// `None` if the work item is neither.
     pub fn argv(
         &self,
         w: &Work,
@@ -628,37 +631,16 @@ impl RuleSet {
         sysfs: &dyn Sysfs,
         limits_hit: &mut usize,
     ) -> Option<Vec<Vec<u8>>> {
-        let words = match &self.actions[w.action] {
-            Action::Run(c) => &c.argv,
-            Action::Builtin { args, .. } => args,
-            _ => return None,
-        };
-        let cx = Expand {
-            rs: self,
-            ev,
-            m,
-            sysfs,
-            parent: w.parent,
-        };
-        Some(
-            words
-                .iter()
-                .map(|t| {
-                    let mut v = Value::new();
-                    if !cx.expand(t, &mut v) {
-                        *limits_hit += 1;
-                    }
-                    v.to_vec()
-                })
-                .collect(),
-        )
+        let mut out = Vec::new();
+        self.words_each(w, ev, m, sysfs, limits_hit, &mut |a| out.push(a.to_vec()))
+            .then_some(out)
     }
 
-    /// The substituted value of an `ATTR{}=` work item: (attribute, value).
+    /// The substituted value of an `ATTR{}=` work item: (attribute, value),
+    /// as [`RuleSet::attr_each`] gives it (allocates: for tools and tests).
     /// A value longer than `MAX_SUBST_LEN` is cut there (and still written,
-    /// as a `RUN` argument is still passed) and counted in `limits_hit`, for
-    /// the caller to log, as [`RuleSet::argv`] does. `None` if the work item
-    /// is not an `ATTR{}=`.
+    /// as a `RUN` argument is still passed) and counted in `limits_hit`.
+    /// `None` if the work item is not an `ATTR{}=`.
     pub fn attr_write(
         &self,
         w: &Work,
@@ -667,8 +649,74 @@ impl RuleSet {
         sysfs: &dyn Sysfs,
         limits_hit: &mut usize,
     ) -> Option<(String, Vec<u8>)> {
+        let mut out = None;
+        self.attr_each(w, ev, m, sysfs, limits_hit, &mut |n, v| {
+            out = Some((n.to_string(), v.to_vec()))
+        });
+        out
+    }
+
+    /// The environment a handler sees: the event's fields (a repeated key
+    /// once, with its last value) in wire order, then the `ENV{}`
+    /// assignments of matching rules (replacing event fields of the same
+    /// name). Allocates.
+    pub fn env(&self, ev: &Uevent<'_>, m: &Matched) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::with_capacity(ev.fields().len() + m.env.len());
+        self.env_each(ev, m, &mut |k, v| {
+            out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()))
+        });
+        out
+    }
+
+    /// The substituted words of a `RUN` or builtin work item, each handed
+    /// to `out` (no allocation). False if the work item is neither.
+    /// Values cut at `MAX_SUBST_LEN` are counted in `limits_hit`.
+    pub fn words_each(
+        &self,
+        w: &Work,
+        ev: &Uevent<'_>,
+        m: &Matched,
+        sysfs: &dyn Sysfs,
+        limits_hit: &mut usize,
+        out: &mut dyn FnMut(&[u8]),
+    ) -> bool {
+        let words = match &self.actions[w.action] {
+            Action::Run(c) => &c.argv,
+            Action::Builtin { args, .. } => args,
+            _ => return false,
+        };
+        let cx = Expand {
+            rs: self,
+            ev,
+            m,
+            sysfs,
+            parent: w.parent,
+        };
+        let mut v = Value::new();
+        for t in words {
+            v.clear();
+            if !cx.expand(t, &mut v) {
+                *limits_hit += 1;
+            }
+            out(&v);
+        }
+        true
+    }
+
+    /// The substituted value of an `ATTR{}=` work item, handed to `out`
+    /// with the attribute's name (no allocation); as [`RuleSet::attr_write`].
+    /// False if the work item is not an `ATTR{}=`.
+    pub fn attr_each(
+        &self,
+        w: &Work,
+        ev: &Uevent<'_>,
+        m: &Matched,
+        sysfs: &dyn Sysfs,
+        limits_hit: &mut usize,
+        out: &mut dyn FnMut(&str, &[u8]),
+    ) -> bool {
         let Action::WriteAttr { name, value } = &self.actions[w.action] else {
-            return None;
+            return false;
         };
         let cx = Expand {
             rs: self,
@@ -681,33 +729,58 @@ impl RuleSet {
         if !cx.expand(value, &mut v) {
             *limits_hit += 1;
         }
-        Some((name.to_string(), v.to_vec()))
+        out(name, &v);
+        true
     }
 
-    /// The environment a handler sees: the event's fields (a repeated key
-    /// once, with its last value) in wire order, then the `ENV{}`
-    /// assignments of matching rules (replacing event fields of the same
-    /// name). Allocates.
-    pub fn env(&self, ev: &Uevent<'_>, m: &Matched) -> Vec<(String, Vec<u8>)> {
-        let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(ev.fields().len() + m.env.len());
-        for f in ev.fields() {
-            match out.iter_mut().find(|(k, _)| k == f.key) {
-                Some(e) => e.1 = f.value.to_vec(),
-                None => out.push((f.key.to_string(), f.value.to_vec())),
+    /// The handler environment of [`RuleSet::env`], each (key, value)
+    /// handed to `out` in the same order, without allocating: a key the
+    /// event repeats once, at its first place, with its last value; `ENV{}`
+    /// assignments (the last one to a key wins) replace event fields in
+    /// place, and new keys follow in the order first assigned.
+    pub fn env_each(&self, ev: &Uevent<'_>, m: &Matched, out: &mut dyn FnMut(&[u8], &[u8])) {
+        let assigned = |key: &str| {
+            m.env
+                .iter()
+                .rev()
+                .find_map(|e| match &self.actions[e.action] {
+                    Action::SetEnv { key: k, .. } if k.as_ref() == key && !subst::is_private(k) => {
+                        Some(&e.value[..])
+                    }
+                    _ => None,
+                })
+        };
+        let fields = ev.fields();
+        for (i, f) in fields.iter().enumerate() {
+            if fields[..i].iter().any(|g| g.key == f.key) {
+                continue;
+            }
+            let value = match assigned(f.key) {
+                Some(v) => v,
+                None => fields[i..]
+                    .iter()
+                    .rev()
+                    .find(|g| g.key == f.key)
+                    .map_or(f.value, |g| g.value),
+            };
+            out(f.key.as_bytes(), value);
+        }
+        for (i, e) in m.env.iter().enumerate() {
+            let Action::SetEnv { key, .. } = &self.actions[e.action] else {
+                continue;
+            };
+            if subst::is_private(key)
+                || fields.iter().any(|f| f.key == key.as_ref())
+                || m.env[..i].iter().any(|p| {
+                    matches!(&self.actions[p.action], Action::SetEnv { key: k, .. } if k == key)
+                })
+            {
+                continue;
+            }
+            if let Some(v) = assigned(key) {
+                out(key.as_bytes(), v);
             }
         }
-        for e in &m.env {
-            if let Action::SetEnv { key, .. } = &self.actions[e.action] {
-                if subst::is_private(key) {
-                    continue;
-                }
-                match out.iter_mut().find(|(k, _)| k == key.as_ref()) {
-                    Some(x) => x.1 = e.value.to_vec(),
-                    None => out.push((key.to_string(), e.value.to_vec())),
-                }
-            }
-        }
-        out
     }
 
     /// The `ENV{}` assignments collected, as (key, value), for dry runs and
@@ -743,7 +816,7 @@ impl fmt::Display for RuleLocation<'_> {
 
 /// An `ENV{key}` value: the last assignment by a matching rule, else the
 /// event's field, else empty.
-fn env_value<'a>(rs: &RuleSet, ev: &Uevent<'a>, m: &'a Matched, key: &str) -> &'a [u8] {
+pub(crate) fn env_value<'a>(rs: &RuleSet, ev: &Uevent<'a>, m: &'a Matched, key: &str) -> &'a [u8] {
     for e in m.env.iter().rev() {
         if let Action::SetEnv { key: k, .. } = &rs.actions[e.action] {
             if k.as_ref() == key {
@@ -997,5 +1070,42 @@ mod tests {
             .expect("an ATTR{} write");
         assert_eq!(value, long.as_bytes());
         assert_eq!(hit, 1);
+    }
+
+    /// The handler environment: a repeated kernel key once, at its first
+    /// place, with its last value; `ENV{}` replaces in place (last
+    /// assignment wins); new keys follow in the order first assigned;
+    /// private keys are not exported.
+    #[test]
+    fn the_handler_environment_keeps_udevs_order_and_last_values() {
+        let src = parse::Source {
+            name: "t.rules".into(),
+            text: "SUBSYSTEM==\"tty\", ENV{NEW}=\"1\", ENV{B}=\"x\", ENV{.P}=\"p\"\n\
+                   SUBSYSTEM==\"tty\", ENV{NEW}=\"2\", ENV{OTHER}=\"o\"\n"
+                .into(),
+        };
+        let rs = parse::compile(&[src], &[]).expect("loads");
+        let raw = b"change@/d\0ACTION=change\0DEVPATH=/d\0SUBSYSTEM=tty\0A=1\0B=1\0A=2\0SEQNUM=1\0";
+        let ev = Uevent::parse(raw).expect("event");
+        let mut m = Matched::default();
+        rs.evaluate(&ev, &NoSysfs, &mut m);
+        let env: Vec<String> = rs
+            .env(&ev, &m)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", String::from_utf8_lossy(&v)))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                "ACTION=change",
+                "DEVPATH=/d",
+                "SUBSYSTEM=tty",
+                "A=2",
+                "B=x",
+                "SEQNUM=1",
+                "NEW=2",
+                "OTHER=o"
+            ]
+        );
     }
 }

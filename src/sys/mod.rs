@@ -9,6 +9,7 @@
 #![allow(unsafe_code)]
 
 pub mod broadcast;
+pub mod control;
 pub mod firmware;
 pub mod log;
 pub mod netlink;

@@ -19,7 +19,6 @@
 //! close-on-exec (and inherited ones are marked so at start-up), so a
 //! handler inherits only 0, 1, 2.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -40,38 +39,72 @@ pub struct Spawned {
     pub exec_error: OwnedFd,
 }
 
-fn cstring(b: &[u8]) -> io::Result<CString> {
-    CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
+/// The pointer arrays `execve` takes, reused for every handler (reserved
+/// at start: no allocation per handler unless a job has more words than
+/// it was sized for).
+pub struct ExecScratch(Vec<*const nix::libc::c_char>);
+
+impl core::fmt::Debug for ExecScratch {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "ExecScratch({} pointers reserved)", self.0.capacity())
+    }
 }
 
-/// Starts `argv` (`argv[0]` an absolute path; no PATH search) with exactly
-/// `env`, as `creds` (uid, gid; no supplementary groups) if given.
-/// Allocates (argv and env strings) before forking; the child allocates
-/// nothing.
+impl ExecScratch {
+    /// Room for `words` argv and environment entries together.
+    pub fn with_capacity(words: usize) -> ExecScratch {
+        ExecScratch(Vec::with_capacity(words + 2))
+    }
+}
+
+/// Pointers to each NUL-terminated word of `block`; false if the block
+/// does not end with a NUL (so a word would run past it).
+fn push_words(p: &mut Vec<*const nix::libc::c_char>, block: &[u8]) -> bool {
+    if block.last().is_some_and(|&b| b != 0) {
+        return false;
+    }
+    let mut at = 0;
+    while at < block.len() {
+        p.push(block[at..].as_ptr().cast());
+        at += block[at..]
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(block.len())
+            + 1;
+    }
+    true
+}
+
+/// Starts the program `argv` (NUL-terminated words, `argv[0]` an absolute
+/// path; no PATH search) with exactly the environment `env` (blocks of
+/// NUL-terminated `KEY=VALUE` entries), as `creds` (uid, gid; no
+/// supplementary groups) if given. The words are passed where they lie:
+/// only `scratch`'s pointer array is written before forking, and the child
+/// allocates nothing.
 pub fn spawn(
-    argv: &[Vec<u8>],
-    env: &[(&[u8], &[u8])],
+    argv: &[u8],
+    env: &[&[u8]],
+    scratch: &mut ExecScratch,
     creds: Option<(u32, u32)>,
 ) -> io::Result<Spawned> {
     use nix::libc;
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, what.to_string());
     if argv.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
+        return Err(bad("empty argv"));
     }
-    let args: Vec<CString> = argv.iter().map(|a| cstring(a)).collect::<io::Result<_>>()?;
-    let envs: Vec<CString> = env
-        .iter()
-        .map(|(k, v)| {
-            let mut kv = Vec::with_capacity(k.len() + v.len() + 1);
-            kv.extend_from_slice(k);
-            kv.push(b'=');
-            kv.extend_from_slice(v);
-            cstring(&kv)
-        })
-        .collect::<io::Result<_>>()?;
-    let mut argp: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argp.push(core::ptr::null());
-    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr()).collect();
-    envp.push(core::ptr::null());
+    let p = &mut scratch.0;
+    p.clear();
+    if !push_words(p, argv) {
+        return Err(bad("argv not NUL-terminated"));
+    }
+    p.push(core::ptr::null());
+    let envp_at = p.len();
+    for block in env {
+        if !push_words(p, block) {
+            return Err(bad("environment not NUL-terminated"));
+        }
+    }
+    p.push(core::ptr::null());
 
     let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC)?;
@@ -80,7 +113,7 @@ pub fn spawn(
     set_nonblocking(&r)?;
     set_nonblocking(&err_r)?;
     let (w_fd, err_fd) = (w.as_raw_fd(), err_w.as_raw_fd());
-    let (prog, argv_p, envp_p) = (args[0].as_ptr(), argp.as_ptr(), envp.as_ptr());
+    let (prog, argv_p, envp_p) = (p[0], p.as_ptr(), p[envp_at..].as_ptr());
 
     // SAFETY: the daemon is single-threaded, and between fork and execve the
     // child calls only async-signal-safe functions on memory prepared
@@ -192,9 +225,8 @@ pub fn exec_error(fd: &OwnedFd) -> Option<i32> {
 /// child in a process group of its own, so a driver whose `store` blocks
 /// holds the child, never the loop. The child exits 0, or with the errno
 /// of the failed `open` or `write` (a short write is `EIO`).
-pub fn spawn_attr_write(path: &[u8], value: &[u8]) -> io::Result<i32> {
+pub fn spawn_attr_write(path: &core::ffi::CStr, value: &[u8]) -> io::Result<i32> {
     use nix::libc;
-    let path = cstring(path)?;
     let (p, v, n) = (path.as_ptr(), value.as_ptr(), value.len());
     // SAFETY: single-threaded daemon; the child calls only async-signal-safe
     // functions on memory prepared before the fork and never returns.

@@ -68,7 +68,7 @@ impl SysfsRoot {
         let path = self
             .path(devpath, name, &mut pbuf)
             .ok_or(std::io::Error::from_raw_os_error(nix::libc::ENAMETOOLONG))?;
-        crate::sys::spawn::spawn_attr_write(path.to_bytes(), value)
+        crate::sys::spawn::spawn_attr_write(path, value)
     }
 }
 
