@@ -393,7 +393,8 @@ const HANDLER_OPTS: &str = "  --handler-timeout SECS
                    --handler-timeout; they are restarted with a backoff
                    (1 s doubling to 60 s) and stopped on their device's
                    remove: SIGTERM, SIGKILL 2 s later
-  --firmware-dir DIR  searched first by RUN{builtin}+=\"firmware\", before
+  --firmware-dir DIR
+                   searched first by RUN{builtin}+=\"firmware\", before
                    /lib/firmware/updates/$(uname -r), /lib/firmware/updates,
                    /lib/firmware/$(uname -r) and /lib/firmware; repeatable";
 
