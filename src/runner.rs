@@ -638,7 +638,11 @@ impl Mode for Runner {
 
     /// CONTROL HOOK (issue 15): idle, and no coldplug or resync pending.
     fn settled(&self) -> bool {
-        self.exec.idle() && !self.recovery.as_ref().is_some_and(Recovery::busy)
+        // BOOT HOOK (issue 17): `kmod load` batches and firmware loads are
+        // part of handling the events (as in udev), services are not
+        self.exec.idle()
+            && !self.recovery.as_ref().is_some_and(Recovery::busy)
+            && self.boot.as_ref().is_none_or(Boot::idle)
     }
 
     /// CONTROL HOOK (issue 15).
