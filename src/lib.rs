@@ -37,6 +37,14 @@
 //!   (`info`, `test`, `trigger`, `settle`, `wait`) that read sysfs and ask
 //!   the daemon; [`rules::trace`] and [`rules::lint`] serve `test` and
 //!   `check`.
+//! - [`boot`] gathers the boot duties beside the handler engine, each a
+//!   pure state machine driven like [`exec`]: [`services`]
+//!   (`RUN{service}`: device-bound long-running programs), [`kmod`]
+//!   (`kmod load`: batched `modprobe` from MODALIAS) and [`firmware`]
+//!   (the firmware user-helper; its copy runs in a child from
+//!   [`sys::firmware`]). The runner routes each event's work and every
+//!   reaped pid and pipe read there first. Allocation: per service (its
+//!   argv and environment) and per `modprobe` batch, never per event.
 //! - [`app`] runs one command; [`cli`] parses the command line.
 //!
 //! Arrows point one way: pure modules import nothing from `sys`, `daemon`
