@@ -7,6 +7,10 @@ coldplug must handle it exactly once. Then, over QMP, one at a time: an FTDI
 USB-serial adapter, a USB stick (FAT, with hello.txt), a keyboard and a USB
 network adapter are plugged, checked, unplugged and checked again.
 
+The guest loads no USB driver itself: hotplugd loads them from MODALIAS
+(`kmod load`), the keyboard's at coldplug and the others on plug; both are
+checked from /proc/modules, and the coldplug's modprobe runs are counted.
+
 Every wait has a timeout; QEMU is killed on every exit path. Prints the
 boot-to-ready time and the plug-to-handler latency per device. Exit 0 only
 if every check passed."""
