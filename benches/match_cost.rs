@@ -1,7 +1,8 @@
 //! Match cost per event: the 100 realistic USB rules of
 //! `bench/rules/usb-100.rules` against (a) a `lo` change event, the kind a
 //! burst is made of, and (b) the 76 real USB events of an aarch64 guest with
-//! its real sysfs tree (ATTR reads, parent walks). Prints ns per event.
+//! its real sysfs tree (ATTR reads, parent walks), without and with the
+//! per-event read cache (`SysfsRoot::begin_event`). Prints ns per event.
 //!
 //! `cargo bench --bench match_cost`
 
@@ -17,17 +18,20 @@ fn per_event(
     rules: &RuleSet,
     events: &[Vec<u8>],
     sysfs: &dyn Sysfs,
+    begin_event: &dyn Fn(),
     rounds: usize,
 ) -> (f64, usize) {
     let mut m: Box<Matched> = Box::default();
     let mut matched = 0;
     // warm up (page cache, branch predictors)
     for d in events {
+        begin_event();
         rules.evaluate(&Uevent::parse(d).unwrap(), sysfs, &mut m);
     }
     let t = Instant::now();
     for _ in 0..rounds {
         for d in events {
+            begin_event();
             let ev = Uevent::parse(black_box(d)).unwrap();
             rules.evaluate(&ev, sysfs, &mut m);
             matched += usize::from(m.count > 0);
@@ -46,7 +50,7 @@ fn main() {
         SUBSYSTEM=net\0SYNTH_UUID=0\0INTERFACE=lo\0IFINDEX=1\0SEQNUM=4711\0"
         .to_vec();
     let sys = SysfsRoot::new(Path::new("/sys"));
-    let (ns, _) = per_event(&rules, std::slice::from_ref(&lo), &sys, 1_000_000);
+    let (ns, _) = per_event(&rules, std::slice::from_ref(&lo), &sys, &|| (), 1_000_000);
     let (parse_only, _) = {
         let t = Instant::now();
         for _ in 0..1_000_000 {
@@ -60,9 +64,29 @@ fn main() {
     let text = std::fs::read(root.join("tests/corpus/sysfs/aarch64/uevents.jsonl")).unwrap();
     let usb = hotplugd::replay::read_events(&text).unwrap();
     let fixture = SysfsRoot::new(&root.join("tests/corpus/sysfs/aarch64"));
-    let (ns, matched) = per_event(&rules, &usb, &fixture, 2_000);
+    // uncached and cached in turns, so that a busy machine slows both alike
+    let (mut plain, mut cached, mut matched) = (0.0, 0.0, (0, 0));
+    for _ in 0..5 {
+        let (ns, m) = per_event(&rules, &usb, &fixture, &|| (), 400);
+        plain += ns / 5.0;
+        matched.0 = m;
+        let (ns, m) = per_event(&rules, &usb, &fixture, &|| fixture.begin_event(), 400);
+        cached += ns / 5.0;
+        matched.1 = m;
+    }
+    assert_eq!(matched.0, matched.1, "the cache changed what matched");
     println!(
-        "parse + 100 rules, 76 real USB events:       {ns:8.0} ns/event ({matched} of {} match; sysfs reads included)",
+        "parse + 100 rules, 76 real USB events:       {plain:8.0} ns/event ({} of {} match; sysfs reads included)",
+        matched.0,
         usb.len()
+    );
+    let st = fixture.cache_stats();
+    // 5 cached runs of 400 rounds and a warm-up round, 76 events each
+    let events = (5 * 401 * usb.len()) as f64;
+    println!(
+        "  the same with the per-event read cache:    {cached:8.0} ns/event ({:.1} reads/event, {:.1} from sysfs, {} not cached)",
+        (st.hits + st.misses) as f64 / events,
+        st.misses as f64 / events,
+        st.full
     );
 }

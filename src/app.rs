@@ -364,6 +364,9 @@ pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Res
     let readiness =
         Readiness::new(inherited.ready, opts.pidfile.clone()).map_err(AppError::System)?;
     runner.set_readiness(readiness);
+    if let Some(root) = &opts.dev_root {
+        runner.enable_dev(root);
+    }
     runner.enable_recovery(opts.track.clone(), opts.coldplug);
     runner.enable_boot(boot);
     if !opts.broadcast.is_empty() {
@@ -402,27 +405,41 @@ pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Res
     ending.map(|_| ())
 }
 
-/// `hotplugd check`: diagnostics to stderr, the summary to stdout.
+/// `hotplugd check`: diagnostics to stderr (skipped lines and warnings
+/// in file order), the summary to stdout. Exit 1 if a line was skipped,
+/// the rules were refused, or (`--strict`) there were warnings.
 pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
     match rules_from(&opts.rules, opts.insecure_rules).load(&builtins.names()) {
         Ok(mut rs) => {
             let lints = crate::rules::lint::lint(&rs);
             rs.warnings.extend(lints);
             let mut err = io::stderr().lock();
-            for w in &rs.warnings {
-                let _ = writeln!(err, "{w}");
+            let mut all: Vec<&Diagnostic> = rs.warnings.iter().chain(&rs.errors).collect();
+            all.sort_by_key(|d| (rs.files.iter().position(|f| *f == d.file), d.line, d.col));
+            for d in all {
+                let _ = writeln!(err, "{d}");
             }
-            let _ = writeln!(
-                io::stdout(),
-                "rules: {} rules from {} files{}",
-                rs.len(),
-                rs.files.len(),
-                if rs.warnings.is_empty() {
-                    String::new()
-                } else {
-                    format!(", {} warnings", rs.warnings.len())
-                }
-            );
+            let mut summary = format!("rules: {} rules from {} files", rs.len(), rs.files.len());
+            if !rs.errors.is_empty() {
+                summary.push_str(&format!(", {}", plural(rs.errors.len(), "error")));
+            }
+            if !rs.warnings.is_empty() {
+                summary.push_str(&format!(", {}", plural(rs.warnings.len(), "warning")));
+            }
+            let _ = writeln!(io::stdout(), "{summary}");
+            if !rs.errors.is_empty() {
+                return Err(AppError::Config(format!(
+                    "{} in the rules: those lines are skipped, as udev skips them; `run` loads the rest",
+                    plural(rs.errors.len(), "error")
+                )));
+            }
+            if opts.strict && !rs.warnings.is_empty() {
+                return Err(AppError::Config(format!(
+                    "{} (--strict)",
+                    plural(rs.warnings.len(), "warning")
+                )));
+            }
             Ok(())
         }
         Err(errors) => {
@@ -431,9 +448,8 @@ pub fn check(opts: &CheckOpts, builtins: &Builtins) -> Result<(), AppError> {
                 let _ = writeln!(err, "{e}");
             }
             Err(AppError::Config(format!(
-                "{} error{} in the rules; nothing loaded",
-                errors.len(),
-                if errors.len() == 1 { "" } else { "s" }
+                "{} in the rules; nothing loaded",
+                plural(errors.len(), "error")
             )))
         }
     }
@@ -551,6 +567,7 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
             ev.seqnum()
                 .map_or(String::new(), |s| format!(" seqnum {s}"))
         ));
+        sysfs.begin_event();
         rules.evaluate(&ev, &sysfs, &mut m);
         if m.count == 0 {
             w("  no rule matched\n".into());
@@ -561,6 +578,23 @@ fn dry_run(opts: &ReplayOpts, builtins: &Builtins, events: &[Vec<u8>]) -> Result
         }
         for (k, v) in rules.env_assignments(&m) {
             w(format!("  ENV{{{k}}}={}\n", quoted(v)));
+        }
+        let node = &m.node;
+        if node.uid.is_some() || node.gid.is_some() || node.mode.is_some() {
+            let show = |v: Option<u32>, octal: bool| match v {
+                Some(v) if octal => format!("{v:04o}"),
+                Some(v) => v.to_string(),
+                None => "-".into(),
+            };
+            w(format!(
+                "  node: OWNER={} GROUP={} MODE={}\n",
+                show(node.uid, false),
+                show(node.gid, false),
+                show(node.mode, true)
+            ));
+        }
+        if node.link_priority != 0 {
+            w(format!("  link_priority={}\n", node.link_priority));
         }
         work_lines(&rules, &ev, &m, &sysfs, &cfg, &mut jobs, &mut |l| w(l));
     }

@@ -166,7 +166,7 @@ pub enum ControlAt {
 /// Options of `test-builtin`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TestBuiltinOpts {
-    /// The builtin: `usb_id` or `path_id`.
+    /// The builtin: `usb_id`, `path_id` or `input_id`.
     pub name: String,
     /// The device: a `/sys/...` path or a devpath (`/devices/...`).
     pub device: String,
@@ -238,6 +238,10 @@ pub struct RunOpts {
     pub accept_injected: bool,
     /// `--control`.
     pub control: ControlAt,
+    /// `--dev-root`: the directory whose nodes and links the rules'
+    /// `OWNER`/`GROUP`/`MODE`/`SYMLINK` manage (default `/dev`); `None`:
+    /// `--dev-root none`, /dev is not touched.
+    pub dev_root: Option<PathBuf>,
 }
 
 /// Options of `check`.
@@ -247,6 +251,8 @@ pub struct CheckOpts {
     pub rules: Vec<PathBuf>,
     /// `--insecure-rules`.
     pub insecure_rules: bool,
+    /// `--strict`: warnings fail the check too.
+    pub strict: bool,
 }
 
 /// Options of `replay`.
@@ -296,7 +302,7 @@ Commands:
   run           the daemon: match events against rules and run their handlers
   check         check rule files; print every error and exit
   replay        run recorded events through the rules, as the daemon would
-  test-builtin  print what a builtin (usb_id, path_id) computes for a device
+  test-builtin  print what a builtin (usb_id, path_id, input_id) computes
   info          a device's properties, or its attributes and parents (-a)
   test          trace the rules on a device's event: runs nothing
   trigger       make the kernel resend events (coldplug), optionally --settle
@@ -361,9 +367,13 @@ SIGUSR1 logs the same line at any time.
 ";
 
 const RULES_OPTS: &str =
-    "  --rules PATH     a rules file, or a directory whose *.rules files load in
-                   lexical order; repeatable. Without it: the built-in
-                   default rules (log every USB device plugged or unplugged)
+    "  --rules PATH     a rules file, or a directory of *.rules files; repeatable.
+                   As udev: the files of all paths load in one order, by
+                   file name; a later path's file of the same name replaces
+                   an earlier one (--rules /lib/udev/rules.d --rules
+                   /etc/udev/rules.d: /etc wins) and a symlink to /dev/null
+                   masks it. Without it: the built-in default rules (log
+                   every USB device plugged or unplugged)
   --insecure-rules when running as root, rule files, rule directories and
                    RUN programs (and their directories) must be owned by
                    root and not writable by group or others, or nothing
@@ -444,6 +454,12 @@ Options:
                    uevents this way, so without it every event is rejected.
                    Off by default: on a board only the kernel itself (pid 0)
                    sends uevents, and any root process could inject one
+  --dev-root DIR   where device nodes and links live (default /dev): the
+                   rules' OWNER, GROUP and MODE are applied to DIR/$DEVNAME
+                   (only if it is the event's device node) and SYMLINK links
+                   made under DIR, removed when their device goes; `none`:
+                   leave /dev alone (another manager owns it). A directory
+                   that cannot be opened: warned about, and left alone
   -v, --verbose    more log output (repeatable)
   -h, --help       this help
 
@@ -456,8 +472,13 @@ Ready means: socket bound, rules loaded, coldplug done. If $NOTIFY_SOCKET is set
 (systemd Type=notify), READY=1 is sent then, RELOADING=1 and READY=1 around
 each SIGHUP reload, and STOPPING=1 on SIGINT/SIGTERM.
 
-Signals: SIGHUP reloads every rule file (on any error the old rules stay in
-force and each error is logged); SIGUSR1 logs the counters; SIGINT/SIGTERM
+Rules load as udev 252 loads them: a line udev would skip is skipped and
+logged, and the rest runs; a construct hotplugd cannot do as udev would
+(PROGRAM, TEST, NAME, ...) stops the start (see `hotplugd check --help`).
+
+Signals: SIGHUP reloads every rule file (if one cannot be read, parses not at
+all, or is refused, the old rules stay in force and each error is logged;
+skipped lines are logged and the rest loads); SIGUSR1 logs the counters; SIGINT/SIGTERM
 stop: queued work is dropped (logged), handlers get SIGTERM, then SIGKILL
 2 s later; exit 0 once every handler is reaped (one SIGKILL did not end is
 given up on 2 s after that, so a stop takes at most 4 s).
@@ -465,11 +486,14 @@ given up on 2 s after that, so a stop takes at most 4 s).
 On exit one line goes to stderr:
   stats: received=N ... matched=N handlers_started=N handlers_failed=N
   handlers_timed_out=N handlers_unkillable=N queue_full=N output_lines_cut=N
-  output_lines_suppressed=N limits_hit=N attr_write_failed=N resyncs=N
-  resync_retries=N synthetic_adds=N synthetic_removes=N table_full=N
-  resync_unchecked=N synthetic_malformed=N broadcast_sent=N broadcast_again=N
-  broadcast_nobufs=N broadcast_refused=N broadcast_failed=N
-  broadcast_too_large=N longest_turn_us=N log_dropped=N
+  output_lines_suppressed=N limits_hit=N attr_write_failed=N job_oversize=N
+  resyncs=N resync_retries=N synthetic_adds=N synthetic_removes=N
+  table_full=N resync_unchecked=N synthetic_malformed=N broadcast_sent=N
+  broadcast_again=N broadcast_nobufs=N broadcast_refused=N broadcast_failed=N
+  broadcast_too_large=N dev_perms_applied=N dev_perms_refused=N
+  dev_perms_failed=N dev_links_made=N dev_links_removed=N dev_links_refused=N
+  dev_link_conflicts=N dev_links_failed=N table_records_cut=N
+  remove_props_cut=N longest_turn_us=N log_dropped=N
 "
     )
 }
@@ -480,15 +504,25 @@ pub fn check_help() -> String {
         "\
 hotplugd check: check rule files
 
-Usage: hotplugd check [--rules PATH]...
+Usage: hotplugd check [--rules PATH]... [--strict]
 
-Loads the rules exactly as `run` would. Exit 0 with a one-line summary
-(`rules: N rules from M files`), or exit 1 with every error, each as
-`file:line:column: message`, the line and a caret. Warnings (a RUN program
-missing on this machine, a rule that does nothing) are printed but do not fail.
+Loads the rules exactly as `run` would and prints every problem as
+`file:line:column: message`, the line and a caret, then a one-line summary
+(`rules: N rules from M files`) on standard output. Reads rules as udev 252:
+- a line udev would skip (unknown key, wrong operator, bad value, unknown
+  user or group, ...) is an error and is skipped; the rest loads (`run`
+  runs with it, as udev would); `check` exits 1;
+- a construct hotplugd cannot do as udev would (PROGRAM, TEST, NAME,
+  RUN{{builtin}} it lacks, ...) refuses the whole set: nothing loads, `run`
+  does not start, a reload keeps the old rules; exit 1;
+- what udev accepts with a note (a coerced operator such as MODE+=, a
+  pattern that can never match, an OPTIONS value without meaning here, a
+  missing comma, a RUN program missing on this machine, a rule that does
+  nothing) is a warning: exit 0, unless --strict.
 
 Options:
 {RULES_OPTS}
+  --strict         warnings fail the check too (exit 1)
   -h, --help       this help
 "
     )
@@ -532,6 +566,11 @@ per line, in the order udev 252's `udevadm test-builtin` prints them:
             ID_SERIAL_SHORT, ID_TYPE, ID_INSTANCE, their ID_USB_* copies,
             ID_USB_INTERFACES, ID_USB_INTERFACE_NUM, ID_USB_DRIVER
   path_id   ID_PATH, ID_PATH_TAG (ID_PATH_ATA_COMPAT for ATA disks)
+  input_id  ID_INPUT, ID_INPUT_KEY, ID_INPUT_KEYBOARD, ID_INPUT_MOUSE,
+            ID_INPUT_TOUCHPAD, ID_INPUT_TOUCHSCREEN, ID_INPUT_JOYSTICK,
+            ID_INPUT_TABLET, ID_INPUT_TABLET_PAD, ID_INPUT_ACCELEROMETER,
+            ID_INPUT_POINTINGSTICK, ID_INPUT_SWITCH (nothing, and exit
+            status 0, for a device that is not an input device)
 DEVICE is a sysfs path (/sys/class/tty/ttyUSB0, /sys/devices/...) or a
 devpath (/devices/...); links are followed. Nothing is written anywhere.
 
@@ -704,6 +743,7 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
         broadcast: Vec::new(),
         accept_injected: false,
         control: ControlAt::Default,
+        dev_root: Some(PathBuf::from("/dev")),
     };
     while let Some(arg) = p.next()? {
         match arg {
@@ -722,6 +762,10 @@ fn parse_run(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageErr
                 } else {
                     ControlAt::Path(v.into())
                 };
+            }
+            Long("dev-root") => {
+                let v = p.value()?;
+                o.dev_root = if v == "none" { None } else { Some(v.into()) };
             }
             Long("coldplug") => {
                 let v = p.value()?.string()?;
@@ -775,11 +819,13 @@ fn parse_check(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, UsageE
     let mut o = CheckOpts {
         rules: Vec::new(),
         insecure_rules: false,
+        strict: false,
     };
     while let Some(arg) = p.next()? {
         match arg {
             Long("rules") => o.rules.push(p.value()?.into()),
             Long("insecure-rules") => o.insecure_rules = true,
+            Long("strict") => o.strict = true,
             Short('h') | Long("help") => return Ok(Command::Help(leak(check_help()))),
             Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
             Long("log-target") => c.log_target(p)?,
@@ -1308,10 +1354,11 @@ mod tests {
             })
         );
         assert!(args("test-builtin usb_id").is_err());
-        assert!(args("test-builtin input_id /sys/x")
+        assert!(args("test-builtin input_id /sys/x").is_ok());
+        assert!(args("test-builtin hwdb /sys/x")
             .unwrap_err()
             .0
-            .contains("usb_id"));
+            .contains("usb_id, path_id, input_id"));
     }
 
     #[test]

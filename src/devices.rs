@@ -1,7 +1,11 @@
 //! The device table: the devices hotplugd believes present, for the
-//! subsystems it tracks, each with the keys of its last add (so that a
-//! synthetic `remove` after an overrun carries what the kernel would have
-//! sent: DEVNAME, INTERFACE, PRODUCT, ...).
+//! subsystems it tracks, each with the properties its last event ended
+//! with: the kernel's keys, then (once the rules ran: see
+//! `runner`) the `ENV{}` values and imported properties, `DEVLINKS`,
+//! `TAGS`, `CURRENT_TAGS` and the link priority. A synthetic `remove` after
+//! an overrun carries them, and a kernel `remove` gets them merged in
+//! (`devnode::merge_remove`), so rules and handlers of a remove see
+//! what the add knew, and the links the add made can be removed.
 //!
 //! Fixed capacity, allocated once: an arena of [`TABLE_BYTES`] for the
 //! records and room for [`MAX_DEVICES`] entries. Updating it on an event
@@ -61,6 +65,8 @@ pub struct DeviceTable {
     max_devices: usize,
     scratch: Box<[u8]>,
     overflowed: bool,
+    /// Records cut to the essentials (see [`MAX_RECORD`]).
+    cut: u64,
 }
 
 impl Default for DeviceTable {
@@ -108,6 +114,7 @@ impl DeviceTable {
             max_devices: devices,
             scratch: vec![0u8; MAX_RECORD].into_boxed_slice(),
             overflowed: false,
+            cut: 0,
         }
     }
 
@@ -133,6 +140,12 @@ impl DeviceTable {
     /// the exact set of present devices (until [`DeviceTable::clear`]).
     pub fn overflowed(&self) -> bool {
         self.overflowed
+    }
+
+    /// Records cut so far because they did not fit [`MAX_RECORD`] (each
+    /// kept only its essentials; see [`DeviceTable::insert`]).
+    pub fn records_cut(&self) -> u64 {
+        self.cut
     }
 
     /// Forgets everything (before a fresh baseline).
@@ -266,7 +279,10 @@ impl DeviceTable {
 
     /// Records `devpath` with `fields` (`KEY=VALUE` each), replacing any
     /// record it had. False (and [`DeviceTable::overflowed`]) if there is no
-    /// room.
+    /// room. A record longer than [`MAX_RECORD`] keeps only SUBSYSTEM,
+    /// DEVTYPE, DEVNAME, INTERFACE, MAJOR, MINOR, DEVLINKS, TAGS and the
+    /// link priority (what a remove needs to clean /dev up), counted in
+    /// [`DeviceTable::records_cut`].
     pub fn insert<'f>(&mut self, devpath: &str, fields: impl Iterator<Item = &'f [u8]>) -> bool {
         self.insert_pairs(
             devpath,
@@ -314,14 +330,26 @@ impl DeviceTable {
             }
         }
         if cut {
-            // Too long: keep only what handlers of a remove need most.
+            self.cut += 1;
+            // Too long: keep only what handlers of a remove need most, and
+            // what it needs to clean /dev up.
             let rec: &[u8] = &self.scratch[path_end..n];
-            let mut keep = [0u8; 1024];
+            let mut keep = [0u8; MAX_RECORD];
             let mut k = 0;
             for f in rec.split(|&b| b == 0) {
-                let wanted = [&b"SUBSYSTEM="[..], b"DEVTYPE=", b"DEVNAME=", b"INTERFACE="]
-                    .iter()
-                    .any(|p| f.starts_with(p));
+                let wanted = [
+                    &b"SUBSYSTEM="[..],
+                    b"DEVTYPE=",
+                    b"DEVNAME=",
+                    b"INTERFACE=",
+                    b"MAJOR=",
+                    b"MINOR=",
+                    b"DEVLINKS=",
+                    b"TAGS=",
+                    b".LINK_PRIORITY=",
+                ]
+                .iter()
+                .any(|p| f.starts_with(p));
                 if wanted && k + f.len() < keep.len() {
                     keep[k..k + f.len()].copy_from_slice(f);
                     keep[k + f.len()] = 0;
@@ -465,6 +493,7 @@ mod tests {
         assert!(t.insert("/devices/s", f.into_iter()));
         let kept: Vec<&[u8]> = t.fields("/devices/s").unwrap().collect();
         assert_eq!(kept, [&b"SUBSYSTEM=block"[..], b"DEVNAME=sda"]);
+        assert_eq!(t.records_cut(), 1, "counted");
     }
 
     impl DeviceTable {

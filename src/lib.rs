@@ -20,6 +20,8 @@
 //!   process: it receives, checks the sender, parses, counts, and hands
 //!   events to a [`daemon::Mode`]; each turn serves every source within a
 //!   budget (signals, handler pipes, the socket, timers).
+//! - [`devnode`] decides /dev's duties (OWNER/GROUP/MODE, SYMLINK,
+//!   link_priority; pure); [`sys::devnode`] carries them out.
 //! - [`devices`] is the device table (pure, fixed capacity);
 //!   [`recovery`] keeps it in step and runs coldplug and the resync after
 //!   an overrun, walking sysfs through [`sys::walk`].
@@ -72,6 +74,7 @@ pub mod cli;
 pub mod control;
 pub mod daemon;
 pub mod devices;
+pub mod devnode;
 pub mod exec;
 pub mod firmware;
 pub mod identity;

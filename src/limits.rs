@@ -14,9 +14,10 @@ pub const UEVENT_NUM_ENVP: usize = 64;
 
 /// Most fields the parser takes: a full kernel event plus every `ENV{}`
 /// assignment the rules can add ([`MAX_ENV_ASSIGN`]), so the event a
-/// builtin handler is given (the job's `raw`) always parses. A datagram
+/// builtin handler is given (the job's `raw`) always parses: imported
+/// properties ([`MAX_IMPORTED`]) and `DEVLINKS`, `TAGS`, `CURRENT_TAGS` too. A datagram
 /// with more is refused as malformed (`TooManyFields`) and counted.
-pub const MAX_FIELDS: usize = UEVENT_NUM_ENVP + MAX_ENV_ASSIGN;
+pub const MAX_FIELDS: usize = UEVENT_NUM_ENVP + MAX_ENV_ASSIGN + MAX_IMPORTED + 3;
 
 /// Size of the one receive buffer for a datagram.
 ///
@@ -83,6 +84,18 @@ pub const MAX_SUBST_LEN: usize = 2048;
 /// Exceeded: the surplus assignments are dropped, logged and counted.
 pub const MAX_ENV_ASSIGN: usize = 16;
 
+/// Properties `IMPORT{builtin}` can set for one event (all builtins
+/// together), beside the [`MAX_ENV_ASSIGN`] room of `ENV{}` assignments.
+/// `usb_id` sets up to 25 (`identity::MAX_PROPERTIES` is 32), `path_id` 2.
+/// Exceeded: the surplus properties are dropped, logged and counted
+/// (`limits_hit`).
+pub const MAX_IMPORTED: usize = 40;
+
+/// Bytes of one imported property's value. udev's own values are shorter
+/// (`ID_SERIAL` and the `_ENC` values are built from 256-byte sysfs
+/// strings). Exceeded: cut, logged and counted (`limits_hit`).
+pub const MAX_IMPORTED_LEN: usize = 512;
+
 /// `SYMLINK` links one event's device can get from all rules.
 /// Exceeded: the surplus links are not made; logged and counted (`limits_hit`).
 /// udev has no limit; real rule sets give a device 2-6 (by-id, by-path,
@@ -106,6 +119,21 @@ pub const MAX_TAG_LEN: usize = 64;
 /// Bytes read from one sysfs attribute when matching `ATTR`/`ATTRS` or
 /// substituting `$attr{}`. sysfs attributes are at most one page (4096).
 pub const MAX_ATTR_LEN: usize = 4096;
+
+/// sysfs reads one event's rules may remember (`ATTR`/`ATTRS` values,
+/// `SUBSYSTEMS`/`DRIVERS` link names, absent ones too), in
+/// `sys::sysfs::ReadCache`. 100 USB rules on the deepest fixture node read
+/// ~60 distinct (device, name) pairs. Exceeded: the read is done uncached
+/// (counted as `full`).
+pub const READ_CACHE_ENTRIES: usize = 192;
+
+/// Bytes for the remembered keys (`devpath/name`) and values of one event.
+/// Exceeded: as [`READ_CACHE_ENTRIES`].
+pub const READ_CACHE_BYTES: usize = 24 * 1024;
+
+/// Longest attribute value remembered; a longer one is read each time
+/// (`descriptors`, `report_descriptor`: nothing rules compare).
+pub const READ_CACHE_MAX_VALUE: usize = 256;
 
 /// Parent devices walked for `ATTRS`/`KERNELS`/`SUBSYSTEMS`/`DRIVERS`.
 /// The deepest real USB paths are ~12 levels; the kernel allows 7 hub tiers.

@@ -638,6 +638,24 @@ impl Recovery {
         verdict
     }
 
+    /// After the rules ran on a device's event (not a remove): its record
+    /// becomes what the event ended with (`fields`: the kernel's keys with
+    /// the `ENV{}` values, links, tags and link priority the rules gave).
+    /// Only for a device the table holds (a tracked one); false if it could
+    /// not be stored (see [`DeviceTable::insert_pairs`]).
+    pub fn remember<'f>(
+        &mut self,
+        devpath: &str,
+        fields: impl Iterator<Item = (&'f [u8], &'f [u8])>,
+    ) -> bool {
+        if !self.table.contains(devpath) {
+            return false;
+        }
+        let stored = self.table.insert_pairs(devpath, fields);
+        self.note_full();
+        stored
+    }
+
     /// A synthetic event being dispatched: keep the table in step.
     pub fn synthetic_event(&mut self, ev: &Uevent<'_>, now: Instant, stats: &mut Stats) {
         self.now = now;

@@ -1,6 +1,16 @@
 //! The `run` and `replay` mode: each event goes through the rules; events
 //! with work become jobs for the handler engine ([`crate::exec`]). SIGHUP
 //! reloads the rules; a reload with any error keeps the old rules.
+//!
+//! Between the rules and the handlers, /dev's duties (issue 13; `run` only,
+//! see [`Runner::enable_dev`]): the rules' `OWNER`/`GROUP`/`MODE` applied to
+//! the event's node, `SYMLINK` links made, re-pointed or removed
+//! ([`crate::devnode`] decides, [`crate::sys::devnode`] does); the device
+//! table then keeps what the event ended with (the rules' properties,
+//! links, tags). A kernel `remove` is first given the properties of the
+//! device's last event from the table ([`devnode::merge_remove`]), so its
+//! rules and handlers see what the add knew and its links can be removed;
+//! it is built in a buffer reserved at start: no allocation per event.
 
 use std::io;
 use std::path::PathBuf;
@@ -10,12 +20,17 @@ use log::{debug, error, info, warn};
 
 use crate::boot::{Boot, BootConfig};
 use crate::daemon::{Cx, Flow, Mode, BATCH};
+use crate::devices::DeviceTable;
+use crate::devnode::{self, Claimant, EventBuf, LinkPlan, NodeId, Perms, Release, Target};
 use crate::exec::{BuiltinFn, Builtins, Exec, ExecConfig, Exit, Job, JobWriter};
 use crate::recovery::{Coldplug, Recovery, Track, Verdict};
 use crate::rules::parse::{self, Source, DEFAULT_RULES, DEFAULT_RULES_NAME};
+use crate::rules::NodeAssign;
 use crate::rules::{Action, Diagnostic, Matched, RuleSet};
 use crate::stats::Scope;
+use crate::stats::Stats;
 use crate::sys::broadcast::Broadcaster;
+use crate::sys::devnode::DevDir;
 use crate::sys::notify::Readiness;
 use crate::sys::signals::Sig;
 use crate::sys::sysfs::SysfsRoot;
@@ -128,6 +143,41 @@ pub struct Runner {
     broadcaster: Option<Broadcaster>,
     /// BOOT HOOK (issue 17): services, `kmod load`, `firmware`.
     boot: Option<Boot>,
+    /// /dev's duties (issue 13).
+    dev: Dev,
+}
+
+/// Bytes of the buffer a remove is merged in: a whole datagram
+/// ([`crate::limits::RECV_BUFFER`]) and a whole device table record
+/// ([`crate::devices::MAX_RECORD`]), with room to spare.
+pub const EVENT_BUFFER: usize = 16 * 1024;
+
+/// Bytes kept of a device's previous `DEVLINKS` (every link of
+/// [`crate::limits::MAX_LINKS`] at its longest, `/dev/` and a space each).
+const PREV_LINKS: usize = crate::limits::MAX_LINKS * (crate::limits::MAX_LINK_LEN + 6);
+/// Bytes kept of a device's previous `TAGS`.
+const PREV_TAGS: usize = 2 * crate::limits::MAX_TAGS * (crate::limits::MAX_TAG_LEN + 1);
+
+/// /dev's state: the directory (`None`: /dev is not managed), and the
+/// buffers reserved for the events built around the rules.
+struct Dev {
+    dir: Option<DevDir>,
+    /// A remove with the properties its device's last event ended with.
+    merged: EventBuf,
+    /// The device's `DEVLINKS` and `TAGS` before this event (table).
+    prev_links: heapless::Vec<u8, PREV_LINKS>,
+    prev_tags: heapless::Vec<u8, PREV_TAGS>,
+}
+
+impl Dev {
+    fn new() -> Dev {
+        Dev {
+            dir: None,
+            merged: EventBuf::new(EVENT_BUFFER),
+            prev_links: heapless::Vec::new(),
+            prev_tags: heapless::Vec::new(),
+        }
+    }
 }
 
 impl Runner {
@@ -150,6 +200,7 @@ impl Runner {
             track_override: None,
             broadcaster: None,
             boot: None,
+            dev: Dev::new(),
         })
     }
 
@@ -165,6 +216,29 @@ impl Runner {
     /// BOOT HOOK (issue 17): the services, module and firmware loading.
     pub fn boot(&self) -> Option<&Boot> {
         self.boot.as_ref()
+    }
+
+    /// Manages device nodes and links under `root` (`run`: `/dev`, or
+    /// `--dev-root`): applies `OWNER`/`GROUP`/`MODE`, makes and removes
+    /// `SYMLINK` links, and first removes the links hotplugd made whose
+    /// device vanished while it was down (see [`crate::sys::devnode`]). A
+    /// directory that cannot be opened is warned about and left alone.
+    /// Call it before [`Runner::enable_recovery`].
+    pub fn enable_dev(&mut self, root: &std::path::Path) {
+        match DevDir::open(root) {
+            Ok(d) => {
+                let (removed, dropped) = d.sweep();
+                info!(
+                    "managing device nodes and links under {} ({removed} stale links removed, {dropped} stale records dropped)",
+                    root.display()
+                );
+                self.dev.dir = Some(d);
+            }
+            Err(e) => warn!(
+                "{}: {e}; OWNER, GROUP, MODE and SYMLINK are not applied (--dev-root)",
+                root.display()
+            ),
+        }
     }
 
     /// `--broadcast`: from now on every event is sent to the broadcaster's
@@ -246,6 +320,8 @@ impl Runner {
         if let Some(t) = &self.track_override {
             return t.clone();
         }
+        // rules with OWNER/GROUP/MODE, SYMLINK or TAG count too: links are
+        // removed with what the table remembers
         match self.rules.subsystems() {
             Some(v) => Track::Only(v),
             None => Track::All,
@@ -271,6 +347,7 @@ impl Runner {
             };
             match Uevent::parse(&d) {
                 Ok(ev) => {
+                    self.dev.before(ev.devpath(), self.recovery.as_ref());
                     if let Some(r) = self.recovery.as_mut() {
                         r.synthetic_event(&ev, cx.now, cx.stats);
                     }
@@ -299,15 +376,27 @@ impl Runner {
         &self.rules
     }
 
-    /// Logs `rules: N rules from M files` and each warning.
+    /// Logs `rules: N rules from M files`, each warning and each line
+    /// skipped (as udev skips it: the rest loaded).
     pub fn log_loaded(&self) {
         for w in &self.rules.warnings {
             warn!("{w}");
         }
+        for e in &self.rules.errors {
+            error!("{e}");
+        }
         info!(
-            "rules: {} rules from {} files",
+            "rules: {} rules from {} files{}",
             self.rules.len(),
-            self.rules.files.len()
+            self.rules.files.len(),
+            if self.rules.errors.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; {} errors (lines skipped or terms ignored, as udev does)",
+                    self.rules.errors.len()
+                )
+            }
         );
         let c = self.exec.config();
         info!(
@@ -363,6 +452,17 @@ impl Runner {
 
     fn reload_rules(&mut self) {
         match self.from.load(&self.exec.builtin_names()) {
+            Ok(rs) if !rs.unparsed_files().is_empty() => {
+                for e in &rs.errors {
+                    error!("{e}");
+                }
+                error!(
+                    "reload failed ({} does not parse at all: half-written?): the old rules ({} rules from {} files) stay in force",
+                    rs.unparsed_files().join(", "),
+                    self.rules.len(),
+                    self.rules.files.len()
+                );
+            }
             Ok(rs) => {
                 self.rules = rs;
                 info!("reloaded after SIGHUP");
@@ -420,6 +520,7 @@ pub fn build_job(
                 });
                 r
             }
+            // ENV, OWNER/GROUP/MODE, SYMLINK, TAG, OPTIONS: decided by the rules
             _ => Ok(()),
         };
         if let Err(e) = added {
@@ -459,7 +560,17 @@ impl Runner {
     /// One event (live or synthetic) through the rules and into the
     /// handler engine.
     fn handle(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
+        // what this event reads of sysfs is read once (ATTRS walks)
+        self.sysfs.begin_event();
         self.rules.evaluate(ev, &self.sysfs, &mut self.matched);
+        // /dev before the handlers start
+        self.dev.work(
+            ev,
+            &self.matched,
+            &self.rules,
+            self.recovery.as_mut(),
+            cx.stats,
+        );
         let m = &self.matched;
         if let Some(b) = self.boot.as_mut() {
             // BOOT HOOK (issue 17): a remove stops the device's services
@@ -496,7 +607,7 @@ impl Runner {
         if hit > 0 {
             cx.stats.limits_hit += hit as u64;
             warn!(
-                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN for RUN arguments, ENV{{}} and ATTR{{}} values; MAX_ENV_ASSIGN; MAX_RUN_PER_EVENT); limits_hit={}",
+                "{} {}: {hit} values cut or entries dropped at fixed limits (MAX_SUBST_LEN for RUN arguments, ENV{{}}, ATTR{{}} and SYMLINK values; MAX_ENV_ASSIGN; MAX_IMPORTED, MAX_IMPORTED_LEN; MAX_LINKS, MAX_LINK_LEN or a link leaving /dev; MAX_TAGS; MAX_RUN_PER_EVENT); limits_hit={}",
                 ev.action(),
                 ev.devpath(),
                 cx.stats.limits_hit
@@ -512,6 +623,14 @@ impl Mode for Runner {
     }
 
     fn event(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
+        self.dev.before(ev.devpath(), self.recovery.as_ref());
+        // a remove gets what its device's last event knew, before the
+        // table forgets it
+        let merged = ev.action() == "remove"
+            && self
+                .recovery
+                .as_ref()
+                .is_some_and(|r| self.dev.merge(ev, r.table(), cx.stats));
         if let Some(r) = self.recovery.as_mut() {
             if r.event(ev, cx.now) == Verdict::Duplicate {
                 debug!(
@@ -521,6 +640,15 @@ impl Mode for Runner {
                 );
                 return Flow::Continue;
             }
+        }
+        if merged {
+            let buf = core::mem::replace(&mut self.dev.merged, EventBuf::new(0));
+            let flow = match Uevent::parse(buf.bytes()) {
+                Ok(m) => self.handle(&m, cx),
+                Err(_) => self.handle(ev, cx),
+            };
+            self.dev.merged = buf;
+            return flow;
         }
         self.handle(ev, cx)
     }
@@ -676,5 +804,425 @@ impl Mode for Runner {
             None => self.readiness.ready(),
         }
         Ok(())
+    }
+}
+
+/// Other devices of the table that claim `link` (their `DEVLINKS` holds
+/// it), with their node and link priority.
+fn claimants<'t>(
+    table: &'t DeviceTable,
+    link: &'t str,
+    except: &'t str,
+) -> impl Iterator<Item = Claimant<'t>> {
+    table
+        .devpaths()
+        .filter(move |d| *d != except)
+        .filter_map(move |d| {
+            let (mut node, mut priority, mut claims) = (None, 0, false);
+            for f in table.fields(d)? {
+                if let Some(v) = f.strip_prefix(b"DEVLINKS=") {
+                    claims = devnode::claims(v, link);
+                } else if let Some(v) = f.strip_prefix(b"DEVNAME=") {
+                    node = core::str::from_utf8(v).ok().map(devnode::devname);
+                } else if let Some(v) = f
+                    .strip_prefix(devnode::PRIORITY_KEY.as_bytes())
+                    .and_then(|r| r.strip_prefix(b"="))
+                {
+                    priority = core::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                }
+            }
+            match (claims, node) {
+                (true, Some(node)) => Some(Claimant {
+                    devpath: d,
+                    node,
+                    priority,
+                }),
+                _ => None,
+            }
+        })
+}
+
+impl Dev {
+    /// Before the table learns the event: keeps the device's `DEVLINKS`
+    /// and `TAGS` of its last event.
+    fn before(&mut self, devpath: &str, recovery: Option<&Recovery>) {
+        self.prev_links.clear();
+        self.prev_tags.clear();
+        let Some(fields) = recovery.and_then(|r| r.table().fields(devpath)) else {
+            return;
+        };
+        for f in fields {
+            if let Some(v) = f.strip_prefix(b"DEVLINKS=") {
+                // sized for the longest DEVLINKS a record can hold
+                let _ = self.prev_links.extend_from_slice(v);
+            } else if let Some(v) = f.strip_prefix(b"TAGS=") {
+                let _ = self.prev_tags.extend_from_slice(v);
+            }
+        }
+    }
+
+    /// Builds in `merged` a kernel `remove` with its device's record merged
+    /// in; false if the table does not know the device.
+    fn merge(&mut self, ev: &Uevent<'_>, table: &DeviceTable, stats: &mut Stats) -> bool {
+        let Some(record) = table.fields(ev.devpath()) else {
+            return false;
+        };
+        match devnode::merge_remove(ev, record, &mut self.merged) {
+            Some(0) => true,
+            Some(cut) => {
+                stats.remove_props_cut += cut as u64;
+                warn!(
+                    "remove {}: {cut} properties of its add did not fit the event (MAX_FIELDS 80, EVENT_BUFFER {EVENT_BUFFER} bytes); remove_props_cut={}",
+                    ev.devpath(),
+                    stats.remove_props_cut
+                );
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// /dev's duties for an event the rules ran on, then (not for a
+    /// remove) the device's record in the table: the kernel's keys, what
+    /// the rules set or imported, `DEVLINKS`, `TAGS` (every tag since the
+    /// add), `CURRENT_TAGS` and the link priority.
+    fn work(
+        &mut self,
+        ev: &Uevent<'_>,
+        m: &crate::rules::Matched,
+        rules: &RuleSet,
+        recovery: Option<&mut Recovery>,
+        stats: &mut Stats,
+    ) {
+        let a = &m.node;
+        let remove = ev.action() == "remove";
+        let node = NodeId::of(ev);
+        if let Some(dir) = &self.dir {
+            let table = recovery.as_deref().map(Recovery::table);
+            if remove {
+                for l in ev
+                    .get("DEVLINKS")
+                    .map(devnode::devlinks)
+                    .into_iter()
+                    .flatten()
+                {
+                    release(dir, table, ev, node.as_ref(), l, stats);
+                }
+            } else {
+                apply_perms(dir, a, node.as_ref(), ev, stats);
+                for l in &a.links {
+                    claim(dir, table, ev, node.as_ref(), a.link_priority, l, stats);
+                }
+                for l in devnode::devlinks(&self.prev_links) {
+                    if !a.links.iter().any(|x| x.as_str() == l) {
+                        release(dir, table, ev, node.as_ref(), l, stats);
+                    }
+                }
+            }
+        }
+        if remove {
+            return;
+        }
+        if let Some(r) = recovery {
+            // TAGS: every tag the device had since its add (udev's TAGS);
+            // the rules' own TAGS (this event's) is CURRENT_TAGS
+            let mut all = heapless::Vec::<u8, { 2 * PREV_TAGS }>::new();
+            let prev = &self.prev_tags[..];
+            let new = a
+                .tags
+                .iter()
+                .map(|t| t.as_str())
+                .filter(|t| !devnode::tags(prev).any(|p| p == *t));
+            for t in devnode::tags(prev).chain(new) {
+                if all.is_empty() {
+                    let _ = all.push(b':');
+                }
+                let _ = all.extend_from_slice(t.as_bytes());
+                let _ = all.push(b':');
+            }
+            let env = || {
+                rules
+                    .env_assignments(m)
+                    .filter(|(k, _)| *k != "TAGS")
+                    .chain((!all.is_empty()).then_some(("TAGS", &all[..])))
+            };
+            let mut prio = heapless::String::<12>::new();
+            let _ = core::fmt::write(&mut prio, format_args!("{}", a.link_priority));
+            let fields = ev
+                .fields()
+                .iter()
+                .filter(|f| !env().any(|(k, _)| k == f.key))
+                .map(|f| (f.key.as_bytes(), f.value))
+                .chain(env().map(|(k, v)| (k.as_bytes(), v)))
+                .chain(
+                    (a.link_priority != 0)
+                        .then_some((devnode::PRIORITY_KEY.as_bytes(), prio.as_bytes())),
+                );
+            r.remember(ev.devpath(), fields);
+            if r.table().records_cut() != stats.table_records_cut {
+                stats.table_records_cut = r.table().records_cut();
+                warn!(
+                    "{} {}: its record in the device table was cut to the essentials (MAX_RECORD {} bytes): its remove will see fewer properties; table_records_cut={}",
+                    ev.action(),
+                    ev.devpath(),
+                    crate::devices::MAX_RECORD,
+                    stats.table_records_cut
+                );
+            }
+        }
+    }
+}
+
+/// `OWNER`/`GROUP`/`MODE` on the event's node, if it is the event's node.
+fn apply_perms(
+    dir: &DevDir,
+    a: &NodeAssign,
+    node: Option<&NodeId<'_>>,
+    ev: &Uevent<'_>,
+    stats: &mut Stats,
+) {
+    if a.uid.is_none() && a.gid.is_none() && a.mode.is_none() {
+        return;
+    }
+    let root = dir.root().display();
+    let Some(node) = node else {
+        // udev too ignores them for devices without a node (USB interfaces)
+        debug!(
+            "{} {}: OWNER/GROUP/MODE, but the event names no device node",
+            ev.action(),
+            ev.devpath()
+        );
+        return;
+    };
+    let seen = match dir.lstat(node.name) {
+        Ok(s) => s,
+        Err(e) => {
+            stats.dev_perms_failed += 1;
+            warn!(
+                "{root}/{}: {}; OWNER/GROUP/MODE not applied",
+                node.name,
+                e.desc()
+            );
+            return;
+        }
+    };
+    match devnode::perms(a, node, &seen) {
+        Perms::Untouched => {}
+        Perms::Unchanged => debug!("{root}/{}: owner, group and mode already set", node.name),
+        Perms::Apply { mode, uid, gid } => match dir.set_perms(node.name, &seen, mode, uid, gid) {
+            Ok(()) => {
+                stats.dev_perms_applied += 1;
+                debug!(
+                    "{root}/{}: uid={} gid={} mode={:o}",
+                    node.name,
+                    uid.unwrap_or(seen.uid),
+                    gid.unwrap_or(seen.gid),
+                    mode.unwrap_or(seen.perm)
+                );
+            }
+            Err(nix::errno::Errno::EEXIST) => {
+                stats.dev_perms_refused += 1;
+                warn!(
+                        "{root}/{}: changed while being looked at (no longer the node of {} {}:{}); OWNER/GROUP/MODE not applied; dev_perms_refused={}",
+                        node.name,
+                        ev.devpath(),
+                        node.major,
+                        node.minor,
+                        stats.dev_perms_refused
+                    );
+            }
+            Err(e) => {
+                stats.dev_perms_failed += 1;
+                warn!(
+                    "{root}/{}: {}; OWNER/GROUP/MODE not applied; dev_perms_failed={}",
+                    node.name,
+                    e.desc(),
+                    stats.dev_perms_failed
+                );
+            }
+        },
+        Perms::Refused(why) => {
+            stats.dev_perms_refused += 1;
+            warn!(
+                "{root}/{}: OWNER/GROUP/MODE of {} {} ({} {}:{}) not applied: {why}; dev_perms_refused={}",
+                node.name,
+                ev.action(),
+                ev.devpath(),
+                if node.block { "block" } else { "char" },
+                node.major,
+                node.minor,
+                stats.dev_perms_refused
+            );
+        }
+    }
+}
+
+/// Makes (or leaves to a higher-priority claimant) one `SYMLINK` link of
+/// the event's device.
+fn claim(
+    dir: &DevDir,
+    table: Option<&DeviceTable>,
+    ev: &Uevent<'_>,
+    node: Option<&NodeId<'_>>,
+    priority: i32,
+    link: &str,
+    stats: &mut Stats,
+) {
+    let root = dir.root().display();
+    let devpath = ev.devpath();
+    let refuse = |stats: &mut Stats, why: &dyn core::fmt::Display| {
+        stats.dev_links_refused += 1;
+        warn!(
+            "{root}/{link}: not made for {} {devpath}: {why}; dev_links_refused={}",
+            ev.action(),
+            stats.dev_links_refused
+        );
+    };
+    let Some(node) = node else {
+        return refuse(
+            stats,
+            &"the event names no device node (DEVNAME, MAJOR, MINOR)",
+        );
+    };
+    if let Err(why) = devnode::check_link(link) {
+        return refuse(stats, &why);
+    }
+    let mut target = Target::new();
+    if !devnode::relative_target(link, node.name, &mut target) {
+        return refuse(stats, &"its target is too long");
+    }
+    let mut buf = [0u8; devnode::MAX_TARGET];
+    let (kind, current) = match dir.read_link(link, &mut buf) {
+        Ok(x) => x,
+        Err(e) => {
+            stats.dev_links_failed += 1;
+            warn!(
+                "{root}/{link}: {}; dev_links_failed={}",
+                e.desc(),
+                stats.dev_links_failed
+            );
+            return;
+        }
+    };
+    match devnode::link_plan(kind, current, &target) {
+        LinkPlan::Keep => return,
+        LinkPlan::Refuse(k) => {
+            return refuse(
+                stats,
+                &format_args!("the path holds {k}, which is never replaced"),
+            )
+        }
+        LinkPlan::Make => {}
+    }
+    if kind == devnode::Kind::Symlink {
+        // it points elsewhere: does another device claim it?
+        let ours = Claimant {
+            devpath,
+            node: node.name,
+            priority,
+        };
+        let other = table.and_then(|t| devnode::best(claimants(t, link, devpath)));
+        if let Some(o) = other {
+            stats.dev_link_conflicts += 1;
+            let w = devnode::winner(ours, Some(o));
+            warn!(
+                "{root}/{link}: claimed by {devpath} (link_priority {priority}) and {} (link_priority {}): {} gets it (udev: the device of the event being handled, unless another has a higher priority); dev_link_conflicts={}",
+                o.devpath,
+                o.priority,
+                w.devpath,
+                stats.dev_link_conflicts
+            );
+            if w.devpath != devpath {
+                if !devnode::relative_target(link, o.node, &mut target) {
+                    return;
+                }
+                if current == Some(target.as_bytes()) {
+                    return;
+                }
+            }
+        }
+    }
+    match dir.make_link(link, &target) {
+        Ok(()) => {
+            stats.dev_links_made += 1;
+            debug!("{root}/{link} -> {target}");
+        }
+        Err(e) => {
+            stats.dev_links_failed += 1;
+            warn!(
+                "{root}/{link}: not made ({}); dev_links_failed={}",
+                e.desc(),
+                stats.dev_links_failed
+            );
+        }
+    }
+}
+
+/// A link the event's device no longer claims: removed if it points to
+/// the device's node and nobody else claims it, handed to the best other
+/// claimant if someone does, left alone otherwise.
+fn release(
+    dir: &DevDir,
+    table: Option<&DeviceTable>,
+    ev: &Uevent<'_>,
+    node: Option<&NodeId<'_>>,
+    link: &str,
+    stats: &mut Stats,
+) {
+    let root = dir.root().display();
+    let devpath = ev.devpath();
+    let Some(node) = node else { return };
+    let mut ours = Target::new();
+    if devnode::check_link(link).is_err() || !devnode::relative_target(link, node.name, &mut ours) {
+        return;
+    }
+    let mut buf = [0u8; devnode::MAX_TARGET];
+    let current = match dir.read_link(link, &mut buf) {
+        Ok((_, c)) => c,
+        Err(e) => {
+            stats.dev_links_failed += 1;
+            warn!(
+                "{root}/{link}: {}; dev_links_failed={}",
+                e.desc(),
+                stats.dev_links_failed
+            );
+            return;
+        }
+    };
+    let next = table.and_then(|t| devnode::best(claimants(t, link, devpath)));
+    let done = match devnode::release(current, &ours, next.is_some()) {
+        Release::Leave => {
+            debug!("{root}/{link}: not {devpath}'s; left alone");
+            return;
+        }
+        Release::Remove => dir.remove_link(link).map(|()| {
+            stats.dev_links_removed += 1;
+            debug!("{root}/{link}: removed ({} {devpath})", ev.action());
+        }),
+        Release::Hand => {
+            let Some(n) = next else { return };
+            let mut t = Target::new();
+            if !devnode::relative_target(link, n.node, &mut t) {
+                return;
+            }
+            dir.make_link(link, &t).map(|()| {
+                stats.dev_links_made += 1;
+                info!(
+                    "{root}/{link}: {devpath} no longer claims it; now {}'s (link_priority {})",
+                    n.devpath, n.priority
+                );
+            })
+        }
+    };
+    if let Err(e) = done {
+        stats.dev_links_failed += 1;
+        warn!(
+            "{root}/{link}: {}; dev_links_failed={}",
+            e.desc(),
+            stats.dev_links_failed
+        );
     }
 }

@@ -91,6 +91,34 @@ pub struct Stats {
     /// `BROADCAST_BUFFER`.
     pub broadcast_too_large: u64,
 
+    /// Device nodes whose owner, group or mode the rules changed
+    /// (`OWNER`/`GROUP`/`MODE`).
+    pub dev_perms_applied: u64,
+    /// Nodes the rules gave an owner, group or mode that were left alone:
+    /// `/dev/$DEVNAME` was not the event's device node (a symlink, a file,
+    /// a node of another type or device number, nothing), or the event had
+    /// no DEVNAME/MAJOR/MINOR.
+    pub dev_perms_refused: u64,
+    /// `chown`/`chmod` of a device node that failed.
+    pub dev_perms_failed: u64,
+    /// `SYMLINK` links made or re-pointed under /dev.
+    pub dev_links_made: u64,
+    /// Links removed (their device went away or stopped claiming them).
+    pub dev_links_removed: u64,
+    /// Links not made: the path held a regular file, a directory or a node,
+    /// the name would leave /dev, or the device has no node.
+    pub dev_links_refused: u64,
+    /// Links two devices claimed (settled by `link_priority`, as udev).
+    pub dev_link_conflicts: u64,
+    /// Link operations that failed (`symlink`, `rename`, `unlink`, `mkdir`).
+    pub dev_links_failed: u64,
+    /// Device table records cut to their essentials (longer than
+    /// `MAX_RECORD`): a later remove sees fewer of the add's properties.
+    pub table_records_cut: u64,
+    /// Properties of an add that did not fit the event of its remove
+    /// (more than 80 fields, or its 16 KiB buffer).
+    pub remove_props_cut: u64,
+
     /// `RUN{service}` processes started (first starts and restarts).
     pub services_started: u64,
     /// `RUN{service}` restarts after the program exited or died.
@@ -195,6 +223,11 @@ impl fmt::Display for StatsLine<'_> {
                 f,
                 " broadcast_sent={} broadcast_again={} broadcast_nobufs={} broadcast_refused={} broadcast_failed={} broadcast_too_large={}",
                 s.broadcast_sent, s.broadcast_again, s.broadcast_nobufs, s.broadcast_refused, s.broadcast_failed, s.broadcast_too_large
+            )?;
+            write!(
+                f,
+                " dev_perms_applied={} dev_perms_refused={} dev_perms_failed={} dev_links_made={} dev_links_removed={} dev_links_refused={} dev_link_conflicts={} dev_links_failed={} table_records_cut={} remove_props_cut={}",
+                s.dev_perms_applied, s.dev_perms_refused, s.dev_perms_failed, s.dev_links_made, s.dev_links_removed, s.dev_links_refused, s.dev_link_conflicts, s.dev_links_failed, s.table_records_cut, s.remove_props_cut
             )?;
             write!(
                 f,

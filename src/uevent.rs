@@ -510,9 +510,10 @@ mod tests {
             d.extend_from_slice(format!("K{i}=v\0").as_bytes());
         }
         assert!(Uevent::parse(&d).is_ok(), "a full kernel event: 64 fields");
-        // plus every ENV{} assignment the rules may append (a builtin's
-        // view of the event must parse)
-        for i in 0..crate::limits::MAX_ENV_ASSIGN {
+        // plus everything the rules may append: ENV{} assignments, imported
+        // properties, DEVLINKS/TAGS/CURRENT_TAGS (a builtin's view of the
+        // event must parse)
+        for i in 0..(MAX_FIELDS - crate::limits::UEVENT_NUM_ENVP) {
             d.extend_from_slice(format!("E{i}=v\0").as_bytes());
         }
         assert!(Uevent::parse(&d).is_ok(), "exactly MAX_FIELDS is fine");

@@ -135,7 +135,8 @@ fn receive_parse_format_and_match_allocate_nothing_across_a_real_burst() {
 #[test]
 fn matching_real_usb_events_with_parent_walks_allocates_nothing() {
     // 76 real USB events of an aarch64 guest, against its real sysfs tree:
-    // ATTR reads, ATTRS/SUBSYSTEMS/DRIVERS walks, ENV{} assignments.
+    // ATTR reads, ATTRS/SUBSYSTEMS/DRIVERS walks (through the read cache),
+    // ENV{} assignments.
     let rules = usb_rules();
     let sysfs = SysfsRoot::new(&common::repo("tests/corpus/sysfs/aarch64"));
     let text = common::read(common::repo("tests/corpus/sysfs/aarch64/uevents.jsonl"));
@@ -146,6 +147,8 @@ fn matching_real_usb_events_with_parent_walks_allocates_nothing() {
     for _ in 0..10 {
         for d in &events {
             let ev = Uevent::parse(d).unwrap();
+            // the per-event read cache, as the daemon uses it
+            sysfs.begin_event();
             rules.evaluate(&ev, &sysfs, &mut m);
             matched += usize::from(m.count > 0);
             work += m.work.len();
@@ -275,6 +278,55 @@ fn a_storm_of_jobs_allocates_nothing_their_memory_is_reserved_at_start() {
         sizes[sizes.len() - 1],
         hotplugd::limits::JOB_SLOT
     );
+}
+
+#[test]
+fn a_remove_merged_with_what_its_add_knew_allocates_nothing() {
+    // issue 14: the device table keeps each add's properties; a remove gets
+    // them merged in, in a buffer reserved at start. Real plug and unplug
+    // events of a QEMU guest (FTDI adapter, stick, ...).
+    use hotplugd::devices::DeviceTable;
+    use hotplugd::devnode::{merge_remove, EventBuf};
+    let text = common::read(common::repo("tests/corpus/qemu-usb-x86_64.jsonl"));
+    let events = hotplugd::replay::read_events(text.as_bytes()).unwrap();
+    let mut table = DeviceTable::new();
+    let mut buf = EventBuf::new(hotplugd::runner::EVENT_BUFFER);
+    let extra: [(&[u8], &[u8]); 3] = [
+        (b"ID_SERIAL", b"FTDI_FT232R_USB_UART_A12345"),
+        (
+            b"DEVLINKS",
+            b"/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A12345-if00-port0",
+        ),
+        (b"TAGS", b":uaccess:"),
+    ];
+    let (mut merged, mut removes) = (0, 0);
+    let before = allocs();
+    for d in &events {
+        let ev = Uevent::parse(d).unwrap();
+        match ev.action() {
+            "add" => {
+                let f = ev.fields().iter().map(|f| (f.key.as_bytes(), f.value));
+                assert!(table.insert_pairs(ev.devpath(), f.chain(extra)));
+            }
+            "remove" => {
+                removes += 1;
+                if let Some(rec) = table.fields(ev.devpath()) {
+                    assert_eq!(merge_remove(&ev, rec, &mut buf), Some(0));
+                    let m = Uevent::parse(buf.bytes()).unwrap();
+                    assert_eq!(m.get_str("ID_SERIAL"), Some("FTDI_FT232R_USB_UART_A12345"));
+                    merged += 1;
+                }
+                table.remove(ev.devpath());
+            }
+            _ => {}
+        }
+    }
+    let during = allocs() - before;
+    assert!(
+        merged >= 5 && merged == removes,
+        "{merged} of {removes} removes merged"
+    );
+    assert_eq!(during, 0, "allocations while merging {merged} removes");
 }
 
 #[test]

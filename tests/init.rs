@@ -215,7 +215,7 @@ fn exit_codes_usage_config_system() {
         assert!(err.contains("--help"), "{err}");
     }
     // 1: configuration
-    let bad_rules = s.rules("ACTION==\"add\" RUN+=\"/bin/true\"\n");
+    let bad_rules = s.rules("ACTION==\"add\", TEST==\"/x\", RUN+=\"/bin/true\"\n");
     let (code, err) = status_of(&["check", "--rules", &bad_rules], &[]);
     assert_eq!(code, 1, "{err}");
     let (code, err) = status_of(&["run", "--rules", &bad_rules], &[]);
@@ -256,7 +256,7 @@ fn log_target_syslog_sends_rfc3164_datagrams() {
     let recv = UnixDatagram::bind(&sock).unwrap();
     recv.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let bad_rules = s.rules("FROB==\"x\", RUN+=\"/bin/true\"\n");
+    let bad_rules = s.rules("PROGRAM==\"/bin/true\", RUN+=\"/bin/true\"\n");
     let target = format!("syslog:{}", sock.display());
     let (code, err) = status_of(
         &["--log-target", &target, "run", "--rules", &bad_rules],
@@ -299,7 +299,7 @@ fn log_target_kmsg_reaches_the_kernel_log() {
         return;
     }
     let s = Scratch::new(&format!("kmsg-{}", uuid()));
-    let bad_rules = s.rules("FROB==\"x\", RUN+=\"/bin/true\"\n");
+    let bad_rules = s.rules("PROGRAM==\"/bin/true\", RUN+=\"/bin/true\"\n");
     let (code, err) = status_of(&["--log-target", "kmsg", "run", "--rules", &bad_rules], &[]);
     assert_eq!(code, 1, "{err}");
     let dmesg = Command::new("dmesg").output().expect("dmesg");

@@ -343,8 +343,8 @@ fn sighup_with_a_broken_file_keeps_the_old_rules_and_a_fixed_file_switches() {
     event("1");
     wait_lines(&log, Duration::from_secs(10), |l| !l.is_empty());
 
-    // half-written: a syntax error
-    std::fs::write(&rules, format!("{}ENV{{X}}==\"unclosed\n", rule("v2"))).unwrap();
+    // half-written: a file that does not parse at all (a line cut short)
+    std::fs::write(&rules, "ENV{X}==\"unclosed\n").unwrap();
     p.signal(Signal::SIGHUP);
     assert!(
         p.wait_stderr(
@@ -355,7 +355,7 @@ fn sighup_with_a_broken_file_keeps_the_old_rules_and_a_fixed_file_switches() {
         p.stderr()
     );
     assert!(
-        p.stderr().contains("test.rules:2:9: unclosed quote"),
+        p.stderr().contains("test.rules:1:9: unclosed quote"),
         "{}",
         p.stderr()
     );
@@ -372,9 +372,16 @@ fn sighup_with_a_broken_file_keeps_the_old_rules_and_a_fixed_file_switches() {
     event("3");
     wait_lines(&log, Duration::from_secs(10), |l| l.len() >= 3);
 
-    std::fs::write(&rules, rule("v2")).unwrap();
+    // a file with a bad line loads the rest, as udev would (issue 13)
+    std::fs::write(&rules, format!("{}FROB==\"x\"\n", rule("v2"))).unwrap();
     p.signal(Signal::SIGHUP);
     assert!(p.wait_stderr("reloaded after SIGHUP", Duration::from_secs(10)));
+    assert!(
+        p.stderr()
+            .contains("test.rules:2:1: unknown key 'FROB' (line skipped"),
+        "{}",
+        p.stderr()
+    );
     event("4");
     let lines = wait_lines(&log, Duration::from_secs(10), |l| l.len() >= 4);
     assert_eq!(lines, ["v1 1", "v1 2", "v1 3", "v2 4"]);

@@ -11,27 +11,29 @@
 //!
 //! What is exact, and where it comes from (systemd v252, read, not
 //! copied): `src/udev/udev-builtin-usb_id.c`, `udev-builtin-path_id.c`,
+//! `udev-builtin-input_id.c`,
 //! `src/shared/udev-util.c`, `src/shared/device-nodes.c`,
 //! `src/basic/utf8.c`, `src/libsystemd/sd-device/sd-device.c` (how a
 //! parent is found, what an attribute's value is). See [`usb_id`](mod@usb_id) and
 //! [`path_id`](mod@path_id) for the properties and the few cases that differ.
 //!
-//! `input_id` is not built: it decodes the `capabilities/*` bitmaps with
-//! the kernel's word size and a table of key ranges (about 400 lines of
-//! C), which is more than "cheap"; rules can match `ATTRS{capabilities/ev}`
-//! meanwhile.
+//! [`input_id`](mod@input_id) classifies input devices (`ID_INPUT_KEYBOARD`,
+//! `ID_INPUT_MOUSE`, ...) from their capability bitmaps, for the `-kbd` /
+//! `-mouse` suffixes of `/dev/input/by-id` names.
 //!
 //! Memory: each call builds its result in a [`Properties`] (a `Vec`
 //! allocated per call, at most [`MAX_PROPERTIES`] entries) and walks
 //! parents with a `String` per step. These run once per event, for rules
 //! that ask, never on the receive path.
 
+pub mod input_id;
 pub mod path_id;
 pub mod text;
 pub mod usb_id;
 
 use core::fmt;
 
+pub use input_id::input_id;
 pub use path_id::path_id;
 pub use usb_id::usb_id;
 
@@ -156,17 +158,20 @@ impl fmt::Display for IdentityError {
             IdentityError::NoPath => f.write_str("no persistent path for this device"),
             IdentityError::Unresolved => f.write_str("cannot resolve the device's transport"),
             IdentityError::NoDevice => f.write_str("no such device in sysfs"),
-            IdentityError::UnknownBuiltin => f.write_str("unknown builtin (usb_id, path_id)"),
+            IdentityError::UnknownBuiltin => {
+                f.write_str("unknown builtin (usb_id, path_id, input_id)")
+            }
         }
     }
 }
 
 /// The builtins this module provides, by their udev names.
-pub const BUILTINS: [&str; 2] = ["usb_id", "path_id"];
+pub const BUILTINS: [&str; 3] = ["usb_id", "path_id", "input_id"];
 
-/// Runs the builtin `name` (`usb_id` or `path_id`) on the device at
-/// `devpath`. `id_bus_set`: the event already has `ID_BUS` (udev's usb_id
-/// then sets only the `ID_USB_*` copies); path_id ignores it.
+/// Runs the builtin `name` (`usb_id`, `path_id` or `input_id`) on the
+/// device at `devpath`. `id_bus_set`: the event already has `ID_BUS`
+/// (udev's usb_id then sets only the `ID_USB_*` copies); the others
+/// ignore it.
 pub fn run_builtin<V: SysfsView + ?Sized>(
     name: &str,
     view: &V,
@@ -176,6 +181,7 @@ pub fn run_builtin<V: SysfsView + ?Sized>(
     match name {
         "usb_id" => usb_id(view, devpath, id_bus_set),
         "path_id" => path_id(view, devpath),
+        "input_id" => input_id(view, devpath),
         _ => Err(IdentityError::UnknownBuiltin),
     }
 }

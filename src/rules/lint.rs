@@ -57,9 +57,12 @@ pub fn lint(rs: &RuleSet) -> Vec<Diagnostic> {
             }
             continue;
         }
-        // duplicates
+        // duplicates (of rules that do something: a line whose every
+        // assignment was ignored with a warning has said its piece)
+        let inert = r.actions.is_empty() && r.goto.is_none() && !r.last_rule;
         let id = identity(rs, i);
         match seen.iter().find(|(s, _)| *s == id) {
+            _ if inert => {}
             Some(&(_, first)) => out.push(warn(
                 rs,
                 i,

@@ -1,16 +1,22 @@
-//! Rules: a udev-style language, compiled once into tables, matched many
-//! times without allocating.
+//! Rules: udev's language, compiled once into tables, matched many times
+//! without allocating.
 //!
 //! - [`parse`] turns rule files into a [`RuleSet`] or a list of
-//!   [`Diagnostic`]s (`file:line:column: message`, the line, a caret). A
-//!   failed load changes nothing: the caller keeps the old set.
+//!   [`Diagnostic`]s (`file:line:column: message`, the line, a caret). Lines
+//!   udev would skip are skipped ([`RuleSet::errors`]); a refused load
+//!   changes nothing: the caller keeps the old set.
 //! - [`RuleSet::evaluate`] runs one event through the rules into a reusable
 //!   [`Matched`] (fixed capacity; no allocation). Terms that need sysfs
 //!   (`ATTR`, then the parent walk of `ATTRS`/`KERNELS`/`SUBSYSTEMS`/
-//!   `DRIVERS`) are evaluated only after the rule's event-only terms matched.
-//! - Building the handler's argv and environment from a [`Matched`] happens
-//!   afterwards ([`RuleSet::argv`], [`RuleSet::env`]) and allocates: it is
-//!   part of starting a process, which allocates anyway.
+//!   `DRIVERS`) are evaluated only after the rule's event-only terms
+//!   matched, and `IMPORT{builtin}` after all of them (as udev orders
+//!   them); a failing import makes the rule not match. The builtin itself
+//!   (`crate::identity`) allocates; what it returns is copied into fixed
+//!   room. `OWNER`/`GROUP`/`MODE`/`SYMLINK`/`TAG` results go to
+//!   [`Matched::node`] ([`NodeAssign`]) for the device node code.
+//! - The handler's argv and environment are handed out word by word
+//!   ([`RuleSet::words_each`], [`RuleSet::env_each`]) without allocating;
+//!   [`RuleSet::argv`] and [`RuleSet::env`] collect them for tools and tests.
 //!
 //! sysfs is reached only through the [`Sysfs`] trait, so this module stays
 //! free of I/O; `sys::sysfs` implements it for a real (or fixture) tree.
@@ -25,8 +31,8 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::limits::{
-    MAX_ATTR_LEN, MAX_ENV_ASSIGN, MAX_LINKS, MAX_LINK_LEN, MAX_PARENT_DEPTH, MAX_RUN_PER_EVENT,
-    MAX_SUBST_LEN, MAX_TAGS, MAX_TAG_LEN,
+    MAX_ATTR_LEN, MAX_ENV_ASSIGN, MAX_IMPORTED, MAX_IMPORTED_LEN, MAX_LINKS, MAX_LINK_LEN,
+    MAX_PARENT_DEPTH, MAX_RUN_PER_EVENT, MAX_SUBST_LEN, MAX_TAGS, MAX_TAG_LEN,
 };
 use crate::uevent::Uevent;
 use crate::usb::UsbView;
@@ -41,6 +47,20 @@ pub trait Sysfs {
     /// The last component of the target of symlink `name` (`subsystem`,
     /// `driver`) of the device at `devpath`.
     fn link<'b>(&self, devpath: &str, name: &str, buf: &'b mut [u8]) -> Option<&'b [u8]>;
+    /// `IMPORT{builtin}="name"`: runs the identity builtin `name`
+    /// (`usb_id`, `path_id`: [`crate::identity::run_builtin`]) on the
+    /// device at `devpath`; `None` if it fails (then, as in udev, the rule
+    /// does not match). `id_bus_set`: the event already has `ID_BUS`. The
+    /// builtin allocates (only for the rules that import); the caller
+    /// copies its result into fixed room. Default: no builtins.
+    fn builtin(
+        &self,
+        _name: &str,
+        _devpath: &str,
+        _id_bus_set: bool,
+    ) -> Option<crate::identity::Properties> {
+        None
+    }
 }
 
 /// A sysfs with nothing in it (every read fails): for checks without a tree.
@@ -84,6 +104,12 @@ pub enum MatchKey {
     Subsystems,
     /// `DRIVERS`: the driver of the device or a parent
     Drivers,
+    /// `TAG`, `TAGS`: a tag an earlier rule set for this event (udev 252:
+    /// true if any current tag matches)
+    Tag,
+    /// `SYMLINK`: a link an earlier rule set for this event (true if any
+    /// matches)
+    Symlink,
 }
 
 impl MatchKey {
@@ -121,8 +147,68 @@ pub struct Command {
     pub service: bool,
 }
 
-/// One assignment, in rule order. New capabilities (device nodes, USB
-/// identity properties) become new variants.
+/// What an assignment operator does (udev's `=`, `+=`, `-=`, `:=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AssignOp {
+    /// `=`: replaces (for lists: clears, then adds).
+    Assign,
+    /// `+=`: adds to a list.
+    Add,
+    /// `-=`: removes from a list.
+    Remove,
+    /// `:=`: as `=`, and final: later rules cannot change it.
+    Final,
+}
+
+impl AssignOp {
+    /// The operator as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssignOp::Assign => "=",
+            AssignOp::Add => "+=",
+            AssignOp::Remove => "-=",
+            AssignOp::Final => ":=",
+        }
+    }
+}
+
+/// Which device node property an `OWNER`/`GROUP`/`MODE` assignment sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKey {
+    /// `OWNER`: a uid.
+    Owner,
+    /// `GROUP`: a gid.
+    Group,
+    /// `MODE`: permission bits.
+    Mode,
+}
+
+impl NodeKey {
+    fn bit(self) -> u8 {
+        match self {
+            NodeKey::Owner => 1,
+            NodeKey::Group => 2,
+            NodeKey::Mode => 4,
+        }
+    }
+}
+
+/// udev's `OPTIONS+="string_escape=..."`: how `SYMLINK` values are escaped
+/// (event state: it holds for the rest of the event's rules).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Escape {
+    /// Not set: whitespace from substitutions becomes `_`, characters not
+    /// allowed in a device name become `_`, spaces separate links.
+    #[default]
+    Unset,
+    /// `string_escape=none`: nothing is replaced.
+    None,
+    /// `string_escape=replace`: as unset, and spaces become `_` too, so
+    /// the value is one link.
+    Replace,
+}
+
+/// One assignment, in rule order.
 #[derive(Clone, Debug)]
 pub enum Action {
     /// `RUN+="/abs/program args"`
@@ -136,12 +222,15 @@ pub enum Action {
         /// The words after the name.
         args: Vec<Template>,
     },
-    /// `ENV{KEY}="value"`
+    /// `ENV{KEY}="value"` (an empty value removes `KEY`, as udev);
+    /// `ENV{KEY}+="value"` appends, after a space if `KEY` has a value.
     SetEnv {
         /// The variable.
         key: Box<str>,
         /// Its new value.
         value: Template,
+        /// `+=`
+        append: bool,
     },
     /// `ATTR{file}="value"`: written to sysfs when the event's work runs.
     WriteAttr {
@@ -150,6 +239,33 @@ pub enum Action {
         /// What to write.
         value: Template,
     },
+    /// `OWNER`, `GROUP`, `MODE` (`=`, or `:=` final), resolved at load.
+    Node {
+        /// Which one.
+        key: NodeKey,
+        /// uid, gid or mode bits.
+        value: u32,
+        /// `:=`
+        fixed: bool,
+    },
+    /// `SYMLINK` (`+=`, `=`, `:=`): space-separated links below `/dev`.
+    Symlink {
+        /// The operator.
+        op: AssignOp,
+        /// The links, before substitution and escaping.
+        value: Template,
+    },
+    /// `TAG` (`+=`, `-=`, `=`).
+    Tag {
+        /// The operator (`:=` is loaded as `=`).
+        op: AssignOp,
+        /// The tag (`[A-Za-z0-9_-]`).
+        name: Box<str>,
+    },
+    /// `OPTIONS+="link_priority=N"`
+    LinkPriority(i32),
+    /// `OPTIONS+="string_escape=none|replace"`
+    StringEscape(Escape),
 }
 
 /// One compiled rule.
@@ -163,6 +279,13 @@ pub struct Rule {
     pub matches: Range<usize>,
     /// Assignments in the order written.
     pub actions: Range<usize>,
+    /// `IMPORT{builtin}="name"` terms: run after every match term matched;
+    /// one that fails makes the rule not match (as in udev).
+    pub imports: Vec<Box<str>>,
+    /// An `IMPORT` hotplugd cannot do (`IMPORT{program|file|cmdline|db|
+    /// parent}`, a builtin it lacks), as written: as a failing import in
+    /// udev, the rule never matches; a load warning says so.
+    pub import_fails: Option<Box<str>>,
     /// `GOTO`: index of the rule to continue with.
     pub goto: Option<usize>,
     /// `GOTO`: the label's name.
@@ -191,6 +314,11 @@ pub struct RuleSet {
     pub actions: Vec<Action>,
     /// Warnings found while loading (the set loaded anyway).
     pub warnings: Vec<Diagnostic>,
+    /// Errors udev also reports and loads past: a line skipped (as udev
+    /// skips it), or a term ignored (an unknown user or group, as udev
+    /// ignores it); the rest loaded. `check` exits 1 on any; `run` logs
+    /// them and runs.
+    pub errors: Vec<Diagnostic>,
     /// Trust problems found on the descriptors the rule files were read
     /// from and the directories leading to them (as root only), each with
     /// the path at fault; [`parse::check_trust`] reports them.
@@ -256,11 +384,26 @@ pub struct Work {
     pub parent: Option<usize>,
 }
 
+/// An `ENV{}` value a rule set: `seq` orders it against imported ones.
 #[derive(Clone, Debug)]
 struct EnvAssign {
     action: usize,
     value: Value,
+    seq: u32,
 }
+
+/// A property `IMPORT{builtin}` set.
+#[derive(Clone, Debug)]
+struct Imported {
+    key: &'static str,
+    value: heapless::Vec<u8, MAX_IMPORTED_LEN>,
+    seq: u32,
+}
+
+/// `DEVLINKS` (`/dev/a /dev/b`) for every link of [`MAX_LINKS`].
+const DEVLINKS_LEN: usize = MAX_LINKS * (MAX_LINK_LEN + 6);
+/// `TAGS` (`:a:b:`) for every tag of [`MAX_TAGS`].
+const TAGS_LEN: usize = MAX_TAGS * (MAX_TAG_LEN + 1) + 1;
 
 /// What the rules decided for the event's device node and links: udev's
 /// `OWNER`, `GROUP`, `MODE`, `SYMLINK`, `TAG` and `OPTIONS+="link_priority=N"`
@@ -302,11 +445,26 @@ pub struct Matched {
     /// `RUN` and `ATTR{}=` work, in order.
     pub work: heapless::Vec<Work, MAX_RUN_PER_EVENT>,
     env: heapless::Vec<EnvAssign, MAX_ENV_ASSIGN>,
-    /// Work items and `ENV{}` assignments dropped at the per-event limits,
-    /// and values cut at `MAX_SUBST_LEN`. Logged and counted by the caller.
+    imported: heapless::Vec<Imported, MAX_IMPORTED>,
+    seq: u32,
+    /// `:=` seen: bits of [`NodeKey`], and 8 for `SYMLINK`.
+    fixed: u8,
+    esc: Escape,
+    /// Work items, `ENV{}` assignments, imported properties, links and
+    /// tags dropped at the per-event limits, and values cut at
+    /// `MAX_SUBST_LEN`/`MAX_IMPORTED_LEN`. Logged and counted by the caller.
     pub limits_hit: usize,
     /// Device node permissions, links and tags (issue 13).
     pub node: NodeAssign,
+    /// `DEVLINKS` as udev exports it (`/dev/a /dev/b`), empty without links.
+    devlinks: heapless::Vec<u8, DEVLINKS_LEN>,
+    /// Every tag this event's rules added, removed or not (udev's `TAGS`;
+    /// `CURRENT_TAGS` is [`NodeAssign::tags`]).
+    all_tags: heapless::Vec<heapless::String<MAX_TAG_LEN>, MAX_TAGS>,
+    /// `TAGS` as udev exports it (`:a:b:`), empty without tags.
+    tags: heapless::Vec<u8, TAGS_LEN>,
+    /// `CURRENT_TAGS` as udev exports it (`:a:b:`), empty without tags.
+    current_tags: heapless::Vec<u8, TAGS_LEN>,
 }
 
 impl Matched {
@@ -316,14 +474,104 @@ impl Matched {
         self.rules.clear();
         self.work.clear();
         self.env.clear();
+        self.imported.clear();
+        self.seq = 0;
+        self.fixed = 0;
+        self.esc = Escape::Unset;
         self.limits_hit = 0;
         self.node.clear();
+        self.devlinks.clear();
+        self.all_tags.clear();
+        self.tags.clear();
+        self.current_tags.clear();
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq += 1;
+        self.seq
+    }
+
+    /// What udev exports besides the properties: `DEVLINKS`, `TAGS` (every
+    /// tag added, even one a later `TAG-=` removed) and `CURRENT_TAGS` (the
+    /// tags in force), each only when not empty.
+    pub fn exported<'a>(&'a self) -> impl Iterator<Item = (&'static str, &'a [u8])> + 'a {
+        let links = (!self.devlinks.is_empty()).then_some(("DEVLINKS", &self.devlinks[..]));
+        let tags = (!self.tags.is_empty()).then_some(("TAGS", &self.tags[..]));
+        let current =
+            (!self.current_tags.is_empty()).then_some(("CURRENT_TAGS", &self.current_tags[..]));
+        links.into_iter().chain(tags).chain(current)
     }
 
     /// True if there is work (processes to run, attributes to write).
     pub fn has_work(&self) -> bool {
         !self.work.is_empty()
     }
+}
+
+/// [`Matched::fixed`]: a `SYMLINK:=` was applied.
+const LINKS_FIXED: u8 = 8;
+
+/// Adds one link (relative to `/dev`) unless it is there already. A link
+/// that is too long or would leave `/dev` (`..`, an empty name) is not
+/// made and counted in `limits_hit`.
+fn add_link(m: &mut Matched, word: &[u8]) {
+    let w = word.strip_prefix(b"/").unwrap_or(word);
+    let bad = w.is_empty()
+        || w.split(|&b| b == b'/')
+            .any(|c| c == b".." || c == b"." || c.is_empty());
+    let Ok(s) = core::str::from_utf8(w) else {
+        m.limits_hit += 1;
+        return;
+    };
+    if bad || s.len() > MAX_LINK_LEN {
+        m.limits_hit += 1;
+        return;
+    }
+    if m.node.links.iter().any(|l| l.as_str() == s) {
+        return;
+    }
+    let mut l = heapless::String::new();
+    let _ = l.push_str(s);
+    if m.node.links.push(l).is_err() {
+        m.limits_hit += 1;
+    }
+}
+
+/// Fills `DEVLINKS` and `TAGS` from the links and tags (they fit: the
+/// buffers hold every link and tag the limits allow).
+fn export(m: &mut Matched) {
+    for l in &m.node.links {
+        if !m.devlinks.is_empty() {
+            let _ = m.devlinks.push(b' ');
+        }
+        let _ = m.devlinks.extend_from_slice(b"/dev/");
+        let _ = m.devlinks.extend_from_slice(l.as_bytes());
+    }
+    for (list, out) in [
+        (&m.all_tags, &mut m.tags),
+        (&m.node.tags, &mut m.current_tags),
+    ] {
+        for t in list {
+            if out.is_empty() {
+                let _ = out.push(b':');
+            }
+            let _ = out.extend_from_slice(t.as_bytes());
+            let _ = out.push(b':');
+        }
+    }
+}
+
+/// A kernel name as udev compares it: `!` (the kernel's stand-in for `/`
+/// in names such as `cciss!c0d0`) turned back into `/`. Without `!` (or
+/// too long for the buffer) the name as it is.
+fn sysname<'b>(name: &'b str, buf: &'b mut [u8; 256]) -> &'b [u8] {
+    if !name.contains('!') || name.len() > buf.len() {
+        return name.as_bytes();
+    }
+    for (d, s) in buf.iter_mut().zip(name.bytes()) {
+        *d = if s == b'!' { b'/' } else { s };
+    }
+    &buf[..name.len()]
 }
 
 /// The actions the kernel sends.
@@ -402,6 +650,21 @@ impl RuleSet {
         }
     }
 
+    /// Files with skipped lines and not one rule (or label) loaded: files
+    /// that do not parse at all (a half-written or binary file). A reload
+    /// (SIGHUP) that finds one keeps the old rules.
+    pub fn unparsed_files(&self) -> Vec<&str> {
+        self.files
+            .iter()
+            .enumerate()
+            .filter(|(i, f)| {
+                self.errors.iter().any(|d| d.file == **f)
+                    && !self.rules.iter().any(|r| r.file == *i)
+            })
+            .map(|(_, f)| f.as_str())
+            .collect()
+    }
+
     /// Rules that can match (labels not counted).
     pub fn len(&self) -> usize {
         self.rules.iter().filter(|r| !r.label).count()
@@ -413,14 +676,22 @@ impl RuleSet {
     }
 
     /// The subsystems this rule set can act on: `None` if some rule with
-    /// work has no `SUBSYSTEM==` literal terms (it could match any).
+    /// work (a handler, an attribute write, or the device node's owner,
+    /// group, mode, links or tags, which the device table must remember
+    /// for the `remove`) has no `SUBSYSTEM==` literal terms (it could match
+    /// any).
     pub fn subsystems(&self) -> Option<Vec<String>> {
         let mut out: Vec<String> = Vec::new();
         for r in self.rules.iter().filter(|r| !r.label) {
             if !self.actions[r.actions.clone()].iter().any(|a| {
                 matches!(
                     a,
-                    Action::Run(_) | Action::Builtin { .. } | Action::WriteAttr { .. }
+                    Action::Run(_)
+                        | Action::Builtin { .. }
+                        | Action::WriteAttr { .. }
+                        | Action::Node { .. }
+                        | Action::Symlink { .. }
+                        | Action::Tag { .. }
                 )
             }) {
                 continue;
@@ -465,63 +736,193 @@ impl RuleSet {
                 i += 1;
                 continue;
             };
+            if rule.import_fails.is_some() || !self.import(rule, ev, sysfs, m) {
+                i += 1;
+                continue;
+            }
             m.count += 1;
             let _ = m.rules.push(i);
             for a in rule.actions.clone() {
-                match &self.actions[a] {
-                    Action::SetEnv { key, value } => {
-                        let mut v = Value::new();
-                        let cx = Expand {
-                            rs: self,
-                            ev,
-                            m,
-                            sysfs,
-                            parent,
-                        };
-                        if !cx.expand(value, &mut v) {
-                            m.limits_hit += 1;
-                        }
-                        // replace an earlier assignment of the same key
-                        let pos = m.env.iter().position(|e| match &self.actions[e.action] {
-                            Action::SetEnv { key: k, .. } => k == key,
-                            _ => false,
-                        });
-                        match pos {
-                            Some(p) => {
-                                m.env[p] = EnvAssign {
-                                    action: a,
-                                    value: v,
-                                }
-                            }
-                            None => {
-                                if m.env
-                                    .push(EnvAssign {
-                                        action: a,
-                                        value: v,
-                                    })
-                                    .is_err()
-                                {
-                                    m.limits_hit += 1;
-                                }
-                            }
-                        }
-                    }
-                    Action::Run(_) | Action::Builtin { .. } | Action::WriteAttr { .. } => {
-                        let w = Work {
-                            rule: i,
-                            action: a,
-                            parent,
-                        };
-                        if m.work.push(w).is_err() {
-                            m.limits_hit += 1;
-                        }
-                    }
-                }
+                self.assign(i, a, parent, ev, sysfs, m);
             }
             if rule.last_rule {
                 break;
             }
             i = rule.goto.unwrap_or(i + 1);
+        }
+        export(m);
+    }
+
+    /// Runs the rule's `IMPORT{builtin}` terms; false if one failed.
+    fn import(&self, rule: &Rule, ev: &Uevent<'_>, sysfs: &dyn Sysfs, m: &mut Matched) -> bool {
+        for name in &rule.imports {
+            let id_bus_set = !env_value(self, ev, m, "ID_BUS").is_empty();
+            let Some(props) = sysfs.builtin(name, ev.devpath(), id_bus_set) else {
+                return false;
+            };
+            for (key, value) in props.iter() {
+                let seq = m.next_seq();
+                let mut v = heapless::Vec::new();
+                let n = value.len().min(MAX_IMPORTED_LEN);
+                let _ = v.extend_from_slice(&value[..n]);
+                if n < value.len() {
+                    m.limits_hit += 1;
+                }
+                let e = Imported { key, value: v, seq };
+                match m.imported.iter_mut().find(|x| x.key == key) {
+                    Some(x) => *x = e,
+                    None => {
+                        if m.imported.push(e).is_err() {
+                            m.limits_hit += 1;
+                        }
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Applies assignment `a` of matching rule `rule`.
+    fn assign(
+        &self,
+        rule: usize,
+        a: usize,
+        parent: Option<usize>,
+        ev: &Uevent<'_>,
+        sysfs: &dyn Sysfs,
+        m: &mut Matched,
+    ) {
+        match &self.actions[a] {
+            Action::SetEnv { key, value, append } => {
+                let mut v = Value::new();
+                if *append {
+                    let cur = env_value(self, ev, m, key);
+                    if !cur.is_empty() {
+                        let _ = v.extend_from_slice(cur);
+                        let _ = v.push(b' ');
+                    }
+                }
+                let mut tail = Value::new();
+                let cx = Expand {
+                    rs: self,
+                    ev,
+                    m,
+                    sysfs,
+                    parent,
+                };
+                let mut ok = cx.expand(value, &mut tail, false);
+                let room = v.capacity() - v.len();
+                ok &= tail.len() <= room;
+                let _ = v.extend_from_slice(&tail[..tail.len().min(room)]);
+                if !ok {
+                    m.limits_hit += 1;
+                }
+                let seq = m.next_seq();
+                // replace an earlier assignment of the same key
+                let pos = m.env.iter().position(|e| match &self.actions[e.action] {
+                    Action::SetEnv { key: k, .. } => k == key,
+                    _ => false,
+                });
+                let e = EnvAssign {
+                    action: a,
+                    value: v,
+                    seq,
+                };
+                match pos {
+                    Some(p) => m.env[p] = e,
+                    None => {
+                        if m.env.push(e).is_err() {
+                            m.limits_hit += 1;
+                        }
+                    }
+                }
+            }
+            Action::Run(_) | Action::Builtin { .. } | Action::WriteAttr { .. } => {
+                let w = Work {
+                    rule,
+                    action: a,
+                    parent,
+                };
+                if m.work.push(w).is_err() {
+                    m.limits_hit += 1;
+                }
+            }
+            Action::Node { key, value, fixed } => {
+                if m.fixed & key.bit() != 0 {
+                    return;
+                }
+                if *fixed {
+                    m.fixed |= key.bit();
+                }
+                let slot = match key {
+                    NodeKey::Owner => &mut m.node.uid,
+                    NodeKey::Group => &mut m.node.gid,
+                    NodeKey::Mode => &mut m.node.mode,
+                };
+                *slot = Some(*value);
+            }
+            Action::Symlink { op, value } => {
+                // udev: only a device with a node gets links; `:=` ends changes
+                if m.fixed & LINKS_FIXED != 0 || ev.get("MAJOR").is_none() {
+                    return;
+                }
+                if *op == AssignOp::Final {
+                    m.fixed |= LINKS_FIXED;
+                }
+                if matches!(op, AssignOp::Assign | AssignOp::Final) {
+                    m.node.links.clear();
+                }
+                let mut v = Value::new();
+                let cx = Expand {
+                    rs: self,
+                    ev,
+                    m,
+                    sysfs,
+                    parent,
+                };
+                let esc = m.esc;
+                if !cx.expand(value, &mut v, esc != Escape::None) {
+                    // a cut value would name a wrong link: none is made
+                    m.limits_hit += 1;
+                    return;
+                }
+                match esc {
+                    Escape::Unset => subst::replace_chars(&mut v, true),
+                    Escape::Replace => subst::replace_chars(&mut v, false),
+                    Escape::None => 0,
+                };
+                for word in v
+                    .split(|b| b.is_ascii_whitespace())
+                    .filter(|w| !w.is_empty())
+                {
+                    add_link(m, word);
+                }
+            }
+            Action::Tag { op, name } => match op {
+                AssignOp::Remove => m.node.tags.retain(|t| t.as_str() != name.as_ref()),
+                _ => {
+                    if *op != AssignOp::Add {
+                        // udev: `TAG=` clears every tag (TAGS too); `TAG-=`
+                        // only the current ones
+                        m.node.tags.clear();
+                        m.all_tags.clear();
+                    }
+                    if m.node.tags.iter().any(|t| t.as_str() == name.as_ref()) {
+                        return;
+                    }
+                    let mut t = heapless::String::new();
+                    // the loader keeps names within MAX_TAG_LEN
+                    let _ = t.push_str(name);
+                    if !m.all_tags.iter().any(|x| x == &t) {
+                        let _ = m.all_tags.push(t.clone());
+                    }
+                    if m.node.tags.push(t).is_err() {
+                        m.limits_hit += 1;
+                    }
+                }
+            },
+            Action::LinkPriority(p) => m.node.link_priority = *p,
+            Action::StringEscape(e) => m.esc = *e,
         }
     }
 
@@ -556,7 +957,7 @@ impl RuleSet {
                 let hit = match &t.key {
                     MatchKey::Kernels => t
                         .glob
-                        .matches(dev.rsplit('/').next().unwrap_or("").as_bytes()),
+                        .matches(sysname(dev.rsplit('/').next().unwrap_or(""), &mut [0; 256])),
                     MatchKey::Subsystems => sysfs
                         .link(dev, "subsystem", &mut buf)
                         .is_some_and(|v| t.glob.matches(v)),
@@ -596,7 +997,7 @@ impl RuleSet {
             MatchKey::Subsystem => g.matches(ev.subsystem().unwrap_or("").as_bytes()),
             MatchKey::Devtype => g.matches(ev.get("DEVTYPE").unwrap_or(b"")),
             MatchKey::Devpath => g.matches(ev.devpath().as_bytes()),
-            MatchKey::Kernel => g.matches(ev.kernel_name().as_bytes()),
+            MatchKey::Kernel => g.matches(sysname(ev.kernel_name(), &mut [0; 256])),
             MatchKey::Driver => g.matches(ev.get("DRIVER").unwrap_or(b"")),
             MatchKey::Env(k) => g.matches(env_value(self, ev, m, k)),
             MatchKey::Usb(field) => {
@@ -614,6 +1015,8 @@ impl RuleSet {
                     None => t.negate, // makes the caller's `== negate` test fail
                 }
             }
+            MatchKey::Tag => m.node.tags.iter().any(|t| g.matches(t.as_bytes())),
+            MatchKey::Symlink => m.node.links.iter().any(|l| g.matches(l.as_bytes())),
             MatchKey::Attrs(_) | MatchKey::Kernels | MatchKey::Subsystems | MatchKey::Drivers => {
                 false
             }
@@ -656,18 +1059,6 @@ impl RuleSet {
         out
     }
 
-    /// The environment a handler sees: the event's fields (a repeated key
-    /// once, with its last value) in wire order, then the `ENV{}`
-    /// assignments of matching rules (replacing event fields of the same
-    /// name). Allocates.
-    pub fn env(&self, ev: &Uevent<'_>, m: &Matched) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::with_capacity(ev.fields().len() + m.env.len());
-        self.env_each(ev, m, &mut |k, v| {
-            out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()))
-        });
-        out
-    }
-
     /// The substituted words of a `RUN` or builtin work item, each handed
     /// to `out` (no allocation). False if the work item is neither.
     /// Values cut at `MAX_SUBST_LEN` are counted in `limits_hit`.
@@ -695,7 +1086,7 @@ impl RuleSet {
         let mut v = Value::new();
         for t in words {
             v.clear();
-            if !cx.expand(t, &mut v) {
+            if !cx.expand(t, &mut v, false) {
                 *limits_hit += 1;
             }
             out(&v);
@@ -726,36 +1117,40 @@ impl RuleSet {
             parent: w.parent,
         };
         let mut v = Value::new();
-        if !cx.expand(value, &mut v) {
+        if !cx.expand(value, &mut v, false) {
             *limits_hit += 1;
         }
         out(name, &v);
         true
     }
 
-    /// The handler environment of [`RuleSet::env`], each (key, value)
-    /// handed to `out` in the same order, without allocating: a key the
-    /// event repeats once, at its first place, with its last value; `ENV{}`
-    /// assignments (the last one to a key wins) replace event fields in
-    /// place, and new keys follow in the order first assigned.
+    /// The environment a handler sees, as [`RuleSet::env_each`] gives it
+    /// (allocates: for tools and tests).
+    pub fn env(&self, ev: &Uevent<'_>, m: &Matched) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::with_capacity(ev.fields().len() + m.env.len() + m.imported.len() + 3);
+        self.env_each(ev, m, &mut |k, v| {
+            out.push((String::from_utf8_lossy(k).into_owned(), v.to_vec()))
+        });
+        out
+    }
+
+    /// The handler environment, each (key, value) handed to `out`, without
+    /// allocating: the event's fields in wire order (a key the event
+    /// repeats once, at its first place, with its last value), a property
+    /// the rules set (`ENV{}`) or imported (`IMPORT{builtin}`) replacing a
+    /// field of the same name in place (the later of the two wins; an empty
+    /// value, `ENV{KEY}=""`, removes it); then the new properties, `ENV{}`
+    /// ones in the order first assigned, then imported ones; then
+    /// `DEVLINKS`, `TAGS` and `CURRENT_TAGS` when there are links or tags.
+    /// Private properties (`ENV{.NAME}`) are left out.
     pub fn env_each(&self, ev: &Uevent<'_>, m: &Matched, out: &mut dyn FnMut(&[u8], &[u8])) {
-        let assigned = |key: &str| {
-            m.env
-                .iter()
-                .rev()
-                .find_map(|e| match &self.actions[e.action] {
-                    Action::SetEnv { key: k, .. } if k.as_ref() == key && !subst::is_private(k) => {
-                        Some(&e.value[..])
-                    }
-                    _ => None,
-                })
-        };
         let fields = ev.fields();
         for (i, f) in fields.iter().enumerate() {
             if fields[..i].iter().any(|g| g.key == f.key) {
                 continue;
             }
-            let value = match assigned(f.key) {
+            let value = match property(self, m, f.key) {
+                Some([]) => continue, // removed
                 Some(v) => v,
                 None => fields[i..]
                     .iter()
@@ -765,38 +1160,82 @@ impl RuleSet {
             };
             out(f.key.as_bytes(), value);
         }
+        let in_event = |key: &str| fields.iter().any(|f| f.key == key);
+        let set_by_env = |key: &str| {
+            m.env.iter().any(
+                |e| matches!(&self.actions[e.action], Action::SetEnv { key: k, .. } if k.as_ref() == key),
+            )
+        };
         for (i, e) in m.env.iter().enumerate() {
             let Action::SetEnv { key, .. } = &self.actions[e.action] else {
                 continue;
             };
-            if subst::is_private(key)
-                || fields.iter().any(|f| f.key == key.as_ref())
+            if in_event(key)
                 || m.env[..i].iter().any(|p| {
                     matches!(&self.actions[p.action], Action::SetEnv { key: k, .. } if k == key)
                 })
             {
                 continue;
             }
-            if let Some(v) = assigned(key) {
-                out(key.as_bytes(), v);
+            match property(self, m, key) {
+                Some(v) if !v.is_empty() => out(key.as_bytes(), v),
+                _ => {}
+            }
+        }
+        for e in &m.imported {
+            if in_event(e.key) || set_by_env(e.key) || e.value.is_empty() {
+                continue;
+            }
+            out(e.key.as_bytes(), &e.value);
+        }
+        for (k, v) in m.exported() {
+            if !in_event(k) {
+                out(k.as_bytes(), v);
             }
         }
     }
 
-    /// The `ENV{}` assignments collected, as (key, value), for dry runs and
-    /// the handler's event; private ones (`ENV{.NAME}`) are left out.
+    /// What the rules added to the event, as (key, value), for dry runs and
+    /// the handler's event: `ENV{}` assignments and imported properties
+    /// (private ones, `ENV{.NAME}`, and removed ones left out), then
+    /// `DEVLINKS`, `TAGS` and `CURRENT_TAGS`. An `ENV{KEY}=""` of a key
+    /// the kernel sent cannot take it out of the raw event: it is only
+    /// left out of the additions.
     pub fn env_assignments<'a>(
         &'a self,
         m: &'a Matched,
-    ) -> impl Iterator<Item = (&'a str, &'a [u8])> {
-        m.env
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        // a key both set and imported: only the later one
+        let set = m
+            .env
             .iter()
             .filter_map(move |e| match &self.actions[e.action] {
-                Action::SetEnv { key, .. } if !subst::is_private(key) => {
+                Action::SetEnv { key, .. }
+                    if !subst::is_private(key)
+                        && !e.value.is_empty()
+                        && !m
+                            .imported
+                            .iter()
+                            .any(|i| i.key == key.as_ref() && i.seq > e.seq) =>
+                {
                     Some((key.as_ref(), &e.value[..]))
                 }
                 _ => None,
+            });
+        let imported = m
+            .imported
+            .iter()
+            .filter(move |i| {
+                !i.value.is_empty()
+                    && !m.env.iter().any(|e| {
+                        e.seq > i.seq
+                            && matches!(&self.actions[e.action],
+                                Action::SetEnv { key, .. } if key.as_ref() == i.key)
+                    })
             })
+            .map(|e| (e.key, &e.value[..]));
+        let exported = m.exported().map(|(k, v)| -> (&'a str, &'a [u8]) { (k, v) });
+        set.chain(imported).chain(exported)
     }
 }
 
@@ -814,17 +1253,40 @@ impl fmt::Display for RuleLocation<'_> {
     }
 }
 
-/// An `ENV{key}` value: the last assignment by a matching rule, else the
-/// event's field, else empty.
+/// An `ENV{key}` value: the latest of what a matching rule assigned and
+/// what `IMPORT{builtin}` set, else the event's field, else empty (an
+/// `ENV{key}=""` removes it: empty).
 pub(crate) fn env_value<'a>(rs: &RuleSet, ev: &Uevent<'a>, m: &'a Matched, key: &str) -> &'a [u8] {
-    for e in m.env.iter().rev() {
-        if let Action::SetEnv { key: k, .. } = &rs.actions[e.action] {
-            if k.as_ref() == key {
-                return &e.value;
-            }
-        }
+    let set = m.env.iter().find(|e| match &rs.actions[e.action] {
+        Action::SetEnv { key: k, .. } => k.as_ref() == key,
+        _ => false,
+    });
+    let imported = m.imported.iter().find(|e| e.key == key);
+    match (set, imported) {
+        (Some(s), Some(i)) if i.seq > s.seq => &i.value,
+        (Some(s), _) => &s.value,
+        (None, Some(i)) => &i.value,
+        (None, None) => ev.get(key).unwrap_or(b""),
     }
-    ev.get(key).unwrap_or(b"")
+}
+
+/// A non-private property the rules set or imported (the later of the
+/// two), if any: `Some(b"")` when `ENV{key}=""` removed it.
+fn property<'a>(rs: &RuleSet, m: &'a Matched, key: &str) -> Option<&'a [u8]> {
+    if subst::is_private(key) {
+        return None;
+    }
+    let set = m.env.iter().find(|e| match &rs.actions[e.action] {
+        Action::SetEnv { key: k, .. } => k.as_ref() == key,
+        _ => false,
+    });
+    let imported = m.imported.iter().find(|e| e.key == key);
+    match (set, imported) {
+        (Some(s), Some(i)) if i.seq > s.seq => Some(&i.value),
+        (Some(s), _) => Some(&s.value),
+        (None, Some(i)) => Some(&i.value),
+        (None, None) => None,
+    }
 }
 
 /// What substitution reads.
@@ -838,41 +1300,51 @@ struct Expand<'a, 'e> {
 
 impl Expand<'_, '_> {
     /// Expands `t` into `out`; false if the result was cut at the capacity.
-    fn expand(&self, t: &Template, out: &mut Value) -> bool {
+    /// `ws`: whitespace in substituted values becomes `_` (udev, for
+    /// `SYMLINK` unless `string_escape=none`).
+    fn expand(&self, t: &Template, out: &mut Value, ws: bool) -> bool {
         out.clear();
         let mut ok = true;
-        let mut put = |out: &mut Value, b: &[u8]| {
+        let mut put = |out: &mut Value, b: &[u8], sub: bool| {
             let room = out.capacity() - out.len();
             let n = b.len().min(room);
+            let start = out.len();
             let _ = out.extend_from_slice(&b[..n]);
+            if sub && ws {
+                for c in &mut out[start..] {
+                    if c.is_ascii_whitespace() {
+                        *c = b'_';
+                    }
+                }
+            }
             ok &= n == b.len();
         };
         for p in &t.0 {
             match p {
-                Piece::Lit(l) => put(out, l),
-                Piece::Kernel => put(out, self.ev.kernel_name().as_bytes()),
-                Piece::Number => put(out, kernel_number(self.ev.kernel_name()).as_bytes()),
-                Piece::Devpath => put(out, self.ev.devpath().as_bytes()),
+                Piece::Lit(l) => put(out, l, false),
+                Piece::Kernel => put(out, sysname(self.ev.kernel_name(), &mut [0; 256]), true),
+                Piece::Number => put(out, kernel_number(self.ev.kernel_name()).as_bytes(), true),
+                Piece::Devpath => put(out, self.ev.devpath().as_bytes(), true),
                 Piece::Devnode => {
                     if let Some(n) = self.ev.get("DEVNAME") {
                         if !n.starts_with(b"/") {
-                            put(out, b"/dev/");
+                            put(out, b"/dev/", true);
                         }
-                        put(out, n);
+                        put(out, n, true);
                     }
                 }
-                Piece::Env(k) => put(out, env_value(self.rs, self.ev, self.m, k)),
+                Piece::Env(k) => put(out, env_value(self.rs, self.ev, self.m, k), true),
                 Piece::Attr(name) => {
                     let mut buf = [0u8; MAX_ATTR_LEN];
                     let dev = self.ev.devpath();
                     if let Some(v) = self.sysfs.attr(dev, name, &mut buf) {
-                        put(out, trim_end_ws(v));
+                        put(out, trim_end_ws(v), true);
                     } else if let Some(v) = self
                         .parent
                         // udev: fall back to the parent a walking term selected
                         .and_then(|pl| self.sysfs.attr(&dev[..pl], name, &mut buf))
                     {
-                        put(out, trim_end_ws(v));
+                        put(out, trim_end_ws(v), true);
                     }
                 }
             }
@@ -898,6 +1370,8 @@ impl MatchKey {
             MatchKey::Kernels => "KERNELS".into(),
             MatchKey::Subsystems => "SUBSYSTEMS".into(),
             MatchKey::Drivers => "DRIVERS".into(),
+            MatchKey::Tag => "TAG".into(),
+            MatchKey::Symlink => "SYMLINK".into(),
         }
     }
 }
@@ -949,6 +1423,32 @@ fn render_template(t: &Template, out: &mut String, short: bool) {
     }
 }
 
+/// A value in double quotes as a rule file needs it: plain, or (if it
+/// holds a `"`, a `\` or a control character) udev's `e"..."` with C
+/// escapes, so that parsing it gives the value back.
+pub fn quote(v: &str) -> String {
+    if !v.contains(['"', '\\']) && !v.chars().any(char::is_control) {
+        return format!("\"{v}\"");
+    }
+    let mut out = String::from("e\"");
+    for c in v.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0b' => out.push_str("\\v"),
+            '\x0c' => out.push_str("\\f"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// RUN words: a word with a space or tab, or an empty word, in `'...'`.
 fn render_words(words: &[Template], out: &mut String, short: bool) {
     for (i, w) in words.iter().enumerate() {
@@ -981,10 +1481,16 @@ impl RuleSet {
             for m in &self.matches[r.matches.clone()] {
                 let op = if m.negate { "!=" } else { "==" };
                 terms.push(format!(
-                    "{}{op}\"{}\"",
+                    "{}{op}{}",
                     m.key.name(),
-                    String::from_utf8_lossy(&m.pattern)
+                    quote(&String::from_utf8_lossy(&m.pattern))
                 ));
+            }
+            for b in &r.imports {
+                terms.push(format!("IMPORT{{builtin}}=\"{b}\""));
+            }
+            if let Some(t) = &r.import_fails {
+                terms.push(t.to_string());
             }
             for a in &self.actions[r.actions.clone()] {
                 let value = |short: bool| {
@@ -998,9 +1504,21 @@ impl RuleSet {
                                 render_words(args, &mut v, short);
                             }
                         }
-                        Action::SetEnv { value, .. } | Action::WriteAttr { value, .. } => {
-                            render_template(value, &mut v, short)
-                        }
+                        Action::SetEnv { value, .. }
+                        | Action::WriteAttr { value, .. }
+                        | Action::Symlink { value, .. } => render_template(value, &mut v, short),
+                        Action::Node {
+                            key: NodeKey::Mode,
+                            value,
+                            ..
+                        } => v.push_str(&format!("{value:04o}")),
+                        Action::Node { value, .. } => v.push_str(&value.to_string()),
+                        Action::Tag { name, .. } => v.push_str(name),
+                        Action::LinkPriority(p) => v.push_str(&format!("link_priority={p}")),
+                        Action::StringEscape(e) => v.push_str(match e {
+                            Escape::None => "string_escape=none",
+                            _ => "string_escape=replace",
+                        }),
                     }
                     v
                 };
@@ -1009,14 +1527,27 @@ impl RuleSet {
                     v = value(true);
                 }
                 let mut s = match a {
-                    Action::Run(c) if c.service => "RUN{service}+=\"".to_string(),
-                    Action::Run(_) => "RUN+=\"".to_string(),
-                    Action::Builtin { .. } => "RUN{builtin}+=\"".to_string(),
-                    Action::SetEnv { key, .. } => format!("ENV{{{key}}}=\""),
-                    Action::WriteAttr { name, .. } => format!("ATTR{{{name}}}=\""),
+                    Action::Run(c) if c.service => "RUN{service}+=".to_string(),
+                    Action::Run(_) => "RUN+=".to_string(),
+                    Action::Builtin { .. } => "RUN{builtin}+=".to_string(),
+                    Action::SetEnv { key, append, .. } => {
+                        format!("ENV{{{key}}}{}=", if *append { "+" } else { "" })
+                    }
+                    Action::WriteAttr { name, .. } => format!("ATTR{{{name}}}="),
+                    Action::Node { key, fixed, .. } => format!(
+                        "{}{}",
+                        match key {
+                            NodeKey::Owner => "OWNER",
+                            NodeKey::Group => "GROUP",
+                            NodeKey::Mode => "MODE",
+                        },
+                        if *fixed { ":=" } else { "=" }
+                    ),
+                    Action::Symlink { op, .. } => format!("SYMLINK{}", op.as_str()),
+                    Action::Tag { op, .. } => format!("TAG{}", op.as_str()),
+                    Action::LinkPriority(_) | Action::StringEscape(_) => "OPTIONS+=".into(),
                 };
-                s.push_str(&v);
-                s.push('"');
+                s.push_str(&quote(&v));
                 terms.push(s);
             }
             if r.last_rule {

@@ -1,20 +1,26 @@
 //! Rule files → [`RuleSet`], or every mistake as a [`Diagnostic`].
 //!
-//! The language (a udev subset; the README documents it in full):
-//! one rule per logical line (a trailing `\` continues it), `KEY OP "value"`
-//! terms separated by commas, `#` starts a comment line. Match keys take
-//! `==`/`!=` and a glob; assignments take `=` or `+=`. All errors of a file
-//! are reported at once, each as `file:line:column: message` with the line
-//! and a caret.
+//! The language is udev's, read as udev 252 reads it (the README and
+//! `docs/udev-rules-compat.md` document it in full): one rule per logical
+//! line (a trailing `\` continues it; a `#` line is a comment wherever it
+//! is), `KEY{attr} OP "value"` terms separated by whitespace or commas,
+//! `\"` and `e"..."` escapes in values. Each diagnostic is `file:line:column:
+//! message` with the line and a caret, in three classes: a line udev would
+//! skip is skipped and the rest loads ([`RuleSet::errors`]); a construct
+//! hotplugd cannot do as udev would refuses the set (`Err`); what udev
+//! accepts with a note is a warning ([`RuleSet::warnings`]).
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use super::glob::{self, GlobError};
 use super::subst::{self, Template};
-use super::{Action, Command, Diagnostic, Match, MatchKey, Rule, RuleSet, ACTIONS};
+use super::{
+    Action, AssignOp, Command, Diagnostic, Escape, Match, MatchKey, NodeKey, Rule, RuleSet, ACTIONS,
+};
 use crate::limits::{
-    MAX_ACTIONS_PER_RULE, MAX_ARGS, MAX_MATCHES_PER_RULE, MAX_RULES, MAX_RULES_FILE, MAX_VALUE_LEN,
+    MAX_ACTIONS_PER_RULE, MAX_ARGS, MAX_MATCHES_PER_RULE, MAX_RULES, MAX_RULES_FILE, MAX_TAG_LEN,
+    MAX_VALUE_LEN,
 };
 use crate::usb;
 
@@ -38,9 +44,15 @@ ACTION=="add|remove", SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", RUN{builtin}
 /// Name used in diagnostics for [`DEFAULT_RULES`].
 pub const DEFAULT_RULES_NAME: &str = "<default rules>";
 
-/// Reads `paths` (rule files, or directories whose `*.rules` files load in
-/// lexical order) and compiles them. `builtins` are the names `RUN{builtin}`
-/// may use. On any error nothing is returned but the diagnostics.
+/// Reads `paths` (rule files, or directories of `*.rules` files) and
+/// compiles them. As udev lays rule directories out: the files of all
+/// paths load in one order, sorted by file name (not by directory); a file
+/// whose name an earlier path also has replaces it (`--rules
+/// /lib/udev/rules.d --rules /etc/udev/rules.d`: `/etc` wins), and a
+/// replacing symlink to `/dev/null` masks the name. `builtins` are the
+/// names `RUN{builtin}` may use. On an error reading a file, or a construct
+/// hotplugd refuses, nothing is returned but the diagnostics; lines udev
+/// would skip are skipped ([`RuleSet::errors`]).
 /// With `as_root` (the daemon's effective uid is 0: `sys::is_root`), each
 /// file is also checked for trust on the descriptor it is read from (see
 /// [`check_trust`], which reports what was found).
@@ -52,16 +64,9 @@ pub fn load(
     let mut sources = Vec::new();
     let mut errors = Vec::new();
     let mut trust = as_root.then(Trust::default);
-    for path in paths {
-        match rule_files(path) {
-            Ok(files) => {
-                for f in files {
-                    match read_source(&f, trust.as_mut()) {
-                        Ok(s) => sources.push(s),
-                        Err(d) => errors.push(d),
-                    }
-                }
-            }
+    for f in merged_rule_files(paths, &mut errors) {
+        match read_source(&f, trust.as_mut()) {
+            Ok(s) => sources.push(s),
             Err(d) => errors.push(d),
         }
     }
@@ -77,6 +82,39 @@ pub fn load(
     w.sort_by_key(order);
     rs.warnings = w;
     Ok(rs)
+}
+
+/// The rule files of `paths` in load order: by file name, a later path's
+/// file replacing an earlier one of the same name, masked names (a
+/// symlink to `/dev/null`) left out.
+fn merged_rule_files(paths: &[PathBuf], errors: &mut Vec<Diagnostic>) -> Vec<PathBuf> {
+    let mut chosen: Vec<(std::ffi::OsString, PathBuf)> = Vec::new();
+    for path in paths {
+        match rule_files(path) {
+            Ok(files) => {
+                for f in files {
+                    let name = f.file_name().unwrap_or_default().to_os_string();
+                    match chosen.iter_mut().find(|(n, _)| *n == name) {
+                        Some(e) => e.1 = f,
+                        None => chosen.push((name, f)),
+                    }
+                }
+            }
+            Err(d) => errors.push(d),
+        }
+    }
+    chosen.sort_by(|a, b| a.0.cmp(&b.0));
+    chosen
+        .into_iter()
+        .map(|(_, f)| f)
+        .filter(|f| !masked(f))
+        .collect()
+}
+
+/// A symlink to `/dev/null`: udev's way to mask a rule file of that name.
+fn masked(f: &Path) -> bool {
+    std::fs::symlink_metadata(f).is_ok_and(|m| m.file_type().is_symlink())
+        && std::fs::canonicalize(f).is_ok_and(|r| r == Path::new("/dev/null"))
 }
 
 fn file_error(path: &Path, message: String) -> Diagnostic {
@@ -111,7 +149,7 @@ fn rule_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
     for entry in rd {
         let entry = entry.map_err(|e| file_error(path, format!("cannot read directory: {e}")))?;
         let p = entry.path();
-        if p.extension().is_some_and(|e| e == "rules") && p.is_file() {
+        if p.extension().is_some_and(|e| e == "rules") && (p.is_file() || masked(&p)) {
             files.push(p);
         }
     }
@@ -510,21 +548,48 @@ struct Term<'a> {
     attr_at: usize,
     op: &'a str,
     op_at: usize,
-    value: &'a str,
+    /// The value with udev's escapes undone (`\"` is `"`; in `e"..."`
+    /// C escapes too).
+    value: String,
     value_at: usize,
 }
 
-fn lex(text: &str) -> Result<Vec<Term<'_>>, (usize, String)> {
+/// A logical line's terms, and what was lenient about them: udev separates
+/// terms by whitespace and commas alike, so a missing or doubled comma is
+/// only a warning (offset, message).
+struct Lexed<'a> {
+    terms: Vec<Term<'a>>,
+    notes: Vec<(usize, String)>,
+}
+
+fn lex(text: &str) -> Result<Lexed<'_>, (usize, String)> {
     let b = text.as_bytes();
     let mut i = 0;
-    let mut terms = Vec::new();
+    let mut terms: Vec<Term<'_>> = Vec::new();
+    let mut notes = Vec::new();
     let skip_ws = |i: &mut usize| {
         while *i < b.len() && b[*i].is_ascii_whitespace() {
             *i += 1;
         }
     };
     loop {
-        skip_ws(&mut i);
+        // separators: whitespace and commas, as udev reads them
+        let sep_at = i;
+        let mut commas = 0;
+        while i < b.len() && (b[i].is_ascii_whitespace() || b[i] == b',') {
+            commas += usize::from(b[i] == b',');
+            i += 1;
+        }
+        if i >= b.len() {
+            return Ok(Lexed { terms, notes }); // a trailing comma is harmless
+        }
+        if !terms.is_empty() && commas != 1 {
+            let what = if commas == 0 { "missing" } else { "doubled" };
+            notes.push((
+                sep_at,
+                format!("{what} ',' between terms (udev reads whitespace and commas alike; write one ',')"),
+            ));
+        }
         let key_at = i;
         while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
             i += 1;
@@ -554,6 +619,11 @@ fn lex(text: &str) -> Result<Vec<Term<'_>>, (usize, String)> {
             ))?;
         i += op.len();
         skip_ws(&mut i);
+        // udev: e"..." takes C escapes
+        let c_escapes = b.get(i) == Some(&b'e') && b.get(i + 1) == Some(&b'"');
+        if c_escapes {
+            i += 1;
+        }
         if b.get(i) != Some(&b'"') {
             return Err((
                 i,
@@ -561,11 +631,45 @@ fn lex(text: &str) -> Result<Vec<Term<'_>>, (usize, String)> {
             ));
         }
         let value_at = i + 1;
-        let close = text[value_at..]
-            .find('"')
-            .ok_or((i, "unclosed quote: the value has no closing '\"'".into()))?;
-        let value = &text[value_at..value_at + close];
-        i = value_at + close + 1;
+        let mut value = String::new();
+        let mut j = value_at;
+        loop {
+            let Some(c) = text[j..].chars().next() else {
+                return Err((i, "unclosed quote: the value has no closing '\"'".into()));
+            };
+            if c == '"' {
+                break;
+            }
+            if c == '\\' && j + 1 < b.len() {
+                let n = b[j + 1];
+                let esc = if n == b'"' {
+                    Some('"')
+                } else if c_escapes {
+                    match n {
+                        b'\\' => Some('\\'),
+                        b'n' => Some('\n'),
+                        b't' => Some('\t'),
+                        b'r' => Some('\r'),
+                        b'a' => Some('\x07'),
+                        b'b' => Some('\x08'),
+                        b'f' => Some('\x0c'),
+                        b'v' => Some('\x0b'),
+                        b'\'' => Some('\''),
+                        _ => None,
+                    }
+                } else {
+                    None
+                };
+                if let Some(e) = esc {
+                    value.push(e);
+                    j += 2;
+                    continue;
+                }
+            }
+            value.push(c);
+            j += c.len_utf8();
+        }
+        i = j + 1;
         terms.push(Term {
             key,
             key_at,
@@ -576,25 +680,57 @@ fn lex(text: &str) -> Result<Vec<Term<'_>>, (usize, String)> {
             value,
             value_at,
         });
-        skip_ws(&mut i);
-        if i >= b.len() {
-            return Ok(terms);
-        }
-        if b[i] != b',' {
-            return Err((i, "expected ',' between terms".into()));
-        }
-        i += 1;
-        skip_ws(&mut i);
-        if i >= b.len() {
-            return Ok(terms); // a trailing comma is harmless
-        }
     }
 }
 
 /// Compiles sources (already read) into a rule set.
+///
+/// As udev 252 reads rules (docs/udev-rules-compat.md):
+/// - a line udev would skip (a bad term, an unknown key, a wrong operator,
+///   an unknown user or group, ...) is skipped with an error and the rest
+///   loads: the error is in [`RuleSet::errors`];
+/// - a construct hotplugd cannot do as udev would (`PROGRAM`, `TEST`,
+///   `NAME`, ...) refuses the whole set: `Err` with every error, so `run`
+///   never runs with fewer rules than udev would have;
+/// - what udev accepts with a note (coerced operators, patterns that can
+///   never match, options without meaning here) is a warning.
 pub fn compile(sources: &[Source], builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
+    compile_with(sources, builtins, &SystemNames)
+}
+
+/// Resolves `OWNER`/`GROUP` names (once, at load).
+pub trait Names {
+    /// The uid of user `name`; `Ok(None)` if there is none.
+    fn user(&self, name: &str) -> Result<Option<u32>, String>;
+    /// The gid of group `name`; `Ok(None)` if there is none.
+    fn group(&self, name: &str) -> Result<Option<u32>, String>;
+}
+
+/// The system's user and group databases (`getpwnam`, `getgrnam`).
+pub struct SystemNames;
+
+impl Names for SystemNames {
+    fn user(&self, name: &str) -> Result<Option<u32>, String> {
+        crate::sys::user_by_name(name).map(|u| u.map(|(uid, _)| uid))
+    }
+    fn group(&self, name: &str) -> Result<Option<u32>, String> {
+        crate::sys::group_by_name(name)
+    }
+}
+
+/// [`compile`] with `names` resolving `OWNER` and `GROUP`.
+pub fn compile_with(
+    sources: &[Source],
+    builtins: &[&str],
+    names: &dyn Names,
+) -> Result<RuleSet, Vec<Diagnostic>> {
     let mut rs = RuleSet::default();
-    let mut errors = Vec::new();
+    let mut refused = Vec::new();
+    let mut skipped = Vec::new();
+    let skip = |mut d: Diagnostic| {
+        d.message.push_str(" (line skipped, as udev skips it)");
+        d
+    };
     for (fi, src) in sources.iter().enumerate() {
         rs.files.push(src.name.clone());
         let file_first_rule = rs.rules.len();
@@ -602,53 +738,87 @@ pub fn compile(sources: &[Source], builtins: &[&str]) -> Result<RuleSet, Vec<Dia
         let mut labels: Vec<(String, usize)> = Vec::new();
         let mut gotos: Vec<(usize, String, Diagnostic)> = Vec::new();
         for l in logical_lines(&src.text) {
-            let terms = match lex(&l.text) {
+            let lexed = match lex(&l.text) {
                 Ok(t) => t,
                 Err((at, msg)) => {
-                    errors.push(l.diag(&src.name, at, msg));
+                    skipped.push(skip(l.diag(&src.name, at, msg)));
                     continue;
                 }
             };
+            let terms = lexed.terms;
             let mut b = RuleBuilder {
                 src,
                 l: &l,
                 builtins,
+                names,
                 errors: Vec::new(),
+                refused: Vec::new(),
+                ignored: Vec::new(),
+                warnings: Vec::new(),
                 matches: Vec::new(),
                 actions: Vec::new(),
+                imports: Vec::new(),
+                import_fails: None,
                 goto: None,
                 last_rule: false,
                 label: None,
             };
+            for (at, msg) in lexed.notes {
+                b.warn(at, msg);
+            }
             for t in &terms {
                 b.term(t);
             }
             if b.matches.len() > MAX_MATCHES_PER_RULE {
-                let e = b.err(terms[0].key_at, format!("more than {MAX_MATCHES_PER_RULE} match terms in one rule (MAX_MATCHES_PER_RULE)"));
-                b.errors.push(e);
+                b.refuse(terms[0].key_at, format!("more than {MAX_MATCHES_PER_RULE} match terms in one rule (MAX_MATCHES_PER_RULE)"));
             }
             if b.actions.len() > MAX_ACTIONS_PER_RULE {
-                let e = b.err(terms[0].key_at, format!("more than {MAX_ACTIONS_PER_RULE} assignments in one rule (MAX_ACTIONS_PER_RULE)"));
-                b.errors.push(e);
+                b.refuse(terms[0].key_at, format!("more than {MAX_ACTIONS_PER_RULE} assignments in one rule (MAX_ACTIONS_PER_RULE)"));
             }
-            let warn_noop =
-                b.actions.is_empty() && b.goto.is_none() && !b.last_rule && b.label.is_none();
+            let warn_noop = b.ignored.is_empty()
+                && b.actions.is_empty()
+                && b.goto.is_none()
+                && !b.last_rule
+                && b.label.is_none()
+                && b.imports.is_empty();
             let RuleBuilder {
-                errors: mut errs,
+                errors: errs,
+                refused: mut refs,
+                ignored,
+                warnings,
                 mut matches,
                 actions,
+                imports,
+                import_fails,
                 goto,
                 last_rule,
                 label,
                 ..
             } = b;
+            if !refs.is_empty() {
+                refused.append(&mut refs);
+                continue;
+            }
             if !errs.is_empty() {
-                errors.append(&mut errs);
+                skipped.extend(errs.into_iter().map(skip));
+                continue;
+            }
+            rs.warnings.extend(warnings);
+            skipped.extend(ignored);
+            if matches.is_empty()
+                && actions.is_empty()
+                && imports.is_empty()
+                && import_fails.is_none()
+                && goto.is_none()
+                && label.is_none()
+                && !last_rule
+            {
+                // nothing left to do (only ignored terms); warned above
                 continue;
             }
             let idx = rs.rules.len();
             if idx >= MAX_RULES {
-                errors.push(l.diag(
+                refused.push(l.diag(
                     &src.name,
                     0,
                     format!("more than {MAX_RULES} rules in all (MAX_RULES)"),
@@ -659,20 +829,24 @@ pub fn compile(sources: &[Source], builtins: &[&str]) -> Result<RuleSet, Vec<Dia
                 let mut w = l.diag(
                     &src.name,
                     0,
-                    "rule has no assignment (RUN, ENV, ATTR, GOTO or OPTIONS): it does nothing"
+                    "rule has no assignment (RUN, ENV, ATTR, OWNER, GROUP, MODE, SYMLINK, TAG, IMPORT, GOTO or OPTIONS): it does nothing"
                         .into(),
                 );
                 w.warning = true;
                 rs.warnings.push(w);
             }
             if let Some(name) = &label {
-                if labels.iter().any(|(n, _)| n == name) {
-                    errors.push(l.diag(
+                if let Some((_, first)) = labels.iter().find(|(n, _)| n == name) {
+                    let mut w = l.diag(
                         &src.name,
                         0,
-                        format!("LABEL \"{name}\" is defined twice in this file"),
-                    ));
-                    continue;
+                        format!(
+                            "LABEL \"{name}\" is also on line {}: a GOTO goes to the first one after it",
+                            rs.rules[*first].line
+                        ),
+                    );
+                    w.warning = true;
+                    rs.warnings.push(w);
                 }
                 labels.push((name.clone(), idx));
             }
@@ -701,51 +875,63 @@ pub fn compile(sources: &[Source], builtins: &[&str]) -> Result<RuleSet, Vec<Dia
             rs.matches.extend(matches);
             let a0 = rs.actions.len();
             rs.actions.extend(actions);
+            let only_label = m0 == rs.matches.len()
+                && a0 == rs.actions.len()
+                && !last_rule
+                && !goto_set
+                && imports.is_empty()
+                && import_fails.is_none();
             rs.rules.push(Rule {
                 file: fi,
                 line: l.first_line(),
                 matches: m0..rs.matches.len(),
                 actions: a0..rs.actions.len(),
+                imports,
+                import_fails,
                 goto: None,
                 goto_name: None,
                 last_rule,
                 action_mask,
                 // udev: LABEL may share a line; a GOTO lands on that line and
                 // evaluates it. Only a line of LABEL alone never matches.
-                label: label.is_some()
-                    && m0 == rs.matches.len()
-                    && a0 == rs.actions.len()
-                    && !last_rule
-                    && !goto_set,
+                label: label.is_some() && only_label,
                 label_name: label.map(Into::into),
             });
         }
         for (idx, target, d) in gotos {
-            // GOTO jumps forward only, to a label in the same file
-            match labels.iter().find(|(n, _)| *n == target) {
-                Some((_, li)) if *li > idx => {
+            // GOTO jumps forward only, to the first such label after it in
+            // the same file; without one, udev drops the GOTO and keeps the rule
+            match labels.iter().find(|(n, li)| *n == target && *li > idx) {
+                Some((_, li)) => {
                     rs.rules[idx].goto = Some(*li);
                     rs.rules[idx].goto_name = Some(target.into());
                 }
-                Some((_, li)) => {
+                None => {
                     let mut d = d;
-                    d.message = format!(
-                        "LABEL=\"{target}\" is before this GOTO (line {}): GOTO only jumps forward, so rules cannot loop",
-                        rs.rules[*li].line
-                    );
-                    errors.push(d);
+                    if let Some((_, li)) = labels.iter().find(|(n, _)| *n == target) {
+                        d.message = format!(
+                            "LABEL=\"{target}\" is before this GOTO (line {}): GOTO only jumps forward, so rules cannot loop",
+                            rs.rules[*li].line
+                        );
+                    }
+                    d.message
+                        .push_str(" (the GOTO is ignored, as udev ignores it; the rule loads)");
+                    skipped.push(d);
                 }
-                None => errors.push(d),
             }
         }
         debug_assert!(rs.rules[file_first_rule..].iter().all(|r| r.file == fi));
     }
-    if errors.is_empty() {
+    let order = |d: &Diagnostic| (sources.iter().position(|s| s.name == d.file), d.line, d.col);
+    if refused.is_empty() {
+        skipped.sort_by_key(order);
+        rs.errors = skipped;
         Ok(rs)
     } else {
         // files in the order given; within a file, by position
-        errors.sort_by_key(|d| (sources.iter().position(|s| s.name == d.file), d.line, d.col));
-        Err(errors)
+        refused.append(&mut skipped);
+        refused.sort_by_key(order);
+        Err(refused)
     }
 }
 
@@ -753,13 +939,38 @@ struct RuleBuilder<'a> {
     src: &'a Source,
     l: &'a Logical,
     builtins: &'a [&'a str],
+    names: &'a dyn Names,
+    /// Lines udev skips (the rest of the file loads).
     errors: Vec<Diagnostic>,
+    /// Constructs hotplugd refuses (nothing loads).
+    refused: Vec<Diagnostic>,
+    /// Errors udev reports but loads the line past (a term ignored).
+    ignored: Vec<Diagnostic>,
+    warnings: Vec<Diagnostic>,
     matches: Vec<Match>,
     actions: Vec<Action>,
+    imports: Vec<Box<str>>,
+    import_fails: Option<Box<str>>,
     goto: Option<(String, usize)>,
     last_rule: bool,
     label: Option<String>,
 }
+
+/// The builtins udev 252 has (`udevadm test-builtin --help`).
+const UDEV_BUILTINS: [&str; 12] = [
+    "blkid",
+    "btrfs",
+    "hwdb",
+    "input_id",
+    "keyboard",
+    "kmod",
+    "net_id",
+    "net_setup_link",
+    "path_id",
+    "uaccess",
+    "usb_id",
+    "net_driver",
+];
 
 const MATCH_KEYS: [&str; 13] = [
     "ACTION",
@@ -782,14 +993,47 @@ impl RuleBuilder<'_> {
         self.l.diag(&self.src.name, at, msg)
     }
 
+    /// An error udev would skip the line for.
     fn fail(&mut self, at: usize, msg: String) {
         let d = self.err(at, msg);
         self.errors.push(d);
     }
 
+    /// A construct hotplugd cannot do as udev would: nothing loads.
+    fn refuse(&mut self, at: usize, msg: String) {
+        let d = self.err(at, msg);
+        self.refused.push(d);
+    }
+
+    /// An error udev reports while loading the line without the term.
+    fn ignore(&mut self, at: usize, msg: String) {
+        let d = self.err(at, msg);
+        self.ignored.push(d);
+    }
+
+    /// Loads, with a note (`check --strict` makes it an error).
+    fn warn(&mut self, at: usize, msg: String) {
+        let mut d = self.err(at, msg);
+        d.warning = true;
+        self.warnings.push(d);
+    }
+
+    /// udev's coercion of an operator it accepts with a note.
+    fn coerce(&mut self, t: &Term<'_>, to: &str) {
+        let key = match t.attr {
+            Some(a) => format!("{}{{{a}}}", t.key),
+            None => t.key.to_string(),
+        };
+        let op = t.op;
+        self.warn(
+            t.op_at,
+            format!("{key} {op} is taken as {key} {to} (as udev does); write {to}"),
+        );
+    }
+
     fn term(&mut self, t: &Term<'_>) {
         if t.value.len() > MAX_VALUE_LEN {
-            return self.fail(
+            return self.refuse(
                 t.value_at,
                 format!(
                     "value is {} bytes; the limit is {MAX_VALUE_LEN} (MAX_VALUE_LEN)",
@@ -827,29 +1071,7 @@ impl RuleBuilder<'_> {
             return self.add_match(mk, t);
         }
         match key {
-            "ENV" => {
-                let Some(name) = self.attr_name(t, subst::valid_env_name, "a variable name (letters, digits, _)") else {
-                    return;
-                };
-                if is_match {
-                    self.add_match(MatchKey::Env(name.into()), t)
-                } else if t.op == "=" {
-                    if matches!(name, "ACTION" | "DEVPATH" | "SUBSYSTEM" | "SEQNUM") {
-                        return self.fail(
-                            t.attr_at,
-                            format!("ENV{{{name}}} cannot be assigned: it identifies the event itself"),
-                        );
-                    }
-                    if let Some(value) = self.template(t.value, t.value_at) {
-                        self.actions.push(Action::SetEnv {
-                            key: name.into(),
-                            value,
-                        });
-                    }
-                } else {
-                    self.fail(t.op_at, format!("ENV{{}} takes ==, != or =, not {}", t.op))
-                }
-            }
+            "ENV" => self.env(t, is_match),
             "ATTR" | "ATTRS" => {
                 let Some(name) = self.attr_name(t, subst::valid_attr_name, "an attribute name (a relative path below the device, no '..')") else {
                     return;
@@ -860,18 +1082,21 @@ impl RuleBuilder<'_> {
                     } else {
                         MatchKey::Attrs(name.into())
                     };
-                    self.add_match(mk, t)
-                } else if key == "ATTR" && t.op == "=" {
-                    if let Some(value) = self.template(t.value, t.value_at) {
-                        self.actions.push(Action::WriteAttr {
-                            name: name.into(),
-                            value,
-                        });
-                    }
-                } else if key == "ATTRS" {
-                    self.fail(t.op_at, "ATTRS is a match key: use == or != (to write an attribute, ATTR{file}=\"value\")".into())
-                } else {
-                    self.fail(t.op_at, format!("ATTR{{}} takes ==, != or =, not {}", t.op))
+                    return self.add_match(mk, t);
+                }
+                if key == "ATTRS" {
+                    return self.fail(t.op_at, "ATTRS is a match key: use == or != (to write an attribute, ATTR{file}=\"value\")".into());
+                }
+                match t.op {
+                    "=" => {}
+                    "+=" | ":=" => self.coerce(t, "="),
+                    _ => return self.fail(t.op_at, format!("ATTR{{}} takes ==, != or =, not {}", t.op)),
+                }
+                if let Some(value) = self.template(&t.value, t.value_at) {
+                    self.actions.push(Action::WriteAttr {
+                        name: name.into(),
+                        value,
+                    });
                 }
             }
             "USB" => {
@@ -885,32 +1110,17 @@ impl RuleBuilder<'_> {
                 self.add_match(MatchKey::Usb(field), t)
             }
             "RUN" => self.run(t),
-            "OPTIONS" => {
-                if t.attr.is_some() || !(t.op == "+=" || t.op == "=") {
-                    return self.fail(t.op_at, "OPTIONS takes += (OPTIONS+=\"last_rule\")".into());
-                }
-                if t.value.split(',').all(|o| o.trim().is_empty()) {
-                    // a rule of only OPTIONS+="" would do nothing and say nothing
-                    return self.fail(
-                        t.value_at,
-                        "OPTIONS needs an option (only last_rule is supported)".into(),
-                    );
-                }
-                for opt in t.value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-                    if opt == "last_rule" {
-                        self.last_rule = true;
-                    } else {
-                        let at = t.value_at + t.value.find(opt).unwrap_or(0);
-                        self.fail(at, format!("OPTIONS \"{opt}\" is not supported (only last_rule)"));
-                    }
-                }
-            }
+            "OPTIONS" => self.options(t),
             "GOTO" => {
                 if t.op != "=" || t.attr.is_some() {
                     return self.fail(t.op_at, "GOTO takes = (GOTO=\"label\")".into());
                 }
                 if t.value.is_empty() {
                     return self.fail(t.value_at, "GOTO needs a label name".into());
+                }
+                if let Some((first, _)) = &self.goto {
+                    let msg = format!("a second GOTO on this line is ignored (as udev does): the first, GOTO=\"{first}\", holds");
+                    return self.warn(t.key_at, msg);
                 }
                 self.goto = Some((t.value.to_string(), t.value_at));
             }
@@ -923,31 +1133,31 @@ impl RuleBuilder<'_> {
                 }
                 self.label = Some(t.value.to_string());
             }
-            "OWNER" | "GROUP" | "MODE" => self.fail(
+            "OWNER" | "GROUP" | "MODE" => self.node(t),
+            "SYMLINK" => self.symlink(t),
+            "TAG" => self.tag(t),
+            "IMPORT" => self.import(t),
+            "SECLABEL" => {
+                if t.attr.is_none() || is_match || t.op == "-=" {
+                    return self.fail(t.op_at, "SECLABEL takes {module} and =, += or := (SECLABEL{selinux}=\"label\")".into());
+                }
+                self.warn(t.key_at, "SECLABEL{} is ignored: hotplugd applies no security labels to device nodes".into())
+            }
+            "NAME" => self.refuse(t.key_at, "NAME is not supported: hotplugd does not rename devices or interfaces".into()),
+            "PROGRAM" | "RESULT" => self.refuse(
                 t.key_at,
-                format!("{key} is not supported yet: hotplugd does not manage device nodes yet (planned); devtmpfs creates them; chown/chmod them in a RUN handler for now"),
+                format!("{key} is not supported: rules cannot run programs to decide a match (the daemon would wait on it); decide in the RUN handler"),
             ),
-            "SYMLINK" => self.fail(
-                t.key_at,
-                "SYMLINK is not supported yet (planned, with udev's by-id/by-path names); create the link in a RUN handler for now".into(),
-            ),
-            "IMPORT" => self.fail(
-                t.key_at,
-                "IMPORT is not supported yet: IMPORT{builtin}=\"usb_id\"/\"path_id\" (USB identity properties) is planned; match USB{idVendor}, ENV{PRODUCT} or ATTRS{...} instead".into(),
-            ),
-            "NAME" => self.fail(t.key_at, "NAME is not supported: hotplugd does not rename devices or interfaces".into()),
-            "PROGRAM" | "RESULT" => self.fail(
-                t.key_at,
-                format!("{key} is not supported: rules cannot run programs to decide a match; decide in the RUN handler"),
-            ),
-            "TEST" => self.fail(t.key_at, "TEST is not supported: test for the file in the RUN handler, or match ATTR{...}".into()),
-            "TAG" | "TAGS" | "CURRENT_TAGS" | "SYSCTL" | "SECLABEL" | "CONST" | "WAIT_FOR" | "SYSFS" | "BUS" | "ID" => {
-                self.fail(t.key_at, format!("{key} is a udev key that hotplugd does not support"))
+            "TEST" => self.refuse(t.key_at, "TEST is not supported: test for the file in the RUN handler, or match ATTR{...}".into()),
+            "TAGS" if is_match && t.attr.is_none() => self.add_match(MatchKey::Tag, t),
+            "TAGS" => self.fail(t.op_at, "TAGS is a match key: use == or != (to set a tag: TAG+=)".into()),
+            "SYSCTL" | "CONST" => {
+                self.refuse(t.key_at, format!("{key} is a udev key that hotplugd does not support"))
             }
             _ => {
                 let upper = key.to_ascii_uppercase();
                 let known = MATCH_KEYS.contains(&upper.as_str())
-                    || ["RUN", "OPTIONS", "GOTO", "LABEL"].contains(&upper.as_str());
+                    || ["RUN", "OPTIONS", "GOTO", "LABEL", "OWNER", "GROUP", "MODE", "SYMLINK", "TAG", "IMPORT"].contains(&upper.as_str());
                 let hint = if known && upper != key {
                     format!(": keys are upper case ({upper})")
                 } else {
@@ -955,6 +1165,332 @@ impl RuleBuilder<'_> {
                 };
                 self.fail(t.key_at, format!("unknown key '{key}'{hint}"))
             }
+        }
+    }
+
+    /// `ENV{KEY}`: ==, != match; = sets ("" removes); += appends; := as =.
+    fn env(&mut self, t: &Term<'_>, is_match: bool) {
+        let Some(name) = self.attr_name(
+            t,
+            subst::valid_env_name,
+            "a variable name (letters, digits, _)",
+        ) else {
+            return;
+        };
+        if is_match {
+            return self.add_match(MatchKey::Env(name.into()), t);
+        }
+        let append = match t.op {
+            "=" => false,
+            "+=" => true,
+            ":=" => {
+                self.coerce(t, "=");
+                false
+            }
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!("ENV{{}} takes ==, !=, = or +=, not {}", t.op),
+                )
+            }
+        };
+        if matches!(
+            name,
+            "ACTION"
+                | "DEVLINKS"
+                | "DEVNAME"
+                | "DEVPATH"
+                | "DEVTYPE"
+                | "DRIVER"
+                | "IFINDEX"
+                | "MAJOR"
+                | "MINOR"
+                | "SEQNUM"
+                | "SUBSYSTEM"
+                | "TAGS"
+        ) {
+            return self.fail(
+                t.attr_at,
+                format!("ENV{{{name}}} cannot be assigned: it identifies the event or its device (udev refuses it too)"),
+            );
+        }
+        if let Some(value) = self.template(&t.value, t.value_at) {
+            self.actions.push(Action::SetEnv {
+                key: name.into(),
+                value,
+                append,
+            });
+        }
+    }
+
+    /// `OWNER`, `GROUP`, `MODE`: = or := (final); += taken as =.
+    fn node(&mut self, t: &Term<'_>) {
+        let key = t.key;
+        if t.attr.is_some() {
+            return self.fail(t.attr_at - 1, format!("{key} takes no {{...}}"));
+        }
+        let fixed = match t.op {
+            "=" => false,
+            ":=" => true,
+            "+=" => {
+                self.coerce(t, "=");
+                false
+            }
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!("{key} takes = or := (final), not {}", t.op),
+                )
+            }
+        };
+        let v = t.value.trim();
+        if v.contains(['$', '%']) {
+            return self.refuse(
+                t.value_at,
+                format!("{key} with a substitution is not supported: hotplugd resolves {key} once, when the rules load; write the name or number"),
+            );
+        }
+        let (nk, value) = match key {
+            "MODE" => {
+                let Some(m) = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o7777 && !v.is_empty())
+                else {
+                    // udev loads it and fails to parse it on every event
+                    return self.warn(
+                        t.value_at,
+                        format!("MODE \"{v}\" is not an octal mode (e.g. \"0660\"): ignored, as udev ignores it"),
+                    );
+                };
+                (NodeKey::Mode, m)
+            }
+            _ => {
+                let user = key == "OWNER";
+                let nk = if user { NodeKey::Owner } else { NodeKey::Group };
+                if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                    match v.parse::<u32>() {
+                        Ok(n) => (nk, n),
+                        Err(_) => {
+                            return self.fail(t.value_at, format!("{key} \"{v}\" is out of range"))
+                        }
+                    }
+                } else {
+                    let found = if user {
+                        self.names.user(v)
+                    } else {
+                        self.names.group(v)
+                    };
+                    match found {
+                        Ok(Some(id)) => (nk, id),
+                        Ok(None) => {
+                            // udev 252: "Unknown group 'x', ignoring": the
+                            // line loads without the term
+                            let what = if user { "user" } else { "group" };
+                            return self.ignore(
+                                t.value_at,
+                                format!("unknown {what} \"{v}\" (not in the {what} database here): {key} is ignored, as udev ignores it; the rest of the line loads"),
+                            );
+                        }
+                        Err(e) => {
+                            return self.ignore(
+                                t.value_at,
+                                format!(
+                                "cannot look up \"{v}\": {e}: {key} is ignored, as udev ignores it"
+                            ),
+                            )
+                        }
+                    }
+                }
+            }
+        };
+        self.actions.push(Action::Node {
+            key: nk,
+            value,
+            fixed,
+        });
+    }
+
+    /// `SYMLINK`: +=, = (clears), := (clears, final).
+    fn symlink(&mut self, t: &Term<'_>) {
+        if t.attr.is_some() {
+            return self.fail(t.attr_at - 1, "SYMLINK takes no {...}".into());
+        }
+        let op = match t.op {
+            "+=" => AssignOp::Add,
+            "=" => AssignOp::Assign,
+            ":=" => AssignOp::Final,
+            // udev 252: true if a link an earlier rule set matches
+            "==" | "!=" => return self.add_match(MatchKey::Symlink, t),
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!(
+                        "SYMLINK takes +=, = or :=, not {} (udev 252 has no SYMLINK-=)",
+                        t.op
+                    ),
+                )
+            }
+        };
+        if let Some(value) = self.template(&t.value, t.value_at) {
+            self.actions.push(Action::Symlink { op, value });
+        }
+    }
+
+    /// `TAG`: +=, -=, = (clears); := taken as =.
+    fn tag(&mut self, t: &Term<'_>) {
+        if t.attr.is_some() {
+            return self.fail(t.attr_at - 1, "TAG takes no {...}".into());
+        }
+        if matches!(t.op, "==" | "!=") {
+            // udev 252: true if a tag an earlier rule set matches
+            return self.add_match(MatchKey::Tag, t);
+        }
+        let op = match t.op {
+            "+=" => AssignOp::Add,
+            "-=" => AssignOp::Remove,
+            "=" => AssignOp::Assign,
+            ":=" => {
+                self.coerce(t, "=");
+                AssignOp::Assign
+            }
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!("TAG takes ==, !=, +=, -= or =, not {}", t.op),
+                )
+            }
+        };
+        let v = t.value.as_str();
+        if v.contains(['$', '%']) {
+            return self.refuse(
+                t.value_at,
+                "TAG with a substitution is not supported: write the tag".into(),
+            );
+        }
+        if v.is_empty()
+            || !v
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            // udev loads it and refuses the tag on every event
+            return self.warn(
+                t.value_at,
+                format!("\"{v}\" is not a tag name (letters, digits, _ and -): ignored, as udev ignores it"),
+            );
+        }
+        if v.len() > MAX_TAG_LEN {
+            return self.refuse(
+                t.value_at,
+                format!("tag is longer than {MAX_TAG_LEN} bytes (MAX_TAG_LEN)"),
+            );
+        }
+        self.actions.push(Action::Tag { op, name: v.into() });
+    }
+
+    /// `IMPORT{builtin}="usb_id"` / `"path_id"`; other kinds: a warning,
+    /// and the rule never matches (as a failing import).
+    fn import(&mut self, t: &Term<'_>) {
+        let Some(kind) = t.attr else {
+            return self.fail(
+                t.key_at + t.key.len(),
+                "IMPORT needs {...}: builtin, program, file, cmdline, db or parent".into(),
+            );
+        };
+        if !matches!(t.op, "=" | "+=" | ":=" | "==") {
+            return self.fail(t.op_at, format!("IMPORT takes =, not {}", t.op));
+        }
+        let written = format!("IMPORT{{{kind}}}={}", super::quote(&t.value));
+        match kind {
+            "builtin" => {
+                let name = t.value.split_ascii_whitespace().next().unwrap_or("");
+                if crate::identity::BUILTINS.contains(&name) {
+                    if t.value.trim() != name {
+                        self.warn(t.value_at, format!("IMPORT{{builtin}}=\"{name}\" takes no arguments here; they are ignored"));
+                    }
+                    self.imports.push(name.into());
+                } else if UDEV_BUILTINS.contains(&name) {
+                    self.warn(t.value_at, format!("IMPORT{{builtin}}=\"{name}\" is not built into hotplugd (it has {}): the import fails, so this rule never matches", crate::identity::BUILTINS.join(", ")));
+                    self.import_fails = Some(written.into());
+                } else {
+                    self.fail(t.value_at, format!("no udev builtin named \"{name}\""));
+                }
+            }
+            "program" | "file" | "cmdline" | "db" | "parent" => {
+                self.warn(t.attr_at, format!("IMPORT{{{kind}}} is not supported: the import fails, so this rule never matches (hotplugd imports only IMPORT{{builtin}}=\"usb_id\"/\"path_id\")"));
+                self.import_fails = Some(written.into());
+            }
+            _ => self.fail(
+                t.attr_at,
+                format!("IMPORT{{{kind}}}: expected builtin, program, file, cmdline, db or parent"),
+            ),
+        }
+    }
+
+    /// `OPTIONS`: one option or several separated by commas.
+    fn options(&mut self, t: &Term<'_>) {
+        if t.attr.is_some() || !matches!(t.op, "+=" | "=" | ":=") {
+            return self.fail(
+                t.op_at,
+                "OPTIONS takes += (OPTIONS+=\"link_priority=10\")".into(),
+            );
+        }
+        // udev 252 takes one option per OPTIONS ("a,b" is one unknown value)
+        let opt = t.value.as_str();
+        let at = t.value_at;
+        if opt.is_empty() {
+            return self.warn(at, "OPTIONS without an option does nothing".into());
+        }
+        let (name, arg) = opt.split_once('=').unwrap_or((opt, ""));
+        match (name, arg) {
+            ("last_rule", "") => {
+                self.last_rule = true;
+                self.warn(at, "OPTIONS \"last_rule\" is not in udev 252 (udev ignores it and evaluates later rules); hotplugd keeps it: no later rule is evaluated for the event".into());
+            }
+            ("link_priority", n) => match n.parse::<i32>() {
+                Ok(p) => self.actions.push(Action::LinkPriority(p)),
+                Err(_) => self.fail(at, format!("link_priority \"{n}\" is not a number")),
+            },
+            ("string_escape", "none") => self.actions.push(Action::StringEscape(Escape::None)),
+            ("string_escape", "replace") => {
+                self.actions.push(Action::StringEscape(Escape::Replace))
+            }
+            ("string_escape", e) => self.warn(
+                at,
+                format!("string_escape \"{e}\": expected none or replace; ignored (as udev does)"),
+            ),
+            ("log_level", l)
+                if !(l == "reset"
+                    || l.parse::<u8>().is_ok_and(|n| n <= 7)
+                    || matches!(
+                        l,
+                        "emerg"
+                            | "alert"
+                            | "crit"
+                            | "err"
+                            | "warning"
+                            | "notice"
+                            | "info"
+                            | "debug"
+                    )) =>
+            {
+                self.fail(
+                    at,
+                    format!(
+                        "log_level \"{l}\" is not a log level (0-7, emerg ... debug, or reset)"
+                    ),
+                )
+            }
+            (
+                "static_node" | "watch" | "nowatch" | "db_persist" | "log_level" | "all_partitions",
+                _,
+            ) => self.warn(
+                at,
+                format!("OPTIONS \"{opt}\" has no meaning in hotplugd; ignored"),
+            ),
+            _ => self.warn(
+                at,
+                format!("unknown OPTIONS \"{opt}\"; ignored (as udev does)"),
+            ),
         }
     }
 
@@ -974,7 +1510,17 @@ impl RuleBuilder<'_> {
                 None
             }
             Some(a) if !ok(a.as_bytes()) => {
-                self.fail(t.attr_at, format!("'{a}' is not {what}"));
+                // udev takes any ENV{}/ATTR{} name (with substitutions, `..`):
+                // skipping the line would run fewer rules than udev
+                let msg = format!("'{a}' is not {what}");
+                if t.key == "USB" {
+                    self.fail(t.attr_at, msg);
+                } else {
+                    self.refuse(
+                        t.attr_at,
+                        format!("{msg}; hotplugd does not take this name"),
+                    );
+                }
                 None
             }
             Some(a) => Some(a),
@@ -985,7 +1531,7 @@ impl RuleBuilder<'_> {
         match subst::parse(v.as_bytes()) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.fail(at + e.offset, e.message);
+                self.refuse(at + e.offset, e.message);
                 None
             }
         }
@@ -994,14 +1540,14 @@ impl RuleBuilder<'_> {
     fn add_match(&mut self, key: MatchKey, t: &Term<'_>) {
         let p = t.value.as_bytes();
         if let Err(e) = glob::check(p) {
-            return self.fail(t.value_at + e.offset(), describe_glob(e));
+            return self.refuse(t.value_at + e.offset(), describe_glob(e));
         }
         let mut offset = 0;
         for alt in glob::alternatives(p) {
             let at = t.value_at + offset;
             offset += alt.len() + 1;
             if let Some(msg) = cannot_match(&key, alt) {
-                return self.fail(at, msg);
+                self.warn(at, msg);
             }
         }
         self.matches.push(Match {
@@ -1020,21 +1566,34 @@ impl RuleBuilder<'_> {
                 format!("RUN{{{kind}}}: expected RUN{{program}}, RUN{{builtin}} or RUN{{service}}"),
             );
         }
-        if t.op != "+=" {
-            return self.fail(
-                t.op_at,
-                format!("RUN takes += (hotplugd adds to the list of handlers and never replaces it), not {}", t.op),
-            );
+        match t.op {
+            "+=" => {}
+            "=" | ":=" => {
+                return self.refuse(
+                    t.op_at,
+                    format!("RUN takes += (hotplugd adds to the list of handlers and never replaces it), not {}", t.op),
+                )
+            }
+            _ => {
+                return self.fail(
+                    t.op_at,
+                    format!("RUN takes += (hotplugd adds to the list of handlers and never replaces it), not {}", t.op),
+                )
+            }
         }
-        let words = match split_words(t.value) {
+        let words = match split_words(&t.value) {
             Ok(w) => w,
-            Err(at) => return self.fail(t.value_at + at, "unclosed single quote in RUN".into()),
+            Err(at) => return self.refuse(t.value_at + at, "unclosed single quote in RUN".into()),
         };
         if words.is_empty() {
-            return self.fail(t.value_at, "RUN needs a program".into());
+            // udev loads it and has nothing to run
+            return self.warn(
+                t.value_at,
+                "RUN needs a program: this one runs nothing".into(),
+            );
         }
         if words.len() > MAX_ARGS {
-            return self.fail(
+            return self.refuse(
                 t.value_at,
                 format!("more than {MAX_ARGS} arguments (MAX_ARGS)"),
             );
@@ -1054,10 +1613,18 @@ impl RuleBuilder<'_> {
                 } else {
                     self.builtins.join(", ")
                 };
-                return self.fail(
-                    t.value_at,
-                    format!("no builtin named \"{name}\" (known: {known})"),
-                );
+                // a udev builtin hotplugd lacks: udev would run it
+                return if UDEV_BUILTINS.contains(&name) {
+                    self.refuse(
+                        t.value_at,
+                        format!("RUN{{builtin}}=\"{name}\" is a udev builtin that hotplugd does not have (its builtins: {known})"),
+                    )
+                } else {
+                    self.fail(
+                        t.value_at,
+                        format!("no builtin named \"{name}\" (known: {known})"),
+                    )
+                };
             };
             argv.remove(0);
             self.actions.push(Action::Builtin {
@@ -1071,13 +1638,13 @@ impl RuleBuilder<'_> {
         match prog {
             Some(p) if p.starts_with(b"/") => {}
             Some(_) => {
-                return self.fail(
+                return self.refuse(
                     t.value_at,
                     "RUN program must be an absolute path (no shell is used; for a shell command write RUN+=\"/bin/sh -c '...'\")".into(),
                 )
             }
             None => {
-                return self.fail(
+                return self.refuse(
                     t.value_at,
                     "RUN program must be a literal absolute path, without substitutions".into(),
                 )
@@ -1146,11 +1713,9 @@ fn cannot_match(key: &MatchKey, alt: &[u8]) -> Option<String> {
                 }
             }
         }
-        MatchKey::Kernel
-        | MatchKey::Subsystem
+        MatchKey::Subsystem
         | MatchKey::Devtype
         | MatchKey::Driver
-        | MatchKey::Kernels
         | MatchKey::Subsystems
         | MatchKey::Drivers
             if alt.contains(&b'/') =>

@@ -169,6 +169,45 @@ fn braced(v: &[u8], at: usize) -> Option<(&[u8], usize)> {
     Some((&v[at + 1..at + 1 + close], close + 2))
 }
 
+/// udev's character filter for `SYMLINK` values (`udev_replace_chars`
+/// with `"/ "`, or `"/"` for `string_escape=replace`): keeps ASCII letters
+/// and digits, `#+-.:=@_/`, `\x` escapes and valid multi-byte UTF-8;
+/// with `keep_space`, a space (other whitespace becomes a space); every
+/// other byte becomes `_`. Returns how many were replaced.
+pub fn replace_chars(v: &mut [u8], keep_space: bool) -> usize {
+    let mut i = 0;
+    let mut replaced = 0;
+    while i < v.len() {
+        let c = v[i];
+        if c.is_ascii_alphanumeric() || b"#+-.:=@_/".contains(&c) || (keep_space && c == b' ') {
+            i += 1;
+            continue;
+        }
+        if c == b'\\' && v.get(i + 1) == Some(&b'x') {
+            i += 2;
+            continue;
+        }
+        let len = match c {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => 1,
+        };
+        if len > 1 && v.len() >= i + len && core::str::from_utf8(&v[i..i + len]).is_ok() {
+            i += len;
+            continue;
+        }
+        v[i] = if keep_space && c.is_ascii_whitespace() {
+            b' '
+        } else {
+            b'_'
+        };
+        replaced += 1;
+        i += 1;
+    }
+    replaced
+}
+
 /// Environment variable names: `[A-Za-z_][A-Za-z0-9_]*`, optionally after
 /// one leading `.`: udev's private properties (`ENV{.NAME}`), which rules
 /// can set and read but handlers never see (see [`is_private`]).
@@ -280,5 +319,19 @@ mod tests {
         assert!(parse(b"$attr{/etc/passwd}").is_err());
         assert!(parse(b"$attr{device/idVendor}").is_ok());
         assert!(parse(b"$env{UNCLOSED").is_err());
+    }
+
+    /// udev's `udev_replace_chars` for SYMLINK: allowed bytes, `\x`
+    /// escapes and valid UTF-8 stay; whitespace is a space when spaces are
+    /// allowed; everything else is `_`.
+    #[test]
+    fn replace_chars_is_udevs() {
+        let mut v = b"a b/c\\x20d\te*f?\xc3\xa9 \xff".to_vec();
+        let n = replace_chars(&mut v, true);
+        assert_eq!(v, b"a b/c\\x20d e_f_\xc3\xa9 _".to_vec());
+        assert_eq!(n, 4);
+        let mut v = b"a b\tc".to_vec();
+        assert_eq!(replace_chars(&mut v, false), 2);
+        assert_eq!(v, b"a_b_c".to_vec());
     }
 }

@@ -95,6 +95,23 @@ fn seen(
         MatchKey::Kernels => Some(dev.rsplit('/').next().unwrap_or("").into()),
         MatchKey::Subsystems => sysfs.link(dev, "subsystem", &mut buf).map(lossy),
         MatchKey::Drivers => sysfs.link(dev, "driver", &mut buf).map(lossy),
+        // what earlier rules of this event set
+        MatchKey::Tag => Some(
+            m.node
+                .tags
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
+        MatchKey::Symlink => Some(
+            m.node
+                .links
+                .iter()
+                .map(|l| l.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+        ),
     }
 }
 

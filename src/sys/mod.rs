@@ -4,12 +4,13 @@
 //! crate is here, each with a `// SAFETY:` comment.
 //!
 //! Pure modules (`uevent`, `usb`, `rules`, `monitor`, `exec`, `recovery`,
-//! `devices`, `identity`, `broadcast`) never import this one.
+//! `devices`, `devnode`, `identity`, `broadcast`) never import this one.
 
 #![allow(unsafe_code)]
 
 pub mod broadcast;
 pub mod control;
+pub mod devnode;
 pub mod firmware;
 pub mod log;
 pub mod netlink;

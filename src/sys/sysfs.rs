@@ -1,7 +1,15 @@
 //! sysfs access for matching: attribute reads and link names with paths
 //! built in stack buffers, so matching never allocates. The root is `/sys`
 //! or a fixture tree (`--sysfs-root`).
+//!
+//! One event's reads can be remembered ([`SysfsRoot::begin_event`]):
+//! `ATTRS{idVendor}=="0403"` in 100 rules walks the same parents and
+//! opens the same files 100 times; with the cache each (device, name) is
+//! read once per event. The cache is fixed memory allocated with the
+//! reader ([`ReadCache`]), emptied by `begin_event`, and holds misses too
+//! (an ancestor without `idVendor` is asked again by every rule).
 
+use std::cell::RefCell;
 use std::ffi::CStr;
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -10,13 +18,28 @@ use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
-use crate::limits::MAX_PATH;
+use crate::limits::{MAX_PATH, READ_CACHE_BYTES, READ_CACHE_ENTRIES, READ_CACHE_MAX_VALUE};
 use crate::rules::Sysfs;
 
 /// sysfs under a root directory.
-#[derive(Clone, Debug)]
 pub struct SysfsRoot {
     root: String,
+    cache: RefCell<Box<ReadCache>>,
+}
+
+impl Clone for SysfsRoot {
+    /// The same root with an empty, inactive cache.
+    fn clone(&self) -> SysfsRoot {
+        SysfsRoot::new(Path::new(&self.root))
+    }
+}
+
+impl core::fmt::Debug for SysfsRoot {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("SysfsRoot")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SysfsRoot {
@@ -26,7 +49,24 @@ impl SysfsRoot {
         while root.len() > 1 && root.ends_with('/') {
             root.pop();
         }
-        SysfsRoot { root }
+        SysfsRoot {
+            root,
+            cache: RefCell::new(Box::default()),
+        }
+    }
+
+    /// Starts a new event: forgets every read remembered so far and
+    /// remembers this event's reads until the next call. A caller that
+    /// calls it must call it before every event (sysfs changes between
+    /// events: a `bind` adds a `driver` link). Without it nothing is
+    /// remembered and every read goes to sysfs.
+    pub fn begin_event(&self) {
+        self.cache.borrow_mut().begin();
+    }
+
+    /// What the cache did since the reader was made.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.borrow().stats
     }
 
     /// The root, as given.
@@ -74,6 +114,59 @@ impl SysfsRoot {
 
 impl Sysfs for SysfsRoot {
     fn attr<'b>(&self, devpath: &str, name: &str, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+        let mut cache = self.cache.borrow_mut();
+        let h = key_hash(devpath, name);
+        match cache.get(Kind::Attr, h, devpath, name, buf) {
+            Lookup::Hit(n) => return n.map(|n| &buf[..n]),
+            Lookup::Miss => {}
+        }
+        let n = self.read_attr(devpath, name, buf);
+        // a read that filled the buffer may have been cut: not remembered
+        if n.is_none_or(|n| n < buf.len()) {
+            cache.put(Kind::Attr, h, devpath, name, n.map(|n| &buf[..n]));
+        }
+        n.map(|n| &buf[..n])
+    }
+
+    fn link<'b>(&self, devpath: &str, name: &str, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+        let mut cache = self.cache.borrow_mut();
+        let h = key_hash(devpath, name);
+        match cache.get(Kind::Link, h, devpath, name, buf) {
+            Lookup::Hit(n) => return n.map(|n| &buf[..n]),
+            Lookup::Miss => {}
+        }
+        let base = self.read_link_base(devpath, name, buf);
+        cache.put(
+            Kind::Link,
+            h,
+            devpath,
+            name,
+            base.map(|(at, n)| &buf[at..at + n]),
+        );
+        let (at, n) = base?;
+        buf.copy_within(at..at + n, 0);
+        Some(&buf[..n])
+    }
+
+    fn builtin(
+        &self,
+        name: &str,
+        devpath: &str,
+        id_bus_set: bool,
+    ) -> Option<crate::identity::Properties> {
+        match crate::identity::run_builtin(name, self, devpath, id_bus_set) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                log::debug!("IMPORT{{builtin}}=\"{name}\" {devpath}: {e}; the rule does not match");
+                None
+            }
+        }
+    }
+}
+
+impl SysfsRoot {
+    /// Reads attribute `name` of `devpath` into `buf`; the length.
+    fn read_attr(&self, devpath: &str, name: &str, buf: &mut [u8]) -> Option<usize> {
         let mut pbuf = [0u8; MAX_PATH];
         let path = self.path(devpath, name, &mut pbuf)?;
         // O_NONBLOCK: never hang on a FIFO planted in a fixture tree
@@ -92,16 +185,175 @@ impl Sysfs for SysfsRoot {
                 Err(_) => return None,
             }
         }
-        Some(&buf[..n])
+        Some(n)
     }
 
-    fn link<'b>(&self, devpath: &str, name: &str, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+    /// Reads link `name` of `devpath` into `buf`; where its last
+    /// component starts and its length.
+    fn read_link_base(&self, devpath: &str, name: &str, buf: &mut [u8]) -> Option<(usize, usize)> {
         let mut pbuf = [0u8; MAX_PATH];
         let path = self.path(devpath, name, &mut pbuf)?;
         let n = readlink(path, buf)?;
-        let target = &buf[..n];
-        let base = target.rsplit(|&b| b == b'/').next().unwrap_or(target);
-        Some(base)
+        let at = buf[..n]
+            .iter()
+            .rposition(|&b| b == b'/')
+            .map_or(0, |i| i + 1);
+        Some((at, n - at))
+    }
+}
+
+/// Counts of what [`ReadCache`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Reads answered from memory.
+    pub hits: u64,
+    /// Reads that went to sysfs while the cache was active.
+    pub misses: u64,
+    /// Reads not remembered: no entry or byte left for this event, or a
+    /// value longer than `limits::READ_CACHE_MAX_VALUE`.
+    pub full: u64,
+}
+
+/// What a remembered read was.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Attr = 1,
+    Link = 2,
+}
+
+/// A cache lookup: a remembered answer (`None`: remembered as absent) or
+/// nothing remembered.
+enum Lookup {
+    Hit(Option<usize>),
+    Miss,
+}
+
+/// One remembered read: its key (`devpath/name`) then its value in
+/// `ReadCache::bytes`.
+#[derive(Clone, Copy, Default)]
+struct Entry {
+    hash: u32,
+    kind: u8,
+    at: u32,
+    key_len: u16,
+    /// `u16::MAX`: absent.
+    value_len: u16,
+}
+
+const ABSENT: u16 = u16::MAX;
+
+/// One event's sysfs reads, in fixed memory: [`READ_CACHE_ENTRIES`]
+/// entries whose keys and values share [`READ_CACHE_BYTES`] bytes. Pure:
+/// it is told what was read; [`SysfsRoot`] does the reading.
+pub struct ReadCache {
+    entries: [Entry; READ_CACHE_ENTRIES],
+    len: usize,
+    bytes: [u8; READ_CACHE_BYTES],
+    used: usize,
+    active: bool,
+    stats: CacheStats,
+}
+
+impl Default for ReadCache {
+    fn default() -> ReadCache {
+        ReadCache {
+            entries: [Entry::default(); READ_CACHE_ENTRIES],
+            len: 0,
+            bytes: [0; READ_CACHE_BYTES],
+            used: 0,
+            active: false,
+            stats: CacheStats::default(),
+        }
+    }
+}
+
+/// FNV-1a over `devpath/name`.
+fn key_hash(devpath: &str, name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in devpath.as_bytes().iter().chain(b"/").chain(name.as_bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+impl ReadCache {
+    /// Forgets everything and starts remembering.
+    fn begin(&mut self) {
+        self.len = 0;
+        self.used = 0;
+        self.active = true;
+    }
+
+    fn key_is(&self, e: &Entry, devpath: &str, name: &str) -> bool {
+        let at = e.at as usize;
+        let key = &self.bytes[at..at + usize::from(e.key_len)];
+        key.len() == devpath.len() + 1 + name.len()
+            && key.starts_with(devpath.as_bytes())
+            && key[devpath.len()] == b'/'
+            && key.ends_with(name.as_bytes())
+    }
+
+    /// The remembered answer for (`kind`, `devpath`, `name`), whose
+    /// [`key_hash`] is `h`, its value copied to the start of `buf` (cut to
+    /// `buf.len()`).
+    fn get(&mut self, kind: Kind, h: u32, devpath: &str, name: &str, buf: &mut [u8]) -> Lookup {
+        if !self.active {
+            return Lookup::Miss;
+        }
+        let found = self.entries[..self.len]
+            .iter()
+            .find(|e| e.hash == h && e.kind == kind as u8 && self.key_is(e, devpath, name));
+        let Some(e) = found.copied() else {
+            self.stats.misses += 1;
+            return Lookup::Miss;
+        };
+        self.stats.hits += 1;
+        if e.value_len == ABSENT {
+            return Lookup::Hit(None);
+        }
+        let at = e.at as usize + usize::from(e.key_len);
+        let n = usize::from(e.value_len).min(buf.len());
+        buf[..n].copy_from_slice(&self.bytes[at..at + n]);
+        Lookup::Hit(Some(n))
+    }
+
+    /// Remembers what a read of (`kind`, `devpath`, `name`), whose
+    /// [`key_hash`] is `h`, gave.
+    fn put(&mut self, kind: Kind, h: u32, devpath: &str, name: &str, value: Option<&[u8]>) {
+        if !self.active {
+            return;
+        }
+        let key_len = devpath.len() + 1 + name.len();
+        let value_len = value.map_or(0, <[u8]>::len);
+        if self.len == READ_CACHE_ENTRIES
+            || value_len > READ_CACHE_MAX_VALUE
+            || key_len >= usize::from(u16::MAX)
+            || self.used + key_len + value_len > READ_CACHE_BYTES
+        {
+            self.stats.full += 1;
+            return;
+        }
+        let at = self.used;
+        let mut w = at;
+        for part in [
+            devpath.as_bytes(),
+            b"/",
+            name.as_bytes(),
+            value.unwrap_or(b""),
+        ] {
+            self.bytes[w..w + part.len()].copy_from_slice(part);
+            w += part.len();
+        }
+        self.used = w;
+        self.entries[self.len] = Entry {
+            hash: h,
+            kind: kind as u8,
+            at: at as u32,
+            key_len: key_len as u16,
+            value_len: value.map_or(ABSENT, |v| v.len() as u16),
+        };
+        self.len += 1;
     }
 }
 
@@ -114,4 +366,143 @@ fn readlink(path: &CStr, buf: &mut [u8]) -> Option<usize> {
         return None;
     }
     Some(r as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A tree with one device `/devices/d` (`idVendor`, a `subsystem`
+    /// link), removed on drop.
+    struct Tree(std::path::PathBuf);
+    impl Tree {
+        fn new(tag: &str) -> Tree {
+            let p =
+                std::env::temp_dir().join(format!("hotplugd-sysfs-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(p.join("devices/d")).unwrap();
+            fs::create_dir_all(p.join("bus/usb")).unwrap();
+            fs::write(p.join("devices/d/idVendor"), "0403\n").unwrap();
+            std::os::unix::fs::symlink("../../bus/usb", p.join("devices/d/subsystem")).unwrap();
+            Tree(p)
+        }
+    }
+    impl Drop for Tree {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn attr(s: &SysfsRoot, dev: &str, name: &str) -> Option<Vec<u8>> {
+        let mut buf = [0u8; crate::limits::MAX_ATTR_LEN];
+        s.attr(dev, name, &mut buf).map(<[u8]>::to_vec)
+    }
+
+    fn link(s: &SysfsRoot, dev: &str, name: &str) -> Option<Vec<u8>> {
+        let mut buf = [0u8; 256];
+        s.link(dev, name, &mut buf).map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn without_begin_event_every_read_goes_to_sysfs() {
+        let t = Tree::new("nocache");
+        let s = SysfsRoot::new(&t.0);
+        assert_eq!(
+            attr(&s, "/devices/d", "idVendor").as_deref(),
+            Some(&b"0403\n"[..])
+        );
+        fs::write(t.0.join("devices/d/idVendor"), "1a86\n").unwrap();
+        assert_eq!(
+            attr(&s, "/devices/d", "idVendor").as_deref(),
+            Some(&b"1a86\n"[..])
+        );
+        assert_eq!(s.cache_stats(), CacheStats::default());
+    }
+
+    #[test]
+    fn one_event_reads_once_and_the_next_event_reads_again() {
+        let t = Tree::new("cache");
+        let s = SysfsRoot::new(&t.0);
+        s.begin_event();
+        assert_eq!(
+            attr(&s, "/devices/d", "idVendor").as_deref(),
+            Some(&b"0403\n"[..])
+        );
+        assert_eq!(
+            link(&s, "/devices/d", "subsystem").as_deref(),
+            Some(&b"usb"[..])
+        );
+        assert_eq!(attr(&s, "/devices/d", "serial"), None);
+        // sysfs changes within the event: the event keeps what it saw
+        fs::write(t.0.join("devices/d/idVendor"), "1a86\n").unwrap();
+        fs::write(t.0.join("devices/d/serial"), "A1\n").unwrap();
+        fs::remove_file(t.0.join("devices/d/subsystem")).unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                attr(&s, "/devices/d", "idVendor").as_deref(),
+                Some(&b"0403\n"[..])
+            );
+            assert_eq!(attr(&s, "/devices/d", "serial"), None);
+            assert_eq!(
+                link(&s, "/devices/d", "subsystem").as_deref(),
+                Some(&b"usb"[..])
+            );
+        }
+        // the same name as an attribute and as a link are two reads
+        assert_eq!(attr(&s, "/devices/d", "subsystem"), None);
+        assert_eq!(
+            s.cache_stats(),
+            CacheStats {
+                hits: 9,
+                misses: 4,
+                full: 0
+            }
+        );
+        // the next event sees the new state
+        s.begin_event();
+        assert_eq!(
+            attr(&s, "/devices/d", "idVendor").as_deref(),
+            Some(&b"1a86\n"[..])
+        );
+        assert_eq!(
+            attr(&s, "/devices/d", "serial").as_deref(),
+            Some(&b"A1\n"[..])
+        );
+        assert_eq!(link(&s, "/devices/d", "subsystem"), None);
+    }
+
+    #[test]
+    fn a_full_cache_reads_through() {
+        let t = Tree::new("full");
+        let s = SysfsRoot::new(&t.0);
+        s.begin_event();
+        for i in 0..READ_CACHE_ENTRIES {
+            assert_eq!(attr(&s, "/devices/d", &format!("a{i}")), None);
+        }
+        assert_eq!(s.cache_stats().full, 0);
+        // no entry left: read, answered right, counted, not remembered
+        assert_eq!(
+            attr(&s, "/devices/d", "idVendor").as_deref(),
+            Some(&b"0403\n"[..])
+        );
+        assert_eq!(
+            attr(&s, "/devices/d", "idVendor").as_deref(),
+            Some(&b"0403\n"[..])
+        );
+        assert_eq!(s.cache_stats().full, 2);
+        // a buffer-filling read may be cut: not remembered either
+        s.begin_event();
+        let mut small = [0u8; 4];
+        assert_eq!(
+            s.attr("/devices/d", "idVendor", &mut small),
+            Some(&b"0403"[..])
+        );
+        let st = s.cache_stats();
+        assert_eq!(
+            attr(&s, "/devices/d", "idVendor").as_deref(),
+            Some(&b"0403\n"[..])
+        );
+        assert_eq!(s.cache_stats().misses, st.misses + 1);
+    }
 }

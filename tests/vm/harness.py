@@ -243,8 +243,23 @@ try:
     check(len(h) == 1 and "DEVNAME=ttyUSB0" in h[0], f"usb-serial: getty handler saw ttyUSB0 once: {h}")
     usb = [s for _, s in lines[m:] if s.startswith("E2E-USB ACTION=add")]
     check(any("PRODUCT=403/6001/" in s for s in usb), f"usb-serial: its USB device carried PRODUCT=403/6001/...: {usb}")
+    # /dev (issue 13): the board rule's MODE and GROUP when the handler
+    # starts (getty then makes the tty its own: 0620), its SYMLINK, udev's
+    # serial/by-id link
+    check(len(h) == 1 and "NODE=crw-rw----:20 " in h[0],
+          f"usb-serial: /dev/ttyUSB0 had MODE 0660 and GROUP dialout (20) when the handler started: {h}")
+    link = ask("node /dev/serial/ftdi-0", "E2E-NODE") or ""
+    check(link.startswith("l") and link.endswith("/dev/serial/ftdi-0 -> ../ttyUSB0"),
+          f"usb-serial: /dev/serial/ftdi-0 -> ../ttyUSB0: {link}")
+    by_id = ask("node /dev/serial/by-id", "E2E-NODE") or ""
+    check("-if00-port0 -> ../../ttyUSB0" in by_id, f"usb-serial: a serial/by-id link to ttyUSB0: {by_id}")
     m = unplug("usb-serial", "userial0", lambda s: s.startswith("E2E-HANDLER usb-serial-getty ACTION=remove"))
-    check(len(handler_lines(m, "usb-serial-getty")) == 1, "usb-serial: remove handled once")
+    h = handler_lines(m, "usb-serial-getty")
+    check(len(h) == 1, "usb-serial: remove handled once")
+    check(len(h) == 1 and "ID_SERIAL=QEMU_QEMU_USB_SERIAL" in h[0],
+          f"usb-serial: the remove handler sees the add's ID_SERIAL: {h}")
+    gone = ask("node /dev/serial", "E2E-NODE") or ""
+    check("No such file" in gone, f"usb-serial: the links (and /dev/serial) are gone after unplug: {gone}")
 
     # 2. USB stick: mounted read-only, readable, unmounted on removal
     m = plug("usb-storage", {"driver": "usb-storage", "id": "ustor0", "bus": "xhci.0", "drive": "stick"},
@@ -255,10 +270,17 @@ try:
     mounts = ask("mounts /media/sda", "E2E-MOUNTS") or ""
     check(" ro," in mounts and "vfat" in mounts, f"usb-storage: mounted read-only: {mounts}")
     check(ask("write /media/sda/new", "E2E-WRITE") == "refused", "usb-storage: writing is refused")
+    # udev's disk/by-id links (issue 14), from usb_id and the shipped rules
+    by_id = ask("node /dev/disk/by-id", "E2E-NODE") or ""
+    check("usb-QEMU_QEMU_HARDDISK_" in by_id and "-0:0-part1 -> ../../sda1" in by_id
+          and "-0:0 -> ../../sda" in by_id,
+          f"usb-storage: disk/by-id links to sda and sda1: {by_id}")
     m = unplug("usb-storage", "ustor0", lambda s: s.startswith("E2E-HANDLER usb-mount ACTION=remove"))
     check(len(handler_lines(m, "usb-mount")) == 1, "usb-storage: remove handled once")
     quiet(1.0)
     check(ask("mounts /media/sda", "E2E-MOUNTS") == "none", "usb-storage: unmounted on removal")
+    gone = ask("node /dev/disk", "E2E-NODE") or ""
+    check("No such file" in gone, f"usb-storage: the disk links (and /dev/disk) are gone after unplug: {gone}")
 
     # 3. keyboard: only the logging rule and the USB report
     m = plug("usb-kbd", {"driver": "usb-kbd", "id": "ukbd0", "bus": "xhci.0"},

@@ -93,13 +93,17 @@ done
 ln -sf "$libdir/$loader" "$st/lib/$loader"
 [ "$ARCH" = x86_64 ] && ln -sf "$libdir/$loader" "$st/lib64/$loader"
 sh board/install.sh generic "$st" --init busybox --bin "$BIN" >&2
+# the board's group database: the rules resolve GROUP="dialout" at load
+printf 'root:x:0:\ndialout:x:20:\n' >"$st/etc/group"
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$st/etc/passwd"
 # Test-only additions: each handler reports what it saw on the console,
 # then runs the board's real handler; one rule reports USB devices.
 for h in "$st"/usr/libexec/hotplugd/*; do
     mv "$h" "$h.real"
     cat >"$h" <<'WRAP'
 #!/bin/sh
-echo "E2E-HANDLER ${0##*/} ACTION=$ACTION DEVNAME=${DEVNAME:-} INTERFACE=${INTERFACE:-} PRODUCT=${PRODUCT:-} COLDPLUG=${HOTPLUGD_COLDPLUG:-0} RESYNC=${HOTPLUGD_RESYNC:-0}" >/dev/console
+node=$([ -n "${DEVNAME:-}" ] && ls -ln "/dev/$DEVNAME" 2>/dev/null | awk '{print $1 ":" $4}')
+echo "E2E-HANDLER ${0##*/} ACTION=$ACTION DEVNAME=${DEVNAME:-} INTERFACE=${INTERFACE:-} PRODUCT=${PRODUCT:-} ID_SERIAL=${ID_SERIAL:-} NODE=${node:-} COLDPLUG=${HOTPLUGD_COLDPLUG:-0} RESYNC=${HOTPLUGD_RESYNC:-0}" >/dev/console
 exec "$0.real"
 WRAP
     chmod 755 "$h"
@@ -193,6 +197,7 @@ fi
 while read -r cmd arg; do
     case $cmd in
         cat) echo "E2E-CAT $(cat "$arg" 2>&1)" ;;
+        node) echo "E2E-NODE $(ls -ln "$arg" 2>&1 | tr -s ' \n' ' ')" ;;
         mounts) echo "E2E-MOUNTS $(grep " $arg " /proc/mounts || echo none)" ;;
         write) if touch "$arg" 2>/dev/null; then echo "E2E-WRITE ok"; else echo "E2E-WRITE refused"; fi ;;
         stats)
