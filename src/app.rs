@@ -263,6 +263,29 @@ fn handler_creds(spec: &str) -> Result<(u32, u32), AppError> {
     Ok((uid, gid))
 }
 
+/// Services, `kmod load` and `firmware` (issue 17).
+fn boot_config(h: &HandlerOpts, e: &ExecConfig, run_services: bool) -> crate::boot::BootConfig {
+    let modprobe = crate::kmod::MODPROBE_PATHS
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(|p| p.as_bytes().to_vec());
+    crate::boot::BootConfig {
+        services: crate::services::ServiceConfig {
+            max: h.max_services,
+            grace: e.grace,
+            extra_env: e.extra_env.clone(),
+            creds: e.handler_creds,
+        },
+        modprobe,
+        firmware_dirs: crate::firmware::search_dirs(
+            &sys::firmware::kernel_release(),
+            &h.firmware_dirs,
+        ),
+        sysfs: h.sysfs_root.clone(),
+        run_services,
+    }
+}
+
 fn exec_config(h: &HandlerOpts) -> Result<ExecConfig, AppError> {
     let handler_creds = match &h.handler_user {
         Some(spec) => {
@@ -328,9 +351,11 @@ pub fn run(opts: &RunOpts, builtins: Builtins) -> Result<(), AppError> {
 /// `hotplugd run` with descriptors already claimed.
 pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Result<(), AppError> {
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
+    let ecfg = exec_config(&opts.handlers)?;
+    let boot = boot_config(&opts.handlers, &ecfg, true);
     let mut runner = Runner::new(
         rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),
-        exec_config(&opts.handlers)?,
+        ecfg,
         builtins,
         SysfsRoot::new(&opts.handlers.sysfs_root),
     )
@@ -343,6 +368,7 @@ pub fn run_with(opts: &RunOpts, builtins: Builtins, inherited: Inherited) -> Res
         runner.enable_dev(root);
     }
     runner.enable_recovery(opts.track.clone(), opts.coldplug);
+    runner.enable_boot(boot);
     if !opts.broadcast.is_empty() {
         let b = crate::sys::broadcast::Broadcaster::new(opts.broadcast.clone())
             .map_err(|e| AppError::System(format!("--broadcast socket: {}", e.desc())))?;
@@ -484,14 +510,17 @@ pub fn replay(opts: &ReplayOpts, builtins: Builtins) -> Result<(), AppError> {
     }
     Inherited::claim(None)?;
     let signals = Signals::new().map_err(|e| AppError::System(format!("signals: {}", e.desc())))?;
-    let runner = Runner::new(
+    let ecfg = exec_config(&opts.handlers)?;
+    let boot = boot_config(&opts.handlers, &ecfg, false);
+    let mut runner = Runner::new(
         rules_from(&opts.handlers.rules, opts.handlers.insecure_rules),
-        exec_config(&opts.handlers)?,
+        ecfg,
         builtins,
         SysfsRoot::new(&opts.handlers.sysfs_root),
     )
     .map_err(rules_failed)?;
     runner.log_loaded();
+    runner.enable_boot(boot);
     info!("replaying {} events from {name}", events.len());
     let mut d = Daemon::with_source(ReplaySource::new(events), signals, runner)
         .map_err(system("event loop"))?;

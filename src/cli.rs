@@ -193,6 +193,10 @@ pub struct HandlerOpts {
     pub insecure_rules: bool,
     /// `--handler-user USER[:GROUP]`, as given.
     pub handler_user: Option<String>,
+    /// `--max-services`.
+    pub max_services: usize,
+    /// `--firmware-dir`, in order.
+    pub firmware_dirs: Vec<PathBuf>,
 }
 
 impl Default for HandlerOpts {
@@ -206,6 +210,8 @@ impl Default for HandlerOpts {
             pass_env: Vec::new(),
             insecure_rules: false,
             handler_user: None,
+            max_services: crate::services::DEFAULT_MAX_SERVICES,
+            firmware_dirs: Vec::new(),
         }
     }
 }
@@ -389,7 +395,18 @@ const HANDLER_OPTS: &str = "  --handler-timeout SECS
   --handler-user USER[:GROUP]
                    run RUN handlers as USER (and its primary group, or
                    GROUP), with no supplementary groups. Builtins (in the
-                   daemon) and ATTR{}= writes (in a child of it) stay root";
+                   daemon) and ATTR{}= writes (in a child of it) stay root;
+                   RUN{service} programs run as USER too
+  --max-services N RUN{service} programs running at once (default 32); one
+                   more is refused, logged and counted (services_failed).
+                   Services take no --max-children slot and no
+                   --handler-timeout; they are restarted with a backoff
+                   (1 s doubling to 60 s) and stopped on their device's
+                   remove: SIGTERM, SIGKILL 2 s later
+  --firmware-dir DIR
+                   searched first by RUN{builtin}+=\"firmware\", before
+                   /lib/firmware/updates/$(uname -r), /lib/firmware/updates,
+                   /lib/firmware/$(uname -r) and /lib/firmware; repeatable";
 
 /// `hotplugd run --help`.
 pub fn run_help() -> String {
@@ -655,7 +672,9 @@ fn parse_monitor(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, Usag
     Ok(Command::Monitor(o))
 }
 
-const HANDLER_LONGS: [&str; 8] = [
+const HANDLER_LONGS: [&str; 10] = [
+    "max-services",
+    "firmware-dir",
     "rules",
     "handler-timeout",
     "max-children",
@@ -676,6 +695,8 @@ fn handler_opt(name: &str, p: &mut lexopt::Parser, h: &mut HandlerOpts) -> Resul
         }
         "max-children" => h.max_children = number(p, "--max-children", 1, 1024)?,
         "max-queue" => h.max_queue = number(p, "--max-queue", 1, 65_536)?,
+        "max-services" => h.max_services = number(p, "--max-services", 1, 1024)?,
+        "firmware-dir" => h.firmware_dirs.push(p.value()?.into()),
         "sysfs-root" => h.sysfs_root = p.value()?.into(),
         "insecure-rules" => h.insecure_rules = true,
         "handler-user" => {

@@ -262,6 +262,19 @@ impl ProcIo for Children {
     }
 }
 
+impl crate::boot::BootIo for Children {
+    fn procs(&mut self) -> &mut dyn ProcIo {
+        self
+    }
+
+    fn load_firmware(&mut self, plan: &crate::firmware::Plan) -> Result<i32, String> {
+        let pid = crate::sys::firmware::spawn_load(&plan.loading, &plan.data, &plan.candidates)
+            .map_err(|e| e.to_string())?;
+        self.add(pid, None, None);
+        Ok(pid)
+    }
+}
+
 /// What a command does with the events the loop receives.
 pub trait Mode {
     /// Which counters the stats line shows.
@@ -299,6 +312,9 @@ pub trait Mode {
     fn output_closed(&mut self, _pid: i32, _cx: &mut Cx<'_>) {}
     /// Child `pid` was reaped (what was in its pipe has been passed on).
     fn exited(&mut self, _pid: i32, _exit: Exit, _cx: &mut Cx<'_>) {}
+    /// SIGUSR1, after the loop logged the counters: log what else the
+    /// mode has to show (the runner lists its services).
+    fn report(&self, _now: Instant) {}
     /// SIGHUP or SIGUSR2 (the loop handles SIGINT, SIGTERM, SIGUSR1 and
     /// SIGCHLD itself).
     fn signal(&mut self, _sig: Sig, _cx: &mut Cx<'_>) {}
@@ -950,6 +966,7 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                     self.refresh_dropped();
                     self.stats.log_dropped = crate::sys::log::dropped();
                     info!("{}", self.stats.line(self.mode.scope()));
+                    self.mode.report(now);
                 }
                 Sig::Chld => self.reap(now),
                 other => {

@@ -39,6 +39,14 @@
 //!   (`info`, `test`, `trigger`, `settle`, `wait`) that read sysfs and ask
 //!   the daemon; [`rules::trace`] and [`rules::lint`] serve `test` and
 //!   `check`.
+//! - [`boot`] gathers the boot duties beside the handler engine, each a
+//!   pure state machine driven like [`exec`]: [`services`]
+//!   (`RUN{service}`: device-bound long-running programs), [`kmod`]
+//!   (`kmod load`: batched `modprobe` from MODALIAS) and [`firmware`]
+//!   (the firmware user-helper; its copy runs in a child from
+//!   [`sys::firmware`]). The runner routes each event's work and every
+//!   reaped pid and pipe read there first. Allocation: per service (its
+//!   argv and environment) and per `modprobe` batch, never per event.
 //! - [`app`] runs one command; [`cli`] parses the command line.
 //!
 //! Arrows point one way: pure modules import nothing from `sys`, `daemon`
@@ -60,6 +68,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod boot;
 pub mod broadcast;
 pub mod cli;
 pub mod control;
@@ -67,15 +76,18 @@ pub mod daemon;
 pub mod devices;
 pub mod devnode;
 pub mod exec;
+pub mod firmware;
 pub mod identity;
 pub mod job;
 pub mod json;
+pub mod kmod;
 pub mod limits;
 pub mod monitor;
 pub mod recovery;
 pub mod replay;
 pub mod rules;
 pub mod runner;
+pub mod services;
 pub mod stats;
 pub mod sys;
 pub mod tools;

@@ -18,6 +18,7 @@ use std::time::Instant;
 
 use log::{debug, error, info, warn};
 
+use crate::boot::{Boot, BootConfig};
 use crate::daemon::{Cx, Flow, Mode, BATCH};
 use crate::devices::DeviceTable;
 use crate::devnode::{self, Claimant, EventBuf, LinkPlan, NodeId, Perms, Release, Target};
@@ -112,6 +113,18 @@ pub fn log_builtin() -> BuiltinFn {
 pub fn default_builtins() -> Builtins {
     let mut b = Builtins::default();
     b.register("log", log_builtin());
+    // BOOT HOOK (issue 17): names for the rules; the work is done by
+    // `crate::boot` (build_job leaves these out of handler jobs)
+    for name in crate::boot::BUILTINS {
+        b.register(
+            name,
+            Box::new(move |_| {
+                Err(format!(
+                    "{name} runs in the loop's boot module, not as a builtin call"
+                ))
+            }),
+        );
+    }
     b
 }
 
@@ -128,6 +141,8 @@ pub struct Runner {
     track_override: Option<Track>,
     /// `--broadcast` targets, if any (issue 16).
     broadcaster: Option<Broadcaster>,
+    /// BOOT HOOK (issue 17): services, `kmod load`, `firmware`.
+    boot: Option<Boot>,
     /// /dev's duties (issue 13).
     dev: Dev,
 }
@@ -184,8 +199,23 @@ impl Runner {
             recovery: None,
             track_override: None,
             broadcaster: None,
+            boot: None,
             dev: Dev::new(),
         })
+    }
+
+    /// BOOT HOOK (issue 17): turns on `RUN{service}`, `kmod load` and
+    /// `firmware` (see [`crate::boot`]). Services start when their
+    /// device's `add` job has finished, so finished jobs are kept for
+    /// `broadcast_finished` from now on.
+    pub fn enable_boot(&mut self, cfg: BootConfig) {
+        self.exec.keep_finished();
+        self.boot = Some(Boot::new(cfg));
+    }
+
+    /// BOOT HOOK (issue 17): the services, module and firmware loading.
+    pub fn boot(&self) -> Option<&Boot> {
+        self.boot.as_ref()
     }
 
     /// Manages device nodes and links under `root` (`run`: `/dev`, or
@@ -224,11 +254,18 @@ impl Runner {
 
     /// BROADCAST HOOK (issue 16): sends the jobs the engine has finished.
     fn broadcast_finished(&mut self, cx: &mut Cx<'_>) {
-        let Some(b) = self.broadcaster.as_mut() else {
+        if self.boot.is_none() && self.broadcaster.is_none() {
             return;
-        };
-        self.exec
-            .drain_finished(|job| b.send(job.raw(), b"", &job.label(), cx.stats));
+        }
+        let (boot, bc) = (&mut self.boot, &mut self.broadcaster);
+        self.exec.drain_finished(|job| {
+            if let Some(boot) = boot.as_mut() {
+                boot.job_finished(job.devpath(), job.raw(), cx.now, cx.procs, cx.stats);
+            }
+            if let Some(b) = bc.as_mut() {
+                b.send(job.raw(), b"", &job.label(), cx.stats);
+            }
+        });
     }
 
     /// BROADCAST HOOK (issue 16): an event the rules gave no work to is
@@ -325,6 +362,10 @@ impl Runner {
                 }
             };
         }
+        if let Some(b) = self.boot.as_mut() {
+            // BOOT HOOK (issue 17): batch `kmod load` over the whole pass
+            b.set_coldplug(self.recovery.as_ref().is_some_and(Recovery::busy));
+        }
         if self.recovery.as_mut().is_some_and(Recovery::take_ready) {
             self.readiness.ready();
         }
@@ -380,6 +421,35 @@ impl Runner {
         self.readiness.reloaded();
     }
 
+    /// BOOT HOOK (issue 17): after a SIGHUP, the services the rules now
+    /// give the present devices (from the device table).
+    fn reconcile_services(&mut self, cx: &mut Cx<'_>) {
+        let (Some(boot), Some(r)) = (self.boot.as_mut(), self.recovery.as_ref()) else {
+            return;
+        };
+        let t = r.table();
+        if t.overflowed() {
+            warn!(
+                "SIGHUP: the device table overflowed, so the present devices are not all known: \
+                 services are left as they are (restart hotplugd to start new ones)"
+            );
+            return;
+        }
+        let devices = crate::boot::add_datagrams(
+            t.devpaths()
+                .map(|d| (d, t.fields(d).map(Iterator::collect).unwrap_or_default())),
+        );
+        boot.reconcile(
+            &self.rules,
+            &devices,
+            &self.sysfs,
+            &mut self.matched,
+            cx.now,
+            cx.procs,
+            cx.stats,
+        );
+    }
+
     fn reload_rules(&mut self) {
         match self.from.load(&self.exec.builtin_names()) {
             Ok(rs) if !rs.unparsed_files().is_empty() => {
@@ -428,6 +498,9 @@ pub fn build_job(
     w.raw(ev.raw(), rules.env_assignments(m));
     rules.env_each(ev, m, &mut |k, v| w.env(k, v));
     for wk in &m.work {
+        if crate::boot::is_ours(&rules.actions[wk.action]) {
+            continue; // BOOT HOOK (issue 17): done by `Boot::event`
+        }
         let loc = rules.location(wk.rule);
         let added = match &rules.actions[wk.action] {
             Action::Run(_) => {
@@ -499,6 +572,11 @@ impl Runner {
             cx.stats,
         );
         let m = &self.matched;
+        if let Some(b) = self.boot.as_mut() {
+            // BOOT HOOK (issue 17): a remove stops the device's services
+            // even when no rule matches it
+            b.event(&self.rules, ev, m, &self.sysfs, cx.now, cx.procs, cx.stats);
+        }
         if m.count == 0 {
             self.broadcast_unworked(ev, cx);
             self.broadcast_finished(cx);
@@ -599,26 +677,51 @@ impl Mode for Runner {
     }
 
     fn output(&mut self, pid: i32, data: &[u8], cx: &mut Cx<'_>) {
+        if let Some(b) = self.boot.as_mut() {
+            if b.output(pid, data, cx.now, cx.stats) {
+                return;
+            }
+        }
         self.exec.output(pid, data, cx.now, cx.stats);
     }
 
     fn output_closed(&mut self, pid: i32, cx: &mut Cx<'_>) {
+        if let Some(b) = self.boot.as_mut() {
+            if b.output_closed(pid, cx.procs) {
+                return;
+            }
+        }
         self.exec.output_closed(pid, cx.procs);
     }
 
     fn exited(&mut self, pid: i32, exit: Exit, cx: &mut Cx<'_>) {
+        if let Some(b) = self.boot.as_mut() {
+            if b.exited(pid, exit.clone(), cx.now, cx.procs, cx.stats) {
+                return;
+            }
+        }
         self.exec.exited(pid, exit, cx.now, cx.procs, cx.stats);
         self.broadcast_finished(cx);
+    }
+
+    fn report(&self, now: Instant) {
+        if let Some(b) = self.boot.as_ref() {
+            b.log_services(now);
+        }
     }
 
     fn signal(&mut self, sig: Sig, cx: &mut Cx<'_>) {
         if sig == Sig::Hup {
             self.reload(cx.now, cx.stats);
+            self.reconcile_services(cx);
         }
     }
 
     fn deadline(&self) -> Option<Instant> {
         let mut d = self.exec.deadline();
+        if let Some(b) = self.boot.as_ref().and_then(Boot::deadline) {
+            d = Some(d.map_or(b, |a| a.min(b)));
+        }
         if let Some(r) = &self.recovery {
             let soon = if r.has_synthetic() && self.exec.has_room() {
                 Some(Instant::now())
@@ -634,6 +737,9 @@ impl Mode for Runner {
     }
 
     fn tick(&mut self, now: Instant, cx: &mut Cx<'_>) {
+        if let Some(b) = self.boot.as_mut() {
+            b.tick(now, cx.procs, cx.stats);
+        }
         self.exec.tick(now, cx.procs, cx.stats);
         self.broadcast_finished(cx);
         if let Some(r) = self.recovery.as_mut() {
@@ -645,19 +751,26 @@ impl Mode for Runner {
     fn stop(&mut self, cx: &mut Cx<'_>) {
         self.readiness.stopping();
         self.exec.stop(cx.now, cx.procs, cx.stats);
+        if let Some(b) = self.boot.as_mut() {
+            b.stop(cx.now, cx.procs);
+        }
     }
 
     fn stopped(&self) -> bool {
-        self.exec.stopped()
+        self.exec.stopped() && self.boot.as_ref().is_none_or(Boot::stopped)
     }
 
     fn idle(&self) -> bool {
-        self.exec.idle()
+        self.exec.idle() && self.boot.as_ref().is_none_or(Boot::idle)
     }
 
     /// CONTROL HOOK (issue 15): idle, and no coldplug or resync pending.
     fn settled(&self) -> bool {
-        self.exec.idle() && !self.recovery.as_ref().is_some_and(Recovery::busy)
+        // BOOT HOOK (issue 17): `kmod load` batches and firmware loads are
+        // part of handling the events (as in udev), services are not
+        self.exec.idle()
+            && !self.recovery.as_ref().is_some_and(Recovery::busy)
+            && self.boot.as_ref().is_none_or(Boot::idle)
     }
 
     /// CONTROL HOOK (issue 15).

@@ -119,6 +119,34 @@ pub struct Stats {
     /// (more than 80 fields, or its 16 KiB buffer).
     pub remove_props_cut: u64,
 
+    /// `RUN{service}` processes started (first starts and restarts).
+    pub services_started: u64,
+    /// `RUN{service}` restarts after the program exited or died.
+    pub services_restarted: u64,
+    /// `RUN{service}` programs that could not start (fork failed, or
+    /// `execve` failed: reported when reaped), or that `--max-services`
+    /// refused.
+    pub services_failed: u64,
+    /// `RUN{service}` programs that a SIGKILL did not end within the
+    /// grace at a stop; their record was dropped.
+    pub services_unkillable: u64,
+    /// `modprobe` runs started by `RUN{builtin}+="kmod load"`.
+    pub kmod_runs: u64,
+    /// MODALIAS values handed to `modprobe`.
+    pub kmod_aliases: u64,
+    /// `modprobe` runs that could not start, were killed, or exited
+    /// non-zero after printing an error (a silent exit 1 is only names no
+    /// module claims, with `-q`), and names dropped (queue full, too long).
+    pub kmod_failed: u64,
+    /// Firmware requests answered with the file (`RUN{builtin}+="firmware"`).
+    pub firmware_loaded: u64,
+    /// Firmware requests for a file found in no search directory (the
+    /// kernel was told `-1`).
+    pub firmware_not_found: u64,
+    /// Firmware requests that failed otherwise (no `loading` file, a short
+    /// copy, the loader could not start).
+    pub firmware_failed: u64,
+
     /// The longest turn of the loop so far, in microseconds: from a
     /// wake-up to the next wait (how long the socket could not be read).
     pub longest_turn_us: u64,
@@ -200,6 +228,11 @@ impl fmt::Display for StatsLine<'_> {
                 f,
                 " dev_perms_applied={} dev_perms_refused={} dev_perms_failed={} dev_links_made={} dev_links_removed={} dev_links_refused={} dev_link_conflicts={} dev_links_failed={} table_records_cut={} remove_props_cut={}",
                 s.dev_perms_applied, s.dev_perms_refused, s.dev_perms_failed, s.dev_links_made, s.dev_links_removed, s.dev_links_refused, s.dev_link_conflicts, s.dev_links_failed, s.table_records_cut, s.remove_props_cut
+            )?;
+            write!(
+                f,
+                " services_started={} services_restarted={} services_failed={} services_unkillable={} kmod_runs={} kmod_aliases={} kmod_failed={} firmware_loaded={} firmware_not_found={} firmware_failed={}",
+                s.services_started, s.services_restarted, s.services_failed, s.services_unkillable, s.kmod_runs, s.kmod_aliases, s.kmod_failed, s.firmware_loaded, s.firmware_not_found, s.firmware_failed
             )?;
         }
         write!(

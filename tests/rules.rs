@@ -98,7 +98,7 @@ fn every_error_file_gives_exactly_its_golden_diagnostics() {
         "is not a number",
         "is not a log level",
         "no builtin named",
-        "expected RUN{program} or RUN{builtin}",
+        "expected RUN{program}, RUN{builtin} or RUN{service}",
         "has no LABEL=",
         "GOTO only jumps forward",
         "LABEL needs a name",

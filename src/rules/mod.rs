@@ -141,6 +141,10 @@ pub struct Match {
 pub struct Command {
     /// The words, each one argument after substitution.
     pub argv: Vec<Template>,
+    /// `RUN{service}+=`: a long-running program bound to the device
+    /// (started after the device's `add` work, restarted, stopped on
+    /// `remove`; see [`crate::services`]), not a handler of the event.
+    pub service: bool,
 }
 
 /// What an assignment operator does (udev's `=`, `+=`, `-=`, `:=`).
@@ -1523,6 +1527,7 @@ impl RuleSet {
                     v = value(true);
                 }
                 let mut s = match a {
+                    Action::Run(c) if c.service => "RUN{service}+=".to_string(),
                     Action::Run(_) => "RUN+=".to_string(),
                     Action::Builtin { .. } => "RUN{builtin}+=".to_string(),
                     Action::SetEnv { key, append, .. } => {

@@ -1560,10 +1560,10 @@ impl RuleBuilder<'_> {
 
     fn run(&mut self, t: &Term<'_>) {
         let kind = t.attr.unwrap_or("program");
-        if kind != "program" && kind != "builtin" {
+        if kind != "program" && kind != "builtin" && kind != "service" {
             return self.fail(
                 t.attr_at,
-                format!("RUN{{{kind}}}: expected RUN{{program}} or RUN{{builtin}}"),
+                format!("RUN{{{kind}}}: expected RUN{{program}}, RUN{{builtin}} or RUN{{service}}"),
             );
         }
         match t.op {
@@ -1650,7 +1650,10 @@ impl RuleBuilder<'_> {
                 )
             }
         }
-        self.actions.push(Action::Run(Command { argv }));
+        self.actions.push(Action::Run(Command {
+            argv,
+            service: kind == "service",
+        }));
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod broadcast;
 pub mod control;
 pub mod devnode;
+pub mod firmware;
 pub mod log;
 pub mod netlink;
 pub mod notify;

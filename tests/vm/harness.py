@@ -7,6 +7,10 @@ coldplug must handle it exactly once. Then, over QMP, one at a time: an FTDI
 USB-serial adapter, a USB stick (FAT, with hello.txt), a keyboard and a USB
 network adapter are plugged, checked, unplugged and checked again.
 
+The guest loads no USB driver itself: hotplugd loads them from MODALIAS
+(`kmod load`), the keyboard's at coldplug and the others on plug; both are
+checked from /proc/modules, and the coldplug's modprobe runs are counted.
+
 Every wait has a timeout; QEMU is killed on every exit path. Prints the
 boot-to-ready time and the plug-to-handler latency per device. Exit 0 only
 if every check passed."""
@@ -179,6 +183,32 @@ try:
     check(len(pre) == 1, f"coldplug: the pre-plugged keyboard handled exactly once ({len(pre)})")
     check(all("COLDPLUG=1" in s for s in pre), "coldplug: marked HOTPLUGD_COLDPLUG=1")
 
+    # module autoloading (kmod load): /init loads no USB driver; the
+    # keyboard's (usbhid, hid-generic) come from its MODALIAS at coldplug
+    def modules_loaded(names, timeout=60):
+        end = time.monotonic() + timeout
+        have = ""
+        while time.monotonic() < end:
+            have = ask("modules", "E2E-MODULES") or ""
+            if all(n in have.split() for n in names):
+                break
+            time.sleep(1)
+        return have
+
+    mods = modules_loaded(["usbhid", "hid_generic"])
+    check("usbhid" in mods.split() and "hid_generic" in mods.split(),
+          f"kmod: usbhid and hid_generic loaded from MODALIAS at coldplug ({mods})")
+    check(not any(n in mods.split() for n in ("ftdi_sio", "usb_storage", "cdc_ether")),
+          f"kmod: no driver of a device not plugged yet ({mods})")
+    # batched: the whole coldplug is one modprobe, then one for what the
+    # loaded drivers created (the keyboard's hid device), maybe one more
+    cold = ask("stats", "E2E-STATS") or ""
+    runs = re.search(r"\bkmod_runs=(\d+)", cold)
+    names = re.search(r"\bkmod_aliases=(\d+)", cold)
+    runs, names = (int(runs.group(1)) if runs else None), (int(names.group(1)) if names else None)
+    print(f"kmod at coldplug: {runs} modprobe runs for {names} aliases", flush=True)
+    check(runs is not None and 1 <= runs <= 3, f"kmod: coldplug batched into 1-3 modprobe runs ({runs} for {names})")
+
     latencies = {}
 
     def plug(name, spec, expect, timeout=30):
@@ -279,6 +309,11 @@ try:
     print(f"hotplugd memory in the guest: {rss}", flush=True)
     check("VmRSS" in rss, f"the guest reports hotplugd's memory ({rss})")
 
+    # the drivers of the devices plugged later came from their MODALIAS too
+    mods = modules_loaded(["ftdi_sio", "usb_storage", "sd_mod", "cdc_ether"], timeout=10)
+    for n in ("ftdi_sio", "usbserial", "usb_storage", "sd_mod", "cdc_ether", "usbnet"):
+        check(n in mods.split(), f"kmod: {n} loaded from MODALIAS on plug ({mods})")
+
     # the counters
     stats = ask("stats", "E2E-STATS") or ""
     print("guest " + stats, flush=True)
@@ -290,6 +325,9 @@ try:
     for name in ("overruns", "rejected", "malformed", "truncated", "handlers_failed"):
         check(stat(name) == 0, f"counters: {name}=0 ({stat(name)})")
     check((stat("synthetic_adds") or 0) >= 1, f"counters: synthetic_adds={stat('synthetic_adds')} (coldplug)")
+    check((stat("kmod_runs") or 0) >= 2, f"counters: kmod_runs={stat('kmod_runs')} (coldplug, then plugs)")
+    check(stat("kmod_failed") == 0, f"counters: kmod_failed={stat('kmod_failed')}")
+    print(f"kmod: {stat('kmod_runs')} modprobe runs for {stat('kmod_aliases')} aliases", flush=True)
     stopped = ask("stop", "E2E-STOPPED")
     check(stopped == "0", f"the init script stops hotplugd ({stopped})")
 

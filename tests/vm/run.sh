@@ -117,13 +117,21 @@ echo 'ACTION=="add|remove", SUBSYSTEM=="usb", ENV{DEVTYPE}=="usb_device", RUN+="
     >"$st/etc/hotplugd/rules.d/90-e2e-report.rules"
 echo 'LOG_TARGET=kmsg' >"$st/etc/default/hotplugd"
 
-# modules, in dependency order (busybox depmod: the host has no kmod)
-MODS="xhci-pci usbhid hid-generic evdev usb-storage sd_mod vfat nls_cp437 nls_ascii nls_utf8 usbserial ftdi_sio usbnet cdc_ether rndis_host"
+# modules (busybox depmod: the host has no kmod). /init insmods only the
+# host controller and what no device asks for (evdev, the filesystems); the
+# USB drivers (usbhid, hid-generic, usb-storage, sd_mod, ftdi_sio,
+# cdc_ether, rndis_host and their dependencies) are loaded by hotplugd from
+# MODALIAS (board/generic/rules.d/05-drivers.rules: `kmod load`) through
+# busybox modprobe, at coldplug and on plug. modules.dep and modules.alias
+# come from busybox depmod over the guest's own module tree.
+BOOT_MODS="xhci-pci evdev vfat nls_cp437 nls_ascii nls_utf8"
+AUTO_MODS="usbhid hid-generic usb-storage sd_mod usbserial ftdi_sio usbnet cdc_ether rndis_host"
 mdir=$KROOT/lib/modules/$KVER-$darch
+gmdir=$st/lib/modules/$KVER-$darch
 [ -e "$mdir/modules.dep" ] || "$KROOT/bin/busybox" depmod -b "$KROOT" "$KVER-$darch" 2>/dev/null ||
     qemu-"$ARCH" "$KROOT/bin/busybox" depmod -b "$KROOT" "$KVER-$darch"
-# shellcheck disable=SC2086  # MODS is a word list
-python3 - "$mdir" $MODS >"$st/etc/modules.order" <<'PY'
+order() { # order MODULE...: the modules.dep paths of MODULEs and their dependencies, dependencies first
+    python3 - "$mdir" "$@" <<'PY'
 import os, sys
 mdir, want = sys.argv[1], sys.argv[2:]
 dep = {}
@@ -143,15 +151,25 @@ def visit(p):
 for w in want:
     if norm(w) in by:
         visit(by[norm(w)])
+    else:
+        sys.exit(f"no module {w} in modules.dep")
 print("\n".join(out))
 PY
-: >"$st/etc/modules.load"
-while read -r p; do
-    b=${p##*/}
-    cp "$mdir/$p" "$st/lib/modules/$b"
-    case $b in *.ko.xz | *.ko.zst) log "compressed module $b: not supported"; exit 1 ;; esac
-    case $b in usb-storage.ko) echo "$b delay_use=0" ;; *) echo "$b" ;; esac >>"$st/etc/modules.load"
-done <"$st/etc/modules.order"
+}
+# shellcheck disable=SC2086  # word lists
+{ order $BOOT_MODS; order $AUTO_MODS; } | sort -u | while read -r p; do
+    case $p in *.ko.xz | *.ko.zst) log "compressed module $p: not supported"; exit 1 ;; esac
+    mkdir -p "$gmdir/$(dirname "$p")"
+    cp "$mdir/$p" "$gmdir/$p"
+done
+"$KROOT/bin/busybox" depmod -b "$st" "$KVER-$darch" 2>/dev/null ||
+    qemu-"$ARCH" "$KROOT/bin/busybox" depmod -b "$st" "$KVER-$darch"
+[ -s "$gmdir/modules.alias" ] || { log "busybox depmod made no modules.alias"; exit 1; }
+grep -q "usb:v0403p6001" "$gmdir/modules.alias" || { log "modules.alias has no ftdi_sio alias"; exit 1; }
+mkdir -p "$st/etc/modprobe.d"
+echo "options usb-storage delay_use=0" >"$st/etc/modprobe.d/e2e.conf"
+# shellcheck disable=SC2086
+order $BOOT_MODS | sed "s|^|$KVER-$darch/|" >"$st/etc/modules.load"
 mknod -m 600 "$st/dev/console" c 5 1
 cat >"$st/init" <<'INIT'
 #!/bin/busybox sh
@@ -160,7 +178,7 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /run; mount -t tmpfs tmpfs /media; mount -t tmpfs tmpfs /tmp
 dmesg -n 1
-while read -r m args; do insmod "/lib/modules/$m" $args || echo "E2E-ERROR insmod $m"; done </etc/modules.load
+while read -r m; do insmod "/lib/modules/$m" || echo "E2E-ERROR insmod $m"; done </etc/modules.load
 echo "E2E-BOOTED uptime=$(cut -d' ' -f1 /proc/uptime)"
 # the keyboard plugged on QEMU's command line is present before we start
 # (as on a board booted with devices attached): wait for its enumeration
@@ -186,6 +204,7 @@ while read -r cmd arg; do
             kill -USR1 "$(cat /run/hotplugd.pid)"; sleep 1
             echo "E2E-STATS $(dmesg | grep 'stats:' | tail -1)" ;;
         log) dmesg | grep 'hotplugd\[' | sed 's/^/E2E-LOG /' ;;
+        modules) echo "E2E-MODULES $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')" ;;
         rss) echo "E2E-RSS $(grep -E 'VmRSS|VmHWM' "/proc/$(cat /run/hotplugd.pid)/status" | tr -s ' \t\n' ' ')" ;;
         stop) /etc/init.d/S10hotplugd stop; echo "E2E-STOPPED $?" ;;
         *) echo "E2E-UNKNOWN $cmd" ;;
