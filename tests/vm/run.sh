@@ -217,13 +217,23 @@ chmod 755 "$st/init"
 (cd "$st" && find . | cpio -o -H newc --quiet -R 0:0) >"$W/build/initrd-$ARCH.cpio"
 log "initramfs $(du -h "$W/build/initrd-$ARCH.cpio" | cut -f1) ($(( $(date +%s) - t0 ))s)"
 
-# ---- a FAT stick with a file on it
+# ---- a stick as sticks come: an MBR partition table, one FAT partition
+# (from sector 2048) with a file on it, so the guest sees sda and sda1
 img=$W/build/stick.img
 rm -f "$img"
 truncate -s 8M "$img"
-mkfs.vfat -n E2ESTICK "$img" >/dev/null
+python3 - "$img" <<'MBR'
+import struct, sys
+with open(sys.argv[1], "r+b") as f:
+    start, count = 2048, 8 * 2048 - 2048
+    # status, CHS first (unused), type 0x0e (FAT16, LBA), CHS last, LBA start, sectors
+    entry = struct.pack("<B3sB3sII", 0, b"\xfe\xff\xff", 0x0E, b"\xfe\xff\xff", start, count)
+    f.seek(446)
+    f.write(entry + bytes(48) + b"\x55\xaa")
+MBR
+mkfs.vfat --offset=2048 -n E2ESTICK "$img" 7168 >/dev/null
 printf 'hello from the stick\n' >"$W/build/hello.txt"
-mcopy -i "$img" "$W/build/hello.txt" ::/hello.txt
+mcopy -i "$img@@1048576" "$W/build/hello.txt" ::/hello.txt
 
 # ---- boot, plug, assert
 python3 tests/vm/harness.py --arch "$ARCH" --qemu "$QEMU" --kernel "$KERNEL" \
