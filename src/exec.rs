@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::limits::{HANDLER_LINE, JOB_SLOT};
+use crate::limits::JOB_SLOT;
 
 /// Job slots beyond `max_queue + max_children`: jobs finished but not yet
 /// broadcast (`--broadcast` takes them at the end of the same turn).
@@ -50,9 +50,8 @@ pub const FINISHED_SLOTS: usize = 8;
 use crate::stats::{Ms, Stats};
 use crate::uevent::Uevent;
 
-/// Lines of one handler's output logged per second; the rest are counted
-/// and summarised once a second.
-pub const LOG_LINES_PER_SEC: u32 = 20;
+use crate::linelog::LineLog;
+pub use crate::linelog::LOG_LINES_PER_SEC;
 
 /// What a builtin handler is given.
 pub struct BuiltinCall<'a> {
@@ -234,15 +233,9 @@ struct Proc {
     job: Option<Job>,
     rule: LogText,
     label: LogText,
-    line: heapless::Vec<u8, HANDLER_LINE>,
-    cutting: bool,
+    /// Its output, logged within the rate.
+    out: LineLog,
     pipe_open: bool,
-    /// Output rate limit: start of the current one-second window, lines
-    /// logged in it, and what was not logged since the last summary.
-    window: Instant,
-    window_lines: u32,
-    quiet_lines: u64,
-    quiet_bytes: u64,
     started: Instant,
     deadline: Instant,
     term_sent: bool,
@@ -558,13 +551,8 @@ impl Exec {
                 rule,
                 label,
                 job: Some(job),
-                line: heapless::Vec::new(),
-                cutting: false,
+                out: LineLog::new(started, now),
                 pipe_open,
-                window: now,
-                window_lines: 0,
-                quiet_lines: 0,
-                quiet_bytes: 0,
                 started: now,
                 deadline: now + self.cfg.timeout,
                 term_sent: false,
@@ -591,7 +579,7 @@ impl Exec {
     /// Bytes the loop read from the output pipe of `pid`.
     pub fn output(&mut self, pid: i32, data: &[u8], now: Instant, stats: &mut Stats) {
         if let Some(i) = self.find(pid) {
-            feed(&mut self.procs[i], data, now, stats);
+            self.procs[i].out.feed(data, now, stats);
         }
     }
 
@@ -600,7 +588,7 @@ impl Exec {
     pub fn output_closed(&mut self, pid: i32, io: &mut dyn ProcIo) {
         if let Some(i) = self.find(pid) {
             let p = &mut self.procs[i];
-            flush_line(p);
+            p.out.flush();
             p.pipe_open = false;
         }
         self.forget_finished(io);
@@ -622,8 +610,7 @@ impl Exec {
         };
         let p = &mut self.procs[i];
         p.reaped = true;
-        flush_line(p);
-        summarise_quiet(p);
+        p.out.finish();
         let ms = now.saturating_duration_since(p.started).as_millis();
         let (rule, label) = (&p.rule, &p.label);
         let late = if p.abandoned {
@@ -699,12 +686,7 @@ impl Exec {
                     Some(p.deadline)
                 }
             })
-            .chain(
-                self.procs
-                    .iter()
-                    .filter(|p| p.quiet_lines > 0)
-                    .map(|p| p.window + Duration::from_secs(1)),
-            )
+            .chain(self.procs.iter().filter_map(|p| p.out.due()))
             .min()
     }
 
@@ -714,9 +696,7 @@ impl Exec {
         let grace = self.cfg.grace;
         let mut resume = Vec::new();
         for p in &mut self.procs {
-            if p.quiet_lines > 0 && now >= p.window + Duration::from_secs(1) {
-                summarise_quiet(p);
-            }
+            p.out.tick(now);
             if p.abandoned {
                 continue;
             }
@@ -821,75 +801,6 @@ fn errno_text(code: i32) -> String {
     let text = std::io::Error::from_raw_os_error(code).to_string();
     let text = text.split(" (os error").next().unwrap_or_default();
     format!("{text} (errno {code})")
-}
-
-/// Splits output into lines and logs each, within the rate limit; a line
-/// longer than [`HANDLER_LINE`] is logged cut, marked and counted.
-fn feed(p: &mut Proc, mut data: &[u8], now: Instant, stats: &mut Stats) {
-    if now >= p.window + Duration::from_secs(1) {
-        summarise_quiet(p);
-        p.window = now;
-        p.window_lines = 0;
-    }
-    while !data.is_empty() {
-        let nl = data.iter().position(|&b| b == b'\n');
-        let chunk = &data[..nl.unwrap_or(data.len())];
-        if p.window_lines >= LOG_LINES_PER_SEC {
-            // over the rate: count, don't keep
-            p.quiet_bytes += (chunk.len() + usize::from(nl.is_some())) as u64;
-            if nl.is_some() {
-                p.quiet_lines += 1;
-                stats.output_lines_suppressed += 1;
-                p.line.clear();
-                p.cutting = false;
-            }
-        } else if !p.cutting {
-            let room = p.line.capacity() - p.line.len();
-            let take = chunk.len().min(room);
-            let _ = p.line.extend_from_slice(&chunk[..take]);
-            if take < chunk.len() {
-                stats.output_lines_cut += 1;
-                info!(
-                    "[{}] {} [line cut at {HANDLER_LINE} bytes]",
-                    p.pid,
-                    printable(&p.line)
-                );
-                p.window_lines += 1;
-                p.line.clear();
-                p.cutting = true;
-            }
-        }
-        match nl {
-            Some(i) => {
-                if !p.cutting && p.window_lines < LOG_LINES_PER_SEC {
-                    flush_line(p);
-                }
-                p.cutting = false;
-                data = &data[i + 1..];
-            }
-            None => break,
-        }
-    }
-}
-
-fn flush_line(p: &mut Proc) {
-    if !p.line.is_empty() {
-        info!("[{}] {}", p.pid, printable(&p.line));
-        p.window_lines += 1;
-        p.line.clear();
-    }
-}
-
-fn summarise_quiet(p: &mut Proc) {
-    if p.quiet_lines > 0 {
-        warn!(
-            "[{}] {} more lines ({} bytes) of output not logged (over {LOG_LINES_PER_SEC} lines/s; \
-             output_lines_suppressed counts them)",
-            p.pid, p.quiet_lines, p.quiet_bytes
-        );
-        p.quiet_lines = 0;
-        p.quiet_bytes = 0;
-    }
 }
 
 /// Text safe for a log line: control characters and bytes that are not

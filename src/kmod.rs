@@ -249,7 +249,7 @@ impl Kmod {
             o.finish();
         }
         let took = Ms(now.saturating_duration_since(since));
-        let said = self.out.as_ref().map_or(0, |o| o.lines);
+        let said = self.out.as_ref().map_or(0, |o| o.lines());
         match exit {
             Exit::Code(0) => info!("kmod load: modprobe [{pid}] for {n} names done after {took}"),
             // `-q`: names no module claims (most MODALIAS values: built-in

@@ -82,6 +82,7 @@ pub mod job;
 pub mod json;
 pub mod kmod;
 pub mod limits;
+pub mod linelog;
 pub mod monitor;
 pub mod recovery;
 pub mod replay;

@@ -36,9 +36,9 @@ use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
 
-use crate::exec::{Exit, Kill, ProcIo, LOG_LINES_PER_SEC};
+use crate::exec::{Exit, Kill, ProcIo};
 use crate::job::Words;
-use crate::limits::HANDLER_LINE;
+use crate::linelog::LineLog;
 use crate::stats::{Ms, Stats};
 
 /// First restart delay.
@@ -103,13 +103,7 @@ enum State {
 pub(crate) struct Output {
     pub(crate) pid: i32,
     open: bool,
-    line: heapless::Vec<u8, HANDLER_LINE>,
-    cutting: bool,
-    window: Instant,
-    window_lines: u32,
-    quiet_lines: u64,
-    /// Lines seen so far, logged or not.
-    pub(crate) lines: u64,
+    log: LineLog,
 }
 
 struct Service {
@@ -335,8 +329,7 @@ impl Services {
             return false;
         };
         if let Some(o) = s.outputs.iter_mut().find(|o| o.pid == pid) {
-            flush(o);
-            summarise(o);
+            o.finish();
         }
         let how = match &exit {
             Exit::Code(c) => format!("exited {c}"),
@@ -401,7 +394,7 @@ impl Services {
         let Some(o) = self.output_of(pid) else {
             return false;
         };
-        feed(o, data, now, stats);
+        o.feed(data, now, stats);
         true
     }
 
@@ -410,8 +403,7 @@ impl Services {
         let Some(o) = self.output_of(pid) else {
             return false;
         };
-        flush(o);
-        summarise(o);
+        o.finish();
         o.open = false;
         for s in &mut self.list {
             s.outputs.retain(|o| o.open);
@@ -444,8 +436,7 @@ impl Services {
                 self.list
                     .iter()
                     .flat_map(|s| s.outputs.iter())
-                    .filter(|o| o.quiet_lines > 0)
-                    .map(|o| o.window + Duration::from_secs(1)),
+                    .filter_map(|o| o.log.due()),
             )
             .min()
     }
@@ -456,9 +447,7 @@ impl Services {
         let mut due = Vec::new();
         for (i, s) in self.list.iter_mut().enumerate() {
             for o in &mut s.outputs {
-                if o.quiet_lines > 0 && now >= o.window + Duration::from_secs(1) {
-                    summarise(o);
-                }
+                o.log.tick(now);
             }
             match s.state {
                 State::Backoff { at } if now >= at && !self.stopping => due.push(i),
@@ -650,91 +639,23 @@ impl Output {
         Output {
             pid,
             open: true,
-            line: heapless::Vec::new(),
-            cutting: false,
-            window: now,
-            window_lines: 0,
-            quiet_lines: 0,
-            lines: 0,
+            log: LineLog::new(pid, now),
         }
     }
 
     /// Logs what was read, within the rate limit.
     pub(crate) fn feed(&mut self, data: &[u8], now: Instant, stats: &mut Stats) {
-        feed(self, data, now, stats);
+        self.log.feed(data, now, stats);
     }
 
     /// The pipe ended, or the process was reaped: log the last line.
     pub(crate) fn finish(&mut self) {
-        flush(self);
-        summarise(self);
+        self.log.finish();
     }
-}
 
-/// Splits output into lines and logs each within the rate limit.
-fn feed(o: &mut Output, mut data: &[u8], now: Instant, stats: &mut Stats) {
-    if now >= o.window + Duration::from_secs(1) {
-        summarise(o);
-        o.window = now;
-        o.window_lines = 0;
-    }
-    while !data.is_empty() {
-        let nl = data.iter().position(|&b| b == b'\n');
-        let chunk = &data[..nl.unwrap_or(data.len())];
-        if o.window_lines >= LOG_LINES_PER_SEC {
-            if nl.is_some() {
-                o.quiet_lines += 1;
-                o.lines += 1;
-                stats.output_lines_suppressed += 1;
-                o.line.clear();
-                o.cutting = false;
-            }
-        } else if !o.cutting {
-            let room = o.line.capacity() - o.line.len();
-            let take = chunk.len().min(room);
-            let _ = o.line.extend_from_slice(&chunk[..take]);
-            if take < chunk.len() {
-                stats.output_lines_cut += 1;
-                info!(
-                    "[{}] {} [line cut at {HANDLER_LINE} bytes]",
-                    o.pid,
-                    printable(&o.line)
-                );
-                o.window_lines += 1;
-                o.lines += 1;
-                o.line.clear();
-                o.cutting = true;
-            }
-        }
-        match nl {
-            Some(i) => {
-                if !o.cutting && o.window_lines < LOG_LINES_PER_SEC {
-                    flush(o);
-                }
-                o.cutting = false;
-                data = &data[i + 1..];
-            }
-            None => break,
-        }
-    }
-}
-
-fn flush(o: &mut Output) {
-    if !o.line.is_empty() {
-        info!("[{}] {}", o.pid, printable(&o.line));
-        o.line.clear();
-        o.window_lines += 1;
-        o.lines += 1;
-    }
-}
-
-fn summarise(o: &mut Output) {
-    if o.quiet_lines > 0 {
-        info!(
-            "[{}] {} more lines not logged (over {LOG_LINES_PER_SEC} a second)",
-            o.pid, o.quiet_lines
-        );
-        o.quiet_lines = 0;
+    /// Lines seen so far, logged or not.
+    pub(crate) fn lines(&self) -> u64 {
+        self.log.lines()
     }
 }
 
@@ -973,7 +894,7 @@ mod tests {
         let a = io.spawned[0];
         assert!(s.output(a, b"one\ntwo\n", t0, &mut st));
         assert!(!s.output(a + 1, b"x\n", t0, &mut st));
-        let many = "x\n".repeat(LOG_LINES_PER_SEC as usize + 5);
+        let many = "x\n".repeat(crate::linelog::LOG_LINES_PER_SEC as usize + 5);
         assert!(s.output(a, many.as_bytes(), t0, &mut st));
         assert_eq!(st.output_lines_suppressed, 7); // 2 lines were logged first
         assert!(s.deadline().is_some(), "a summary is due");
