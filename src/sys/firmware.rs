@@ -50,62 +50,59 @@ pub fn spawn_load(loading: &Path, data: &Path, candidates: &[PathBuf]) -> io::Re
         file_ptrs.as_ptr(),
         file_ptrs.len(),
     );
-    // SAFETY: single-threaded daemon; the child calls only async-signal-safe
-    // functions on memory prepared before the fork (and its own stack) and
-    // never returns.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if pid == 0 {
-        // SAFETY: child side, as above.
-        unsafe {
-            libc::setpgid(0, 0);
-            let mut set: libc::sigset_t = core::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigprocmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
-            // It never execs: close the daemon's descriptors (as the ATTR
-            // writer does), so a stuck write holds none of them.
-            libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-            let errno = || *libc::__errno_location();
-            let put = |text: &[u8]| -> i32 {
-                let fd = libc::open(lp, libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return errno();
+    // SAFETY: the worker calls only async-signal-safe functions on memory
+    // prepared before the fork (and its own stack).
+    crate::sys::spawn::fork_worker(|| unsafe {
+        let errno = || *libc::__errno_location();
+        let put = |text: &[u8]| -> i32 {
+            let fd = libc::open(lp, libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return errno();
+            }
+            let w = libc::write(fd, text.as_ptr().cast(), text.len());
+            let e = if w < 0 { errno() } else { 0 };
+            libc::close(fd);
+            e
+        };
+        let e = put(b"1");
+        if e != 0 {
+            libc::_exit(e);
+        }
+        let mut src = -1;
+        for i in 0..nf {
+            src = libc::open(*fp.add(i), libc::O_RDONLY | libc::O_CLOEXEC);
+            if src >= 0 {
+                break;
+            }
+        }
+        if src < 0 {
+            put(b"-1");
+            libc::_exit(crate::firmware::EXIT_NOT_FOUND);
+        }
+        let dst = libc::open(dp, libc::O_WRONLY | libc::O_CLOEXEC);
+        if dst < 0 {
+            let e = errno();
+            put(b"-1");
+            libc::_exit(e);
+        }
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = libc::read(src, buf.as_mut_ptr().cast(), buf.len());
+            if n == 0 {
+                break;
+            }
+            if n < 0 {
+                if errno() == libc::EINTR {
+                    continue;
                 }
-                let w = libc::write(fd, text.as_ptr().cast(), text.len());
-                let e = if w < 0 { errno() } else { 0 };
-                libc::close(fd);
-                e
-            };
-            let e = put(b"1");
-            if e != 0 {
-                libc::_exit(e);
-            }
-            let mut src = -1;
-            for i in 0..nf {
-                src = libc::open(*fp.add(i), libc::O_RDONLY | libc::O_CLOEXEC);
-                if src >= 0 {
-                    break;
-                }
-            }
-            if src < 0 {
-                put(b"-1");
-                libc::_exit(crate::firmware::EXIT_NOT_FOUND);
-            }
-            let dst = libc::open(dp, libc::O_WRONLY | libc::O_CLOEXEC);
-            if dst < 0 {
                 let e = errno();
                 put(b"-1");
                 libc::_exit(e);
             }
-            let mut buf = [0u8; 16 * 1024];
-            loop {
-                let n = libc::read(src, buf.as_mut_ptr().cast(), buf.len());
-                if n == 0 {
-                    break;
-                }
-                if n < 0 {
+            let mut off = 0usize;
+            while off < n as usize {
+                let w = libc::write(dst, buf.as_ptr().add(off).cast(), n as usize - off);
+                if w < 0 {
                     if errno() == libc::EINTR {
                         continue;
                     }
@@ -113,29 +110,14 @@ pub fn spawn_load(loading: &Path, data: &Path, candidates: &[PathBuf]) -> io::Re
                     put(b"-1");
                     libc::_exit(e);
                 }
-                let mut off = 0usize;
-                while off < n as usize {
-                    let w = libc::write(dst, buf.as_ptr().add(off).cast(), n as usize - off);
-                    if w < 0 {
-                        if errno() == libc::EINTR {
-                            continue;
-                        }
-                        let e = errno();
-                        put(b"-1");
-                        libc::_exit(e);
-                    }
-                    if w == 0 {
-                        put(b"-1");
-                        libc::_exit(libc::EIO);
-                    }
-                    off += w as usize;
+                if w == 0 {
+                    put(b"-1");
+                    libc::_exit(libc::EIO);
                 }
+                off += w as usize;
             }
-            libc::close(dst);
-            libc::_exit(put(b"0"));
         }
-    }
-    // SAFETY: as in `spawn`: setpgid on our own child touches no memory.
-    unsafe { libc::setpgid(pid, pid) };
-    Ok(pid)
+        libc::close(dst);
+        put(b"0")
+    })
 }

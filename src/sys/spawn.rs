@@ -228,8 +228,35 @@ pub fn exec_error(fd: &OwnedFd) -> Option<i32> {
 pub fn spawn_attr_write(path: &core::ffi::CStr, value: &[u8]) -> io::Result<i32> {
     use nix::libc;
     let (p, v, n) = (path.as_ptr(), value.as_ptr(), value.len());
-    // SAFETY: single-threaded daemon; the child calls only async-signal-safe
-    // functions on memory prepared before the fork and never returns.
+    // SAFETY: open and write on memory prepared before the fork.
+    fork_worker(|| unsafe {
+        let fd = libc::open(p, libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW);
+        if fd < 0 {
+            return *libc::__errno_location();
+        }
+        let w = libc::write(fd, v.cast(), n);
+        if w < 0 {
+            return *libc::__errno_location();
+        }
+        if w as usize == n {
+            0
+        } else {
+            libc::EIO
+        }
+    })
+}
+
+/// Forks a worker that never execs (an `ATTR{}` write, a firmware copy):
+/// in a process group of its own, with an empty signal mask and none of
+/// the daemon's descriptors (close-on-exec does not apply without an exec:
+/// they are closed, so a write stuck in a driver holds no socket, signalfd
+/// or pipe), it runs `work` and exits with the code it returns. `work` must
+/// call only async-signal-safe functions, on memory prepared before the
+/// fork.
+pub(crate) fn fork_worker(work: impl FnOnce() -> i32) -> io::Result<i32> {
+    use nix::libc;
+    // SAFETY: single-threaded daemon; the child runs `work` (which keeps to
+    // async-signal-safe calls, as its caller promises) and never returns.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
         return Err(io::Error::last_os_error());
@@ -241,20 +268,11 @@ pub fn spawn_attr_write(path: &core::ffi::CStr, value: &[u8]) -> io::Result<i32>
             let mut set: libc::sigset_t = core::mem::zeroed();
             libc::sigemptyset(&mut set);
             libc::sigprocmask(libc::SIG_SETMASK, &set, core::ptr::null_mut());
-            // It never execs, so close-on-exec does not apply: close the
-            // daemon's descriptors (socket, signalfd, other handlers'
-            // pipes), or a write stuck in a driver would hold them.
             libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
-            let fd = libc::open(p, libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW);
-            if fd < 0 {
-                libc::_exit(*libc::__errno_location());
-            }
-            let w = libc::write(fd, v.cast(), n);
-            if w < 0 {
-                libc::_exit(*libc::__errno_location());
-            }
-            libc::_exit(if w as usize == n { 0 } else { libc::EIO });
         }
+        let code = work();
+        // SAFETY: ends the child without running the parent's destructors.
+        unsafe { libc::_exit(code) }
     }
     // SAFETY: as in `spawn`: setpgid on our own child touches no memory.
     unsafe { libc::setpgid(pid, pid) };
