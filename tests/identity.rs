@@ -53,8 +53,13 @@ const FAMILIES: [&str; 6] = [
 const BUILTINS: [&str; 3] = ["usb_id", "path_id", "input_id"];
 
 /// Debian's udev, unpacked under target/ once; the udevadm path and its
-/// library directory.
+/// library directory. The tests of this file run in parallel: one unpacks
+/// while the others wait (a lock), and the tree appears whole (unpacked
+/// beside it, then renamed), so none can run a udevadm whose library is
+/// not there yet.
 fn udev() -> Option<(PathBuf, PathBuf)> {
+    static ONCE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = ONCE.lock().unwrap_or_else(|e| e.into_inner());
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/udev-reference");
     let udevadm = dir.join("x/bin/udevadm");
     let lib = dir.join("x/usr/lib/x86_64-linux-gnu/systemd");
@@ -75,13 +80,15 @@ fn udev() -> Option<(PathBuf, PathBuf)> {
             return None;
         }
     }
+    let tmp = dir.join("x.unpacking");
+    let _ = fs::remove_dir_all(&tmp);
     for e in fs::read_dir(&dir).ok()?.flatten() {
         let p = e.path();
         if p.extension().is_some_and(|x| x == "deb") {
             let ok = Command::new("dpkg")
                 .arg("-x")
                 .arg(&p)
-                .arg(dir.join("x"))
+                .arg(&tmp)
                 .status()
                 .is_ok_and(|s| s.success());
             if !ok {
@@ -89,6 +96,8 @@ fn udev() -> Option<(PathBuf, PathBuf)> {
             }
         }
     }
+    let _ = fs::remove_dir_all(dir.join("x"));
+    fs::rename(&tmp, dir.join("x")).ok()?;
     udevadm.is_file().then_some((udevadm, lib))
 }
 
