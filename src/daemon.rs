@@ -33,7 +33,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use crate::exec::{Exit, Kill, ProcIo};
 use crate::limits::RECV_BUFFER;
 use crate::stats::{Scope, Stats};
-use crate::sys::netlink::{Batch, BatchRecv, Recv, Sender, UeventSocket};
+use crate::sys::netlink::{Batch, BatchRecv, Recv, Sender, UeventSocket, RECV_BATCH};
 use crate::sys::signals::{Sig, Signals};
 use crate::sys::spawn::{self, PipeRead};
 use crate::sys::sysfs::SysfsRoot;
@@ -346,6 +346,9 @@ pub struct Listener {
     /// yet handled (a paused drain resumes there).
     batch: Batch,
     next: usize,
+    /// The last `recvmmsg` returned fewer datagrams than it could take: the
+    /// queue was empty then (see [`Listener::drain`]).
+    short: bool,
     last_seqnum: Option<u64>,
     overrun_pending: bool,
     accept_injected: bool,
@@ -443,6 +446,7 @@ impl Listener {
             socket,
             batch: Batch::new(),
             next: 0,
+            short: false,
             last_seqnum: None,
             overrun_pending: false,
             accept_injected: false,
@@ -478,17 +482,33 @@ impl Listener {
     /// Datagrams come [`crate::sys::netlink::RECV_BATCH`] at a time from one
     /// `recvmmsg`; those not handled when the sink has no room stay in the
     /// batch for the next drain. Never allocates.
+    ///
+    /// A batch that came back short ends the drain as [`Drained::Empty`]
+    /// without another `recvmmsg` to hear EAGAIN: the kernel fills a
+    /// nonblocking `recvmmsg` until its queue is empty or an error, so a
+    /// short batch means the queue was empty at that moment (an error met
+    /// after some datagrams is kept for the next call). Whatever arrives
+    /// later, a datagram or an overrun, wakes the socket's wait queue and
+    /// so puts it back on epoll's ready list (edge-triggered epoll reports
+    /// every wake-up that comes after the previous `epoll_wait` harvest;
+    /// `fs/eventpoll.c`, `ep_poll_callback`). When events trickle in one at
+    /// a time, this saves one system call per event.
     pub fn drain(&mut self, stats: &mut Stats, sink: &mut dyn Sink) -> io::Result<Drained> {
         let mut handled = 0;
         loop {
             if self.next >= self.batch.len() {
+                if core::mem::take(&mut self.short) {
+                    self.next = 0;
+                    self.batch.clear();
+                    return Ok(Drained::Empty);
+                }
                 if handled >= BATCH {
                     return Ok(Drained::Batch);
                 }
                 self.next = 0;
                 match self.socket.recv_batch(&mut self.batch)? {
                     BatchRecv::WouldBlock => return Ok(Drained::Empty),
-                    BatchRecv::Received(_) => {}
+                    BatchRecv::Received(n) => self.short = n < RECV_BATCH,
                     BatchRecv::Overrun => {
                         stats.overruns += 1;
                         self.overrun_pending = true;

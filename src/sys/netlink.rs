@@ -188,6 +188,11 @@ impl Batch {
         self.len
     }
 
+    /// Forgets the datagrams received (they were all handled).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
     /// True when the last receive returned nothing.
     pub fn is_empty(&self) -> bool {
         self.len == 0
