@@ -188,7 +188,9 @@ impl Mode for MonitorMode {
     }
 
     fn has_room(&self) -> bool {
-        !self.stalled()
+        // A full batch whose write a signal interrupted must go out before
+        // the next event: only then is there room for any event.
+        !self.stalled() && !self.out.batch_full()
     }
 
     fn ready(&mut self, token: Token, _cx: &mut Cx<'_>) -> Flow {
