@@ -9,7 +9,7 @@
 //! a necessary condition per rule, taken from terms that depend on the event
 //! alone:
 //!
-//! - ACTION: [`Rule::action_mask`] (an action the kernel does not send today
+//! - ACTION: [`super::Rule::action_mask`] (an action the kernel does not send today
 //!   keeps every rule, as evaluation does).
 //! - SUBSYSTEM: a rule with a `SUBSYSTEM=="a|b"` term whose alternatives are
 //!   all literal can only match events of those subsystems. SUBSYSTEM is the
