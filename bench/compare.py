@@ -10,11 +10,16 @@ uevent), wait until its CPU time stops moving, then read:
 
   lost     the kernel's count of events dropped for its socket (the Drops
            column of /proc/net/netlink), and its own count where it has one
-  cpu      utime+stime during the burst, per event (µs)
+  cpu      CPU time during the burst, per event (µs): the scheduler's
+           nanosecond count (/proc/PID/schedstat), user and system
+  ratio    CPU per event over the C loop's in the same round (each round
+           runs every listener once, in rotated order, so load drift on a
+           shared machine hits all of them alike); the median of the rounds
   rss      VmRSS before the burst (idle) and VmHWM (peak) after it
   rcvbuf   the socket's effective receive buffer (`ss -m`: rb)
 
-Then once per listener a 1,000,000-event burst: what it lost, whether it is
+--check ID=MAX,... exits 1 when a listener's median ratio is above MAX (the
+CI's regression check: bench/check.sh). Then once per listener a 1,000,000-event burst: what it lost, whether it is
 still alive, and whether it still receives the next event. And hotplugd's
 event -> handler exec latency (bench/latency.py). Prints a table and writes
 docs/benchmarks.md and docs/benchmarks.svg. Prints numbers; asserts nothing.
@@ -46,7 +51,12 @@ ap.add_argument("--bin", default=os.path.join(REPO, "target/release/hotplugd"))
 ap.add_argument("--sizes", default="10000,100000,500000")
 ap.add_argument("--repeat", type=int, default=5)
 ap.add_argument("--big", type=int, default=1_000_000)
-ap.add_argument("--only", default="", help="comma-separated listener names (default: all)")
+ap.add_argument("--only", default="", help="comma-separated listener ids (default: all): "
+                "c, monitor-json, run-noop, run-usb100, busybox-uevent, mdev, udevadm, mdevd")
+ap.add_argument("--mdevd", default="", help="an mdevd binary (bench/run.sh builds one when MDEVD_SRC is set)")
+ap.add_argument("--check", default="", help="ID=MAX,...: fail if the median CPU ratio to the C loop exceeds MAX")
+ap.add_argument("--no-latency", action="store_true")
+ap.add_argument("--no-report", action="store_true", help="print only; write no docs/benchmarks.*")
 ap.add_argument("--extra", action="append", default=[], help="NAME=COMMAND LINE: another listener")
 ap.add_argument("--out", default=os.path.join(REPO, "docs"))
 a = ap.parse_args()
@@ -60,22 +70,39 @@ usb100 = os.path.join(HERE, "rules/usb-100.rules")
 
 LISTENERS = [
     # name, argv, how it counts (stats: accepted= on stderr; lines: stdout
-    # lines naming lo; None: no count of its own), binary for the size column
-    ("C baseline (recv loop)", [os.path.join(W, "baseline")], "stats", os.path.join(W, "baseline")),
-    ("hotplugd monitor --json", [a.bin, "monitor", "--json"], "lines", a.bin),
-    ("hotplugd run, no-op rules", [a.bin, "run", "--rules", noop], "stats", a.bin),
-    ("hotplugd run, 100 USB rules", [a.bin, "run", "--rules", usb100], "stats", a.bin),
-    ("busybox uevent", [bb, "uevent"], None, bb),
+    # lines naming lo; None: no count of its own), binary for the size column, id
+    ("C baseline (recv loop)", [os.path.join(W, "baseline")], "stats", os.path.join(W, "baseline"), "c"),
+    ("hotplugd monitor --json", [a.bin, "monitor", "--json"], "lines", a.bin, "monitor-json"),
+    ("hotplugd run, no-op rules", [a.bin, "run", "--rules", noop], "stats", a.bin, "run-noop"),
+    ("hotplugd run, 100 USB rules", [a.bin, "run", "--rules", usb100], "stats", a.bin, "run-usb100"),
+    ("busybox uevent", [bb, "uevent"], None, bb, "busybox-uevent"),
     ("busybox mdev -d", ["unshare", "-m", "sh", "-c",
-                         'mount -t tmpfs tmpfs /dev && exec "$0" mdev -d -f', bb], None, bb),
-    ("udevadm monitor --kernel", [udevadm, "monitor", "--kernel"], "lines", udevadm),
+                         'mount -t tmpfs tmpfs /dev && exec "$0" mdev -d -f', bb], None, bb, "mdev"),
+    ("udevadm monitor --kernel", [udevadm, "monitor", "--kernel"], "lines", udevadm, "udevadm"),
 ]
+if a.mdevd:
+    # mdevd with an empty mdev.conf, its own /dev, and the queue hotplugd gets
+    # by default (-b is in bytes; the kernel doubles it like ours)
+    empty_conf = os.path.abspath(os.path.join(W, "mdev.conf"))
+    open(empty_conf, "w").close()
+    LISTENERS.append(("mdevd -b 16M", ["unshare", "-m", "sh", "-c",
+                                       'mount -t tmpfs tmpfs /dev && exec "$0" -b 16777216 -f "$1"',
+                                       a.mdevd, empty_conf], None, a.mdevd, "mdevd"))
 for e in a.extra:
     name, _, cmd = e.partition("=")
-    LISTENERS.append((name, cmd.split(), None, cmd.split()[0]))
+    LISTENERS.append((name, cmd.split(), None, cmd.split()[0], name))
 if a.only:
     keep = set(a.only.split(","))
-    LISTENERS = [l for l in LISTENERS if l[0] in keep]
+    LISTENERS = [l for l in LISTENERS if l[4] in keep or l[0] in keep]
+
+
+def cpu_ns(pid):
+    """CPU time of `pid` in ns: the first field of /proc/PID/schedstat
+    (user and system, at the scheduler's resolution, not in 10 ms ticks)."""
+    try:
+        return int(open(f"/proc/{pid}/schedstat").read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return cpu_ticks(pid) * (1_000_000_000 // CLK)
 
 
 def cpu_ticks(pid):
@@ -148,11 +175,11 @@ def burst(n, tag):
 
 
 def settle(pid):
-    last, still = cpu_ticks(pid), 0
+    last, still = cpu_ns(pid), 0
     while still < 5:
         time.sleep(0.1)
         try:
-            now = cpu_ticks(pid)
+            now = cpu_ns(pid)
         except OSError:
             return last
         still = still + 1 if now == last else 0
@@ -161,7 +188,7 @@ def settle(pid):
 
 
 def one(spec, n, after=False):
-    name, argv, counting, _ = spec
+    name, argv, counting, _, _ = spec
     out_path = os.path.join(W, "stdout")
     err_path = os.path.join(W, "stderr")
     out = open(out_path, "w")
@@ -182,7 +209,7 @@ def one(spec, n, after=False):
     time.sleep(0.3)
     rb = rcvbuf(inode)
     rss0 = status(p.pid, "VmRSS")
-    c0 = cpu_ticks(p.pid)
+    c0 = cpu_ns(p.pid)
     tag = str(uuid.uuid4())
     rate = burst(n, tag)
     c1 = settle(p.pid)
@@ -192,7 +219,7 @@ def one(spec, n, after=False):
     # -1: the listener closed the socket it had (busybox uevent reopens one
     # after an overrun): the kernel's count for it is gone with it
     r = {"drops": drops if died is None and drops >= 0 else None, "socket_closed": drops < 0 and died is None,
-         "cpu_us": (c1 - c0) / CLK * 1e6 / n,
+         "cpu_us": (c1 - c0) / 1000 / n,
          "rss0": rss0, "hwm": hwm, "rb": rb, "rate": rate, "died": died}
     if after:
         r["alive"] = p.poll() is None
@@ -250,28 +277,80 @@ def fmt_range(vals, f="{:.0f}"):
     return f"{f.format(lo)} / {f.format(med)} / {f.format(hi)}"
 
 
+def ratio_runs(results, name, n):
+    """Per round: CPU per event over the C loop's in the same round."""
+    base = results.get(("C baseline (recv loop)", n))
+    if not base:
+        return []
+    out = []
+    for r, b in zip(results[(name, n)], base):
+        if r.get("cpu_us") and b.get("cpu_us"):
+            out.append(r["cpu_us"] / b["cpu_us"])
+    return out
+
+
+def load_avg():
+    try:
+        return open("/proc/loadavg").read().split()[:3]
+    except OSError:
+        return ["?"] * 3
+
+
 sizes = [int(x) for x in a.sizes.split(",")]
 results = {}
-for spec in LISTENERS:
-    for n in sizes:
-        runs = []
-        for i in range(a.repeat):
-            runs.append(one(spec, n))
-        results[(spec[0], n)] = runs
+load_before = load_avg()
+for n in sizes:
+    for spec in LISTENERS:
+        results[(spec[0], n)] = []
+    for i in range(a.repeat):
+        # one round: every listener once, the order rotated each round
+        k = i % len(LISTENERS)
+        for spec in LISTENERS[k:] + LISTENERS[:k]:
+            results[(spec[0], n)].append(one(spec, n))
+    for spec in LISTENERS:
+        runs = results[(spec[0], n)]
         lost = [r.get("drops") for r in runs]
+        ratio = ratio_runs(results, spec[0], n)
         print(f"{spec[0]:32s} N={n:7d} lost(kernel Drops) {fmt_range(lost)}  "
               f"cpu {fmt_range([r.get('cpu_us') for r in runs], '{:.2f}')} us/event  "
+              f"ratio {fmt_range(ratio, '{:.2f}')}  "
               f"own-count lost {fmt_range([r.get('own_lost') for r in runs])} {died_note(runs)}", flush=True)
+load_after = load_avg()
+print(f"load average before {' '.join(load_before)}, after {' '.join(load_after)}", flush=True)
+
+failed = []
+for item in filter(None, a.check.split(",")):
+    lid, _, mx = item.partition("=")
+    spec = next((l for l in LISTENERS if l[4] == lid), None)
+    if spec is None:
+        sys.exit(f"--check {lid}: no such listener in this run")
+    for n in sizes:
+        rs = ratio_runs(results, spec[0], n)
+        med = statistics.median(rs) if rs else float("inf")
+        lost = [r.get("drops") for r in results[(spec[0], n)]]
+        ok = med <= float(mx)
+        print(f"check {lid} N={n}: median CPU ratio to the C loop {med:.2f} (limit {mx}) "
+              f"{'ok' if ok else 'FAILED'}", flush=True)
+        if not ok:
+            failed.append(lid)
+if a.no_report:
+    sys.exit(1 if failed else 0)
+
 big = {}
 for spec in LISTENERS:
+    if a.big <= 0:
+        break
     r = one(spec, a.big, after=True)
     big[spec[0]] = r
     print(f"{spec[0]:32s} N={a.big} lost {r.get('drops')} alive={r.get('alive')} exit={r.get('exit')} "
           f"{ {k: r[k] for k in ('own', 'resyncs', 'overruns', 'dropped') if k in r} }", flush=True)
 
-lat = subprocess.run([sys.executable, os.path.join(HERE, "latency.py"), "--bin", a.bin],
-                     capture_output=True, text=True)
-lat_line = (lat.stdout.strip().splitlines() or ["latency: no output"])[-1]
+if a.no_latency:
+    lat_line = "not measured in this run (--no-latency)"
+else:
+    lat = subprocess.run([sys.executable, os.path.join(HERE, "latency.py"), "--bin", a.bin],
+                         capture_output=True, text=True)
+    lat_line = (lat.stdout.strip().splitlines() or ["latency: no output"])[-1]
 print(lat_line, flush=True)
 
 
@@ -298,21 +377,25 @@ md.append(f"Generated by `bench/run.sh` on {now}. Machine: {os.cpu_count()} CPUs
           f"kernel {platform.release()}, {platform.machine()}. Each case ran {a.repeat} times on the "
           f"same kind of burst; cells show min / median / max when they differ. Bursts are real kernel "
           f"uevents (writes of `change UUID` to lo's uevent file) in a private network namespace, "
-          f"written as fast as the kernel takes them.\n")
+          f"written as fast as the kernel takes them. Listeners run in rounds (each once per round, "
+          f"the order rotated), so the ratio column compares runs made side by side. Load average "
+          f"(other work on this shared machine) before: {' '.join(load_before)}, after: {' '.join(load_after)}.\n")
 md.append("![loss and CPU per event](benchmarks.svg)\n")
-md.append("| listener | N | lost (kernel Drops) | lost (own count) | CPU µs/event | idle RSS kB | peak RSS kB | rcvbuf | binary bytes | notes |")
-md.append("|---|---|---|---|---|---|---|---|---|---|")
+md.append("| listener | N | lost (kernel Drops) | runs with 0 lost | lost (own count) | CPU µs/event | ratio to C loop | idle RSS kB | peak RSS kB | rcvbuf | binary bytes | notes |")
+md.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
 for spec in LISTENERS:
     for n in sizes:
         runs = [r for r in results[(spec[0], n)] if "error" not in r]
         if not runs:
-            md.append(f"| {spec[0]} | {n} | error | | | | | | | |")
+            md.append(f"| {spec[0]} | {n} | error | | | | | | | | | |")
             continue
         md.append("| " + " | ".join([
             spec[0], f"{n:,}",
             fmt_range([r.get("drops") for r in runs]),
+            f"{sum(1 for r in runs if r.get('drops') == 0 and r.get('own_lost', 0) == 0)} of {len(runs)}",
             fmt_range([r.get("own_lost") for r in runs]),
             fmt_range([r["cpu_us"] for r in runs], "{:.2f}"),
+            fmt_range(ratio_runs(results, spec[0], n), "{:.2f}"),
             fmt_range([r["rss0"] for r in runs]),
             fmt_range([r["hwm"] for r in runs]),
             str(runs[0].get("rb") or "-"),
@@ -324,6 +407,8 @@ md.append(f"## {a.big:,} events at once (beyond every buffer)\n")
 md.append("| listener | lost (kernel Drops) | its own count | alive after | next event seen | notes |")
 md.append("|---|---|---|---|---|---|")
 for spec in LISTENERS:
+    if spec[0] not in big:
+        continue
     r = big[spec[0]]
     notes = []
     if "resyncs" in r:

@@ -104,12 +104,20 @@ fn print_stats(stats: &crate::stats::Stats, scope: Scope) {
 
 const STDOUT: Token = Token(FIRST_MODE_TOKEN);
 
-/// `monitor`: print each event to stdout.
+/// `monitor`: print each event to stdout. Events are formatted into one
+/// buffer and written once per drained batch: when the buffer holds a
+/// batch ([`monitor::OUT_BATCH`]), and at the end of every turn of the loop
+/// (`tick`), so nothing waits in the buffer while the loop sleeps.
 struct MonitorMode {
     json: bool,
+    filter: monitor::Filter,
     out: OutBuf,
     /// Bytes of `out` already written; less than its length while stalled.
     written: usize,
+    /// Events the filter kept out (not formatted).
+    filtered: u64,
+    /// A write found stdout closed: the next event or readiness ends the loop.
+    closed: bool,
 }
 
 impl MonitorMode {
@@ -117,12 +125,17 @@ impl MonitorMode {
         sys::stdout()
     }
 
-    /// Writes what is left of `out`. Stop on a closed output.
+    /// Writes what is left of `out`; empties it once all is written. Stop
+    /// on a closed output.
     fn flush(&mut self, signals: BorrowedFd<'_>) -> Flow {
         let all = self.out.as_bytes();
         let mut rest = &all[self.written..];
         let r = sys::write_all_or_signal(Self::stdout(), signals, &mut rest);
         self.written = all.len() - rest.len();
+        if self.written == all.len() {
+            self.out.clear();
+            self.written = 0;
+        }
         match r {
             Ok(()) => Flow::Continue,
             // stalled: the loop handles the signal, then `tick` resumes
@@ -136,7 +149,7 @@ impl MonitorMode {
     }
 
     fn stalled(&self) -> bool {
-        self.written < self.out.as_bytes().len()
+        self.written > 0 && self.written < self.out.as_bytes().len()
     }
 }
 
@@ -156,38 +169,51 @@ impl Mode for MonitorMode {
     }
 
     fn event(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
-        self.out.clear();
-        self.written = 0;
+        if self.closed {
+            return Flow::Stop;
+        }
+        if !self.filter.passes(ev) {
+            self.filtered += 1;
+            return Flow::Continue;
+        }
+        let mark = self.out.len();
         let r = if self.json {
             monitor::json(&mut self.out, ev)
         } else {
             monitor::text(&mut self.out, ev, sys::uptime())
         };
         if r.is_err() {
-            // Cannot happen (OUT_BUFFER is sized for any event); say so if it does.
+            // Cannot happen (OUT_BUFFER keeps room for any event); say so if it does.
             warn!("event {} too large to print; skipped", ev.devpath());
-            self.out.clear();
+            self.out.truncate(mark);
             return Flow::Continue;
         }
-        self.flush(cx.signals)
+        if self.out.batch_full() {
+            return self.flush(cx.signals);
+        }
+        Flow::Continue
     }
 
     fn has_room(&self) -> bool {
-        !self.stalled()
+        // A full batch whose write a signal interrupted must go out before
+        // the next event: only then is there room for any event.
+        !self.stalled() && !self.out.batch_full()
     }
 
     fn ready(&mut self, token: Token, _cx: &mut Cx<'_>) -> Flow {
-        if token == STDOUT && sys::output_closed(Self::stdout()) {
+        if self.closed || (token == STDOUT && sys::output_closed(Self::stdout())) {
             return Flow::Stop;
         }
         Flow::Continue
     }
 
     fn tick(&mut self, _now: std::time::Instant, cx: &mut Cx<'_>) {
-        if self.stalled() && self.flush(cx.signals) == Flow::Stop {
-            // The reader is gone; the next `ready` or event write ends the loop.
+        // Every turn ends here before the loop may sleep: write the batch.
+        if !self.out.is_empty() && self.flush(cx.signals) == Flow::Stop {
+            // The reader is gone; the next event or readiness ends the loop.
             self.out.clear();
             self.written = 0;
+            self.closed = true;
         }
     }
 }
@@ -199,12 +225,21 @@ pub fn monitor(opts: &MonitorOpts) -> Result<(), AppError> {
     let socket = open_socket(opts.rcvbuf)?;
     let mode = MonitorMode {
         json: opts.json,
+        filter: opts.filter.clone(),
         out: OutBuf::new(),
         written: 0,
+        filtered: 0,
+        closed: false,
     };
     let mut d = Daemon::new(socket, signals, mode).map_err(system("event loop"))?;
     info!("listening for kernel uevents");
     let ending = d.run().map_err(system("event loop"));
+    if !opts.filter.is_empty() {
+        info!(
+            "{} events did not pass --subsystem-match/--property-match",
+            d.mode().filtered
+        );
+    }
     d.refresh_dropped();
     print_stats(d.stats(), Scope::Listener);
     ending.map(|_| ())

@@ -273,6 +273,8 @@ pub struct MonitorOpts {
     pub json: bool,
     /// Receive buffer to request, bytes.
     pub rcvbuf: usize,
+    /// `--subsystem-match`, `--property-match`: which events are printed.
+    pub filter: crate::monitor::Filter,
 }
 
 /// A command line that cannot be used.
@@ -338,12 +340,23 @@ pub const MONITOR_HELP: &str = "\
 hotplugd monitor: print kernel uevents as they arrive
 
 Usage: hotplugd monitor [--json] [--rcvbuf BYTES]
+                        [--subsystem-match SUBSYSTEM[/DEVTYPE]]...
+                        [--property-match KEY=VALUE]...
 
 Listens on the kernel's uevent socket (NETLINK_KOBJECT_UEVENT, group 1) and
 prints every event sent by the kernel. Datagrams from anyone else, cut or
 malformed ones are not printed; they are counted.
 
 Options:
+  -s, --subsystem-match SUBSYSTEM[/DEVTYPE]
+                   print only events of this subsystem (and devtype), compared
+                   exactly; repeat to print several (any one may match), as
+                   udevadm monitor does
+  --property-match KEY=VALUE
+                   print only events with property KEY matching VALUE (a glob:
+                   *, ?, [...], a|b); repeat for several (any one may match).
+                   With both kinds, an event must pass each kind. Filtered
+                   events are never formatted, so they cost no output time
   --json           one JSON object per line:
                    {\"action\":..,\"devpath\":..,\"subsystem\":..,\"seqnum\":N,\"env\":{..}}
                    env is in wire order; a byte that is not UTF-8 is written
@@ -358,8 +371,10 @@ Options:
 Without --json each event is a block like `udevadm monitor --kernel
 --property`: `KERNEL[uptime] ACTION DEVPATH (SUBSYSTEM)`, then KEY=VALUE
 lines, then a blank line; control characters and bytes that are not UTF-8
-are shown as \\xNN. Output is flushed after every event, so
-`hotplugd monitor --json | while read -r line; do ...; done` works.
+are shown as \\xNN. Output is written once per batch of events taken from
+the socket, and always before monitor waits for the next event, so
+`hotplugd monitor --json | while read -r line; do ...; done` sees each event
+as soon as it arrives.
 
 On exit (SIGINT, SIGTERM, or when stdout is closed) one line goes to stderr:
   stats: received=N accepted=N rejected=N truncated=N malformed=N overruns=N seqnum_gaps=N dropped=N
@@ -658,10 +673,42 @@ fn parse_monitor(p: &mut lexopt::Parser, c: &mut Common) -> Result<Command, Usag
     let mut o = MonitorOpts {
         json: false,
         rcvbuf: DEFAULT_RCVBUF,
+        filter: crate::monitor::Filter::default(),
     };
     while let Some(arg) = p.next()? {
         match arg {
             Long("json") => o.json = true,
+            Short('s') | Long("subsystem-match") => {
+                let v = p.value()?.string()?;
+                let (sub, devtype) = match v.split_once('/') {
+                    Some((s, t)) => (s, Some(t)),
+                    None => (v.as_str(), None),
+                };
+                if sub.is_empty() || devtype.is_some_and(str::is_empty) {
+                    return Err(UsageError(format!(
+                        "--subsystem-match '{v}': give SUBSYSTEM or SUBSYSTEM/DEVTYPE, e.g. usb/usb_device"
+                    )));
+                }
+                o.filter
+                    .subsystems
+                    .push((sub.to_owned(), devtype.map(str::to_owned)));
+            }
+            Long("property-match") => {
+                let v = p.value()?.string()?;
+                let Some((k, val)) = v.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+                    return Err(UsageError(format!(
+                        "--property-match '{v}': give KEY=VALUE, e.g. ID_VENDOR_ID=0403"
+                    )));
+                };
+                if let Err(e) = crate::rules::glob::check(val.as_bytes()) {
+                    return Err(UsageError(format!(
+                        "--property-match '{v}': the value at column {}: {}",
+                        k.len() + 2 + e.offset(),
+                        e.describe()
+                    )));
+                }
+                o.filter.properties.push((k.to_owned(), val.to_owned()));
+            }
             Long("rcvbuf") => o.rcvbuf = rcvbuf(&p.value()?.string()?)?,
             Short('h') | Long("help") => return Ok(Command::Help(MONITOR_HELP)),
             Short('v') | Long("verbose") => c.verbose = c.verbose.saturating_add(1),
@@ -1321,7 +1368,8 @@ mod tests {
             c.command,
             Command::Monitor(MonitorOpts {
                 json: false,
-                rcvbuf: DEFAULT_RCVBUF
+                rcvbuf: DEFAULT_RCVBUF,
+                filter: Default::default(),
             })
         );
         let c = args("-v monitor --json --rcvbuf 1M -v").unwrap();
@@ -1330,16 +1378,54 @@ mod tests {
             c.command,
             Command::Monitor(MonitorOpts {
                 json: true,
-                rcvbuf: 1 << 20
+                rcvbuf: 1 << 20,
+                filter: Default::default(),
             })
         );
         assert_eq!(
             args("monitor --rcvbuf=65536").unwrap().command,
             Command::Monitor(MonitorOpts {
                 json: false,
-                rcvbuf: 65536
+                rcvbuf: 65536,
+                filter: Default::default(),
             })
         );
+    }
+
+    #[test]
+    fn monitor_filters_repeat_and_are_checked() {
+        let c = args("monitor -s net --subsystem-match=usb/usb_device --property-match ID_VENDOR_ID=04[0-9]3 --property-match=K=")
+            .unwrap();
+        let Command::Monitor(o) = c.command else {
+            panic!("{c:?}")
+        };
+        assert_eq!(
+            o.filter.subsystems,
+            [
+                ("net".to_owned(), None),
+                ("usb".to_owned(), Some("usb_device".to_owned()))
+            ]
+        );
+        assert_eq!(
+            o.filter.properties,
+            [
+                ("ID_VENDOR_ID".to_owned(), "04[0-9]3".to_owned()),
+                ("K".to_owned(), String::new())
+            ]
+        );
+        for bad in [
+            "monitor --subsystem-match=",
+            "monitor --subsystem-match=usb/",
+            "monitor --property-match=novalue",
+            "monitor --property-match==v",
+            "monitor --property-match=K=[z-a]",
+        ] {
+            let e = args(bad).unwrap_err().0;
+            assert!(
+                e.contains("--subsystem-match") || e.contains("--property-match"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::exec::{Exit, Kill, ProcIo, Words};
 use crate::limits::RECV_BUFFER;
 use crate::stats::{Scope, Stats};
 use crate::sys::control::{ConnRecv, ConnSend, ControlConn, ControlListener};
-use crate::sys::netlink::{Recv, Sender, UeventSocket};
+use crate::sys::netlink::{Batch, BatchRecv, Recv, Sender, UeventSocket, RECV_BATCH};
 use crate::sys::signals::{Sig, Signals};
 use crate::sys::spawn::{self, PipeRead};
 use crate::sys::sysfs::SysfsRoot;
@@ -391,7 +391,13 @@ impl Limiter {
 /// and embedders can drive it and count its allocations (there are none).
 pub struct Listener {
     socket: UeventSocket,
-    buf: Box<[u8]>,
+    /// The datagrams of the last `recvmmsg`; `next` is the first one not
+    /// yet handled (a paused drain resumes there).
+    batch: Batch,
+    next: usize,
+    /// The last `recvmmsg` returned fewer datagrams than it could take: the
+    /// queue was empty then (see [`Listener::drain`]).
+    short: bool,
     last_seqnum: Option<u64>,
     overrun_pending: bool,
     accept_injected: bool,
@@ -494,7 +500,9 @@ impl Listener {
     pub fn new(socket: UeventSocket) -> Listener {
         Listener {
             socket,
-            buf: vec![0u8; RECV_BUFFER].into_boxed_slice(),
+            batch: Batch::new(),
+            next: 0,
+            short: false,
             last_seqnum: None,
             overrun_pending: false,
             accept_injected: false,
@@ -525,28 +533,62 @@ impl Listener {
         core::mem::take(&mut self.overrun_pending)
     }
 
-    /// Receives up to [`BATCH`] datagrams, handing each kernel event to
-    /// `sink`, whose [`Sink::has_room`] is asked before each receive.
-    /// Never allocates.
+    /// Handles up to [`BATCH`] datagrams, handing each kernel event to
+    /// `sink`, whose [`Sink::has_room`] is asked before each delivery.
+    /// Datagrams come [`crate::sys::netlink::RECV_BATCH`] at a time from one
+    /// `recvmmsg`; those not handled when the sink has no room stay in the
+    /// batch for the next drain. Never allocates.
+    ///
+    /// A batch that came back short ends the drain as [`Drained::Empty`]
+    /// without another `recvmmsg` to hear EAGAIN: the kernel fills a
+    /// nonblocking `recvmmsg` until its queue is empty or an error, so a
+    /// short batch means the queue was empty at that moment (an error met
+    /// after some datagrams is kept for the next call). Whatever arrives
+    /// later, a datagram or an overrun, wakes the socket's wait queue and
+    /// so puts it back on epoll's ready list (edge-triggered epoll reports
+    /// every wake-up that comes after the previous `epoll_wait` harvest;
+    /// `fs/eventpoll.c`, `ep_poll_callback`). When events trickle in one at
+    /// a time, this saves one system call per event.
     pub fn drain(&mut self, stats: &mut Stats, sink: &mut dyn Sink) -> io::Result<Drained> {
-        for _ in 0..BATCH {
+        let mut handled = 0;
+        loop {
+            if self.next >= self.batch.len() {
+                if core::mem::take(&mut self.short) {
+                    self.next = 0;
+                    self.batch.clear();
+                    return Ok(Drained::Empty);
+                }
+                if handled >= BATCH {
+                    return Ok(Drained::Batch);
+                }
+                self.next = 0;
+                match self.socket.recv_batch(&mut self.batch)? {
+                    BatchRecv::WouldBlock => return Ok(Drained::Empty),
+                    BatchRecv::Received(n) => self.short = n < RECV_BATCH,
+                    BatchRecv::Overrun => {
+                        stats.overruns += 1;
+                        self.overrun_pending = true;
+                        if let Some(d) = self.socket.kernel_drops() {
+                            stats.dropped = d;
+                        }
+                        warn!(
+                            "overrun: the kernel dropped events for this socket (receive queue full, ENOBUFS); \
+                             overruns={} dropped={} so far; raise --rcvbuf or net.core.rmem_max if this repeats",
+                            stats.overruns, stats.dropped
+                        );
+                        continue;
+                    }
+                }
+            }
             if !sink.has_room() {
                 return Ok(Drained::Paused);
             }
-            match self.socket.recv(&mut self.buf)? {
-                Recv::WouldBlock => return Ok(Drained::Empty),
-                Recv::Overrun => {
-                    stats.overruns += 1;
-                    self.overrun_pending = true;
-                    if let Some(d) = self.socket.kernel_drops() {
-                        stats.dropped = d;
-                    }
-                    warn!(
-                        "overrun: the kernel dropped events for this socket (receive queue full, ENOBUFS); \
-                         overruns={} dropped={} so far; raise --rcvbuf or net.core.rmem_max if this repeats",
-                        stats.overruns, stats.dropped
-                    );
-                }
+            let i = self.next;
+            self.next += 1;
+            handled += 1;
+            let (recv, bytes) = self.batch.get(i);
+            match recv {
+                Recv::Overrun | Recv::WouldBlock => {}
                 Recv::Truncated { len, sender } => {
                     stats.received += 1;
                     stats.truncated += 1;
@@ -573,7 +615,7 @@ impl Listener {
                         }
                         continue;
                     }
-                    match Uevent::parse(&self.buf[..len]) {
+                    match Uevent::parse(bytes) {
                         Err(e) => {
                             stats.malformed += 1;
                             if let Some(n) = self.log_malformed.allow(Instant::now()) {
@@ -606,7 +648,6 @@ impl Listener {
                 }
             }
         }
-        Ok(Drained::Batch)
     }
 }
 

@@ -53,8 +53,15 @@ pub enum RulesFrom {
 }
 
 impl RulesFrom {
-    /// Loads and compiles the rules.
+    /// Loads and compiles the rules, and builds their index (so that no
+    /// event pays for it).
     pub fn load(&self, builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
+        let rs = self.load_unindexed(builtins)?;
+        rs.index();
+        Ok(rs)
+    }
+
+    fn load_unindexed(&self, builtins: &[&str]) -> Result<RuleSet, Vec<Diagnostic>> {
         match self {
             RulesFrom::Paths { paths, insecure } => {
                 let mut rs = parse::load(paths, builtins, crate::sys::is_root())?;

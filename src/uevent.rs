@@ -152,6 +152,18 @@ impl<'a> Uevent<'a> {
             let start = data.iter().rposition(|&b| b == 0).map_or(0, |i| i + 1);
             return err(ParseErrorKind::MissingTrailingNul, start);
         }
+        // One pass validates the whole datagram as UTF-8 (almost always
+        // true: kernel uevents are ASCII). Then every key, the header and
+        // SUBSYSTEM are slices of it at ASCII separators, so they need no
+        // check of their own; otherwise each is checked alone, and values
+        // may be any bytes.
+        let text = core::str::from_utf8(data).ok();
+        let as_str = |start: usize, s: &'a [u8]| -> Option<&'a str> {
+            match text {
+                Some(t) => t.get(start..start + s.len()),
+                None => core::str::from_utf8(s).ok(),
+            }
+        };
         // `data` ends in NUL, so splitting on NUL gives the strings and one
         // empty tail, which `strings` leaves out.
         let mut strings = Strings { data, pos: 0 };
@@ -167,9 +179,7 @@ impl<'a> Uevent<'a> {
         if action.is_empty() || devpath.is_empty() {
             return err(ParseErrorKind::Short, 0);
         }
-        let (Ok(action), Ok(devpath)) =
-            (core::str::from_utf8(action), core::str::from_utf8(devpath))
-        else {
+        let (Some(action), Some(devpath)) = (as_str(0, action), as_str(at + 1, devpath)) else {
             return err(ParseErrorKind::InvalidUtf8, 0);
         };
 
@@ -184,18 +194,20 @@ impl<'a> Uevent<'a> {
             if eq == 0 {
                 return err(ParseErrorKind::EmptyKey, offset);
             }
-            let Ok(key) = core::str::from_utf8(&s[..eq]) else {
+            let Some(key) = as_str(offset, &s[..eq]) else {
                 return err(ParseErrorKind::InvalidUtf8, offset);
             };
             let value = &s[eq + 1..];
-            match key {
-                "ACTION" => saw_action = Some((value, offset)),
-                "DEVPATH" => saw_devpath = Some((value, offset)),
-                "SUBSYSTEM" => match core::str::from_utf8(value) {
-                    Ok(v) => subsystem = Some(v),
-                    Err(_) => return err(ParseErrorKind::InvalidUtf8, offset),
+            // The four keys the parser keeps, told apart by length and first
+            // byte before any comparison of the whole key.
+            match (key.len(), s[0]) {
+                (6, b'A') if key == "ACTION" => saw_action = Some((value, offset)),
+                (7, b'D') if key == "DEVPATH" => saw_devpath = Some((value, offset)),
+                (9, b'S') if key == "SUBSYSTEM" => match as_str(offset + eq + 1, value) {
+                    Some(v) => subsystem = Some(v),
+                    None => return err(ParseErrorKind::InvalidUtf8, offset),
                 },
-                "SEQNUM" => match parse_u64(value) {
+                (6, b'S') if key == "SEQNUM" => match parse_u64(value) {
                     Some(n) => seqnum = Some(n),
                     None => return err(ParseErrorKind::BadSeqnum, offset),
                 },
@@ -290,7 +302,11 @@ impl<'a> Iterator for Strings<'a> {
     type Item = (usize, &'a [u8]);
     fn next(&mut self) -> Option<Self::Item> {
         let rest = self.data.get(self.pos..)?;
-        let len = rest.iter().position(|&b| b == 0)?;
+        // the standard library's word-at-a-time search for the NUL
+        let len = core::ffi::CStr::from_bytes_until_nul(rest)
+            .ok()?
+            .to_bytes()
+            .len();
         let start = self.pos;
         self.pos += len + 1;
         Some((start, &rest[..len]))

@@ -53,14 +53,17 @@ fn allocs() -> u64 {
     ALLOCS.with(|c| c.get())
 }
 
-/// The 100 realistic USB rules of the benchmarks (loaded before counting).
+/// The 100 realistic USB rules of the benchmarks, loaded and indexed as the
+/// daemon does (`RulesFrom::load`) before counting.
 fn usb_rules() -> RuleSet {
-    hotplugd::rules::parse::load(
+    let rs = hotplugd::rules::parse::load(
         &[common::repo("bench/rules/usb-100.rules")],
         &["log"],
         false,
     )
-    .unwrap_or_else(|e| panic!("{e:?}"))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    rs.index();
+    rs
 }
 
 /// Formats each event as `monitor --json` would, runs it through the 100

@@ -334,3 +334,40 @@ fn usage_errors_exit_2_with_one_line_and_help_is_complete() {
         assert!(help.contains(word), "monitor --help lacks {word}");
     }
 }
+
+#[test]
+fn subsystem_and_property_matches_choose_what_is_printed() {
+    if !need_root("subsystem_and_property_matches_choose_what_is_printed") {
+        return;
+    }
+    // udev's semantics: several --subsystem-match are OR'd, several
+    // --property-match are OR'd, and an event must pass both kinds.
+    let p = monitor(&[
+        "--json",
+        "--subsystem-match=mem",
+        "-s",
+        "no-such-subsystem/no-such-devtype",
+        "--property-match=SYNTH_ARG_K=yes*",
+        "--property-match=SYNTH_ARG_K=also",
+    ]);
+    let id = uuid();
+    let full = std::path::Path::new("/sys/devices/virtual/mem/full/uevent");
+    synth(&lo_uevent(), "change", &id, &["K=yesnet"]);
+    synth(full, "change", &id, &["K=no"]);
+    synth(full, "change", &id, &["K=yes1"]);
+    synth(full, "change", &id, &["K=also"]);
+    synth(full, "change", &id, &["K=yeslast"]);
+    let mut seen = Vec::new();
+    while let Some(line) = p.next_line(T, |l| l.contains(&id)) {
+        let v = json::parse(line.as_bytes()).unwrap();
+        let k = env(&v, "SYNTH_ARG_K").unwrap().to_owned();
+        let last = k == "yeslast";
+        seen.push(k);
+        if last {
+            break;
+        }
+    }
+    assert_eq!(seen, ["yes1", "also", "yeslast"], "stderr:\n{}", p.stderr());
+    let (st, err) = p.stop();
+    assert!(st.success(), "exit {st:?}\n{err}");
+}

@@ -22,6 +22,7 @@
 //! free of I/O; `sys::sysfs` implements it for a real (or fixture) tree.
 
 pub mod glob;
+pub mod index;
 pub mod lint;
 pub mod parse;
 pub mod subst;
@@ -323,6 +324,8 @@ pub struct RuleSet {
     /// from and the directories leading to them (as root only), each with
     /// the path at fault; [`parse::check_trust`] reports them.
     pub(crate) read_trust: Vec<(std::path::PathBuf, Diagnostic)>,
+    /// Which rules an event can meet ([`index`]); built by [`RuleSet::index`].
+    pub(crate) index: std::cell::OnceCell<index::RuleIndex>,
     /// True if the files were loaded with trust checks (as root).
     pub(crate) trust_checked: bool,
 }
@@ -642,6 +645,12 @@ pub fn kernel_number(kernel: &str) -> &str {
 }
 
 impl RuleSet {
+    /// The rules index, built on first use: call it once after loading
+    /// (the daemon does) so that no event pays for building it.
+    pub fn index(&self) -> &index::RuleIndex {
+        self.index.get_or_init(|| index::RuleIndex::build(self))
+    }
+
     /// `file:line` of a rule.
     pub fn location(&self, rule: usize) -> RuleLocation<'_> {
         RuleLocation {
@@ -725,15 +734,16 @@ impl RuleSet {
         m.clear();
         let usb = UsbView::of(ev);
         let abit = action_bit(ev.action());
-        let mut i = 0;
+        let sel = self.index().select(ev, usb.as_ref());
+        let mut i = sel.next(0);
         while i < self.rules.len() {
             let rule = &self.rules[i];
             if rule.label || abit.is_some_and(|b| rule.action_mask & b == 0) {
-                i += 1;
+                i = sel.next(i + 1);
                 continue;
             }
             let Some(parent) = self.rule_matches(rule, ev, usb.as_ref(), sysfs, m) else {
-                i += 1;
+                i = sel.next(i + 1);
                 continue;
             };
             if rule.import_fails.is_some() || !self.import(rule, ev, sysfs, m) {
@@ -748,7 +758,7 @@ impl RuleSet {
             if rule.last_rule {
                 break;
             }
-            i = rule.goto.unwrap_or(i + 1);
+            i = sel.next(rule.goto.unwrap_or(i + 1));
         }
         export(m);
     }

@@ -18,6 +18,8 @@
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
+use nix::libc;
+
 use nix::errno::Errno;
 use nix::sys::socket::{
     bind, getsockname, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned,
@@ -98,6 +100,183 @@ pub enum Recv {
     Overrun,
     /// Nothing more to read now.
     WouldBlock,
+}
+
+/// Datagrams one `recvmmsg` call can return: the slots of a [`Batch`].
+///
+/// Each slot is a [`crate::limits::RECV_BUFFER`]-byte buffer (8 KiB), so a
+/// batch reserves 128 KiB of address space; a typical uevent (< 1 KiB)
+/// touches only the first page of its slot, so the resident cost is about
+/// 64 KiB. 16 already makes the per-call cost (syscall entry, msghdr copy-in)
+/// a sixteenth per event when events queue up; more would add memory, not
+/// speed (measured in `docs/benchmarks.md`).
+pub const RECV_BATCH: usize = 16;
+
+/// Room for one `SCM_CREDENTIALS` control message (`CMSG_SPACE(sizeof(struct
+/// ucred))` = 32 bytes on every Linux ABI), in `u64`s for the alignment
+/// `cmsghdr` needs.
+const CMSG_WORDS: usize = 4;
+
+/// The result of one [`UeventSocket::recv_batch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BatchRecv {
+    /// This many datagrams (1..=[`RECV_BATCH`]) are in the batch; read each
+    /// with [`Batch::get`].
+    Received(usize),
+    /// ENOBUFS: the kernel dropped at least one event for this socket.
+    Overrun,
+    /// Nothing more to read now.
+    WouldBlock,
+}
+
+/// Buffers for [`RECV_BATCH`] datagrams, their senders' addresses and
+/// credentials, and the `mmsghdr` array `recvmmsg(2)` fills: allocated once,
+/// reused by every receive. The headers point into the other boxes, which
+/// never move (only the `Batch` value does).
+pub struct Batch {
+    data: Box<[u8]>,
+    hdrs: Box<[libc::mmsghdr]>,
+    iovs: Box<[libc::iovec]>,
+    addrs: Box<[libc::sockaddr_nl]>,
+    cmsgs: Box<[[u64; CMSG_WORDS]]>,
+    len: usize,
+}
+
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch").field("len", &self.len).finish()
+    }
+}
+
+impl Default for Batch {
+    fn default() -> Self {
+        Batch::new()
+    }
+}
+
+impl Batch {
+    /// Allocates the slots (once, at start).
+    pub fn new() -> Batch {
+        let slot = crate::limits::RECV_BUFFER;
+        let data = vec![0u8; RECV_BATCH * slot].into_boxed_slice();
+        // SAFETY: all-zero is a valid value of these plain C structs.
+        let zero_addr: libc::sockaddr_nl = unsafe { core::mem::zeroed() };
+        let addrs = vec![zero_addr; RECV_BATCH].into_boxed_slice();
+        let cmsgs = vec![[0u64; CMSG_WORDS]; RECV_BATCH].into_boxed_slice();
+        let iovs: Box<[libc::iovec]> = (0..RECV_BATCH)
+            .map(|_| libc::iovec {
+                iov_base: core::ptr::null_mut(),
+                iov_len: 0,
+            })
+            .collect();
+        // SAFETY: as above; `rearm` sets the pointers before every receive.
+        let hdrs: Box<[libc::mmsghdr]> = (0..RECV_BATCH)
+            .map(|_| unsafe { core::mem::zeroed() })
+            .collect();
+        Batch {
+            data,
+            hdrs,
+            iovs,
+            addrs,
+            cmsgs,
+            len: 0,
+        }
+    }
+
+    /// Datagrams received by the last [`UeventSocket::recv_batch`].
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Forgets the datagrams received (they were all handled).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// True when the last receive returned nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Datagram `i` of the last receive: a [`Recv::Datagram`] or
+    /// [`Recv::Truncated`], with its bytes (a cut copy when truncated,
+    /// which must not be parsed). `i` must be below [`Batch::len`].
+    pub fn get(&self, i: usize) -> (Recv, &[u8]) {
+        let slot = crate::limits::RECV_BUFFER;
+        let h = &self.hdrs[i];
+        let len = h.msg_len as usize;
+        let port = if h.msg_hdr.msg_namelen as usize >= core::mem::size_of::<libc::sockaddr_nl>()
+            && self.addrs[i].nl_family as i32 == libc::AF_NETLINK
+        {
+            self.addrs[i].nl_pid
+        } else {
+            u32::MAX
+        };
+        let sender = Sender {
+            port,
+            creds: self.creds(i),
+        };
+        let bytes = &self.data[i * slot..i * slot + len.min(slot)];
+        if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > slot {
+            (Recv::Truncated { len, sender }, bytes)
+        } else {
+            (Recv::Datagram { len, sender }, bytes)
+        }
+    }
+
+    /// The SCM_CREDENTIALS of datagram `i`, if the kernel attached them
+    /// and the control buffer was not cut (MSG_CTRUNC: then none are
+    /// trustworthy).
+    fn creds(&self, i: usize) -> Option<(i32, u32)> {
+        let h = &self.hdrs[i].msg_hdr;
+        if h.msg_flags & libc::MSG_CTRUNC != 0 {
+            return None;
+        }
+        let mut found = None;
+        // SAFETY: msg_control/msg_controllen describe our own cmsg buffer,
+        // which the kernel filled; CMSG_FIRSTHDR/NXTHDR stay inside it, and
+        // the data of an SCM_CREDENTIALS message is a `struct ucred`
+        // (read unaligned to be safe).
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(h);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET
+                    && (*c).cmsg_type == libc::SCM_CREDENTIALS
+                    && (*c).cmsg_len as usize
+                        >= libc::CMSG_LEN(core::mem::size_of::<libc::ucred>() as u32) as usize
+                {
+                    let uc: libc::ucred = core::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    found = Some((uc.pid, uc.uid));
+                }
+                c = libc::CMSG_NXTHDR(h, c);
+            }
+        }
+        found
+    }
+
+    /// Points every header at its slot, address and control buffer, and
+    /// resets the lengths the kernel overwrites, before each receive (the
+    /// boxes do not move, but setting 16 pointers costs nothing and keeps
+    /// the headers right by construction).
+    fn rearm(&mut self) {
+        let slot = crate::limits::RECV_BUFFER;
+        let data = self.data.as_mut_ptr();
+        for (i, h) in self.hdrs.iter_mut().enumerate() {
+            self.iovs[i] = libc::iovec {
+                // SAFETY: i * slot is inside `data` (RECV_BATCH slots).
+                iov_base: unsafe { data.add(i * slot) }.cast(),
+                iov_len: slot,
+            };
+            h.msg_len = 0;
+            h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_nl).cast();
+            h.msg_hdr.msg_namelen = core::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+            h.msg_hdr.msg_iov = &mut self.iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = self.cmsgs[i].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = (CMSG_WORDS * 8) as _;
+            h.msg_hdr.msg_flags = 0;
+        }
+    }
 }
 
 /// A bound, nonblocking, close-on-exec uevent socket.
@@ -240,6 +419,49 @@ impl UeventSocket {
             } else {
                 Recv::Datagram { len, sender }
             });
+        }
+    }
+
+    /// Receives up to [`RECV_BATCH`] datagrams with one `recvmmsg(2)`,
+    /// each with its sender's address and credentials (see [`Batch::get`]).
+    /// Retries on EINTR. Never allocates.
+    ///
+    /// Kernel facts: a nonblocking `recvmmsg` returns what was queued, up
+    /// to the batch, and stops at the first empty read (EAGAIN, not
+    /// reported when something was received). An error after some
+    /// datagrams (ENOBUFS here) is kept by the kernel and returned by the
+    /// next call (`net/socket.c`, `do_recvmmsg`), so an overrun is never
+    /// lost: the caller reads on until [`BatchRecv::WouldBlock`].
+    pub fn recv_batch(&mut self, batch: &mut Batch) -> io::Result<BatchRecv> {
+        batch.len = 0;
+        loop {
+            batch.rearm();
+            // SAFETY: `hdrs` holds RECV_BATCH headers whose pointers lead to
+            // buffers owned by `batch` and alive for the call; the kernel
+            // writes only within the lengths given.
+            let r = unsafe {
+                libc::recvmmsg(
+                    self.fd.as_raw_fd(),
+                    batch.hdrs.as_mut_ptr(),
+                    RECV_BATCH as _,
+                    (libc::MSG_TRUNC | libc::MSG_DONTWAIT) as _,
+                    core::ptr::null_mut(),
+                )
+            };
+            if r >= 0 {
+                batch.len = r as usize;
+                return Ok(if r == 0 {
+                    BatchRecv::WouldBlock
+                } else {
+                    BatchRecv::Received(r as usize)
+                });
+            }
+            match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::EAGAIN => return Ok(BatchRecv::WouldBlock),
+                Errno::ENOBUFS => return Ok(BatchRecv::Overrun),
+                e => return Err(e.into()),
+            }
         }
     }
 
