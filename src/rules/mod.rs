@@ -747,7 +747,7 @@ impl RuleSet {
                 continue;
             };
             if rule.import_fails.is_some() || !self.import(rule, ev, sysfs, m) {
-                i += 1;
+                i = sel.next(i + 1);
                 continue;
             }
             m.count += 1;
