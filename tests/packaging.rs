@@ -258,6 +258,9 @@ fn command_words(rel: &str, start: &str) -> Vec<String> {
             "$RULES" => "/etc/hotplugd/rules.d",
             "$PIDFILE" => "/run/hotplugd.pid",
             "$HOTPLUGD_ARGS" => continue, // the user's own options
+            // `${CONTROL:+--control "$CONTROL"}`: present when CONTROL is set
+            "${CONTROL:+--control" => "--control",
+            w if w.starts_with("$CONTROL\"}") => "/run/hotplugd/control",
             w if w.contains('$') => panic!("{rel}: unknown variable in {w}"),
             w => w,
         };
