@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the release binary for the host and both ARM targets with Debian's
-# Rust 1.85, in two flavours, and prints each stripped size:
+# Rust (/usr/bin/rustc: 1.96 here), in two flavours, and prints each stripped size:
 #
 #   stable  `cargo build --release` (profile.release: opt-level z, LTO, one
 #           codegen unit, panic=abort, stripped). Over 450 KB on ARM: about
@@ -11,8 +11,11 @@
 #           package of the same version, and RUSTC_BOOTSTRAP=1 to allow the
 #           -Z flags on a stable compiler, as distributions do for Firefox).
 #           Panic messages are kept. This is the binary to put on a board;
-#           the 480 KB budget (491,520 bytes) is checked on it, for ARM.
-#           (450 KB until 2026-12-06: aarch64 then crossed a 64 KiB step.
+#           the 800 KB budget (819,200 bytes) is checked on it, for ARM.
+#           (480 KB until 2026-12-07, when /dev management, udev's rules
+#           language, the daily tools, services, kmod and firmware loading
+#           and input_id came in: +64 % of source, +300 KB of binary.
+#           450 KB until 2026-12-06: aarch64 then crossed a 64 KiB step.
 #           GNU ld ends RELRO on a 64 KiB boundary for 64K-page kernels, so
 #           the file grows in 64 KiB steps: 461,168 bytes held 413,632 of
 #           text, 19,072 of data and ~25 KB of alignment padding.)
@@ -26,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cross/setup.sh
-BUDGET=491520
+BUDGET=819200
 host=$(/usr/bin/rustc -vV | sed -n 's/^host: //p')
 status=0
 printf '%-32s %-7s %9s  %s\n' target flavour bytes note
