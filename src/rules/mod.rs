@@ -963,26 +963,9 @@ impl RuleSet {
         }
         let mut buf = [0u8; MAX_ATTR_LEN];
         for dev in ancestors(ev.devpath()) {
-            let all = walk.iter().all(|t| {
-                let hit = match &t.key {
-                    MatchKey::Kernels => t
-                        .glob
-                        .matches(sysname(dev.rsplit('/').next().unwrap_or(""), &mut [0; 256])),
-                    MatchKey::Subsystems => sysfs
-                        .link(dev, "subsystem", &mut buf)
-                        .is_some_and(|v| t.glob.matches(v)),
-                    MatchKey::Drivers => sysfs
-                        .link(dev, "driver", &mut buf)
-                        .is_some_and(|v| t.glob.matches(v)),
-                    MatchKey::Attrs(name) => match sysfs.attr(dev, name, &mut buf) {
-                        Some(v) => attr_matches(t, v),
-                        // unreadable: the term fails whatever the operator
-                        None => return false,
-                    },
-                    _ => false,
-                };
-                hit != t.negate
-            });
+            let all = walk
+                .iter()
+                .all(|t| parent_term_holds(t, sysfs, dev, &mut buf));
             if all {
                 return Some(Some(dev.len()));
             }
@@ -1297,6 +1280,35 @@ fn property<'a>(rs: &RuleSet, m: &'a Matched, key: &str) -> Option<&'a [u8]> {
         (None, Some(i)) => Some(&i.value),
         (None, None) => None,
     }
+}
+
+/// Whether a parent-walking term (`KERNELS`, `SUBSYSTEMS`, `DRIVERS`,
+/// `ATTRS{}`) holds at device `dev`, after its `!=`. An unreadable
+/// attribute fails the term whatever the operator. (`hotplugd test`'s trace
+/// asks the same question.)
+pub(crate) fn parent_term_holds(
+    t: &Match,
+    sysfs: &dyn Sysfs,
+    dev: &str,
+    buf: &mut [u8; MAX_ATTR_LEN],
+) -> bool {
+    let hit = match &t.key {
+        MatchKey::Kernels => t
+            .glob
+            .matches(sysname(dev.rsplit('/').next().unwrap_or(""), &mut [0; 256])),
+        MatchKey::Subsystems => sysfs
+            .link(dev, "subsystem", buf)
+            .is_some_and(|v| t.glob.matches(v)),
+        MatchKey::Drivers => sysfs
+            .link(dev, "driver", buf)
+            .is_some_and(|v| t.glob.matches(v)),
+        MatchKey::Attrs(name) => match sysfs.attr(dev, name, buf) {
+            Some(v) => attr_matches(t, v),
+            None => return false,
+        },
+        _ => false,
+    };
+    hit != t.negate
 }
 
 /// What substitution reads.

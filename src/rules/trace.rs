@@ -6,7 +6,7 @@
 //! values earlier rules had set at that point (the rules before the one
 //! shown are evaluated again for that). A debugging aid: it allocates.
 
-use super::{ancestors, attr_matches, env_value, Match, MatchKey, Matched, RuleSet, Sysfs};
+use super::{ancestors, env_value, Match, MatchKey, Matched, RuleSet, Sysfs};
 use crate::limits::MAX_ATTR_LEN;
 use crate::uevent::Uevent;
 use crate::usb::UsbView;
@@ -118,24 +118,7 @@ fn seen(
 /// Whether a parent term holds at `dev` (after `!=`), as the evaluator
 /// decides it.
 fn holds_at(t: &Match, sysfs: &dyn Sysfs, dev: &str) -> bool {
-    let mut buf = [0u8; MAX_ATTR_LEN];
-    let hit = match &t.key {
-        MatchKey::Kernels => t
-            .glob
-            .matches(dev.rsplit('/').next().unwrap_or("").as_bytes()),
-        MatchKey::Subsystems => sysfs
-            .link(dev, "subsystem", &mut buf)
-            .is_some_and(|v| t.glob.matches(v)),
-        MatchKey::Drivers => sysfs
-            .link(dev, "driver", &mut buf)
-            .is_some_and(|v| t.glob.matches(v)),
-        MatchKey::Attrs(name) => match sysfs.attr(dev, name, &mut buf) {
-            Some(v) => attr_matches(t, v),
-            None => return false,
-        },
-        _ => false,
-    };
-    hit != t.negate
+    super::parent_term_holds(t, sysfs, dev, &mut [0u8; MAX_ATTR_LEN])
 }
 
 /// Runs `ev` through `rs` into `m` and returns the trace of every rule
