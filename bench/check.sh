@@ -5,8 +5,9 @@
 # `hotplugd monitor --json` side by side in rotated rounds (bench/compare.py,
 # 7 rounds of 20,000 real uevents in a private network namespace) and fails
 # when the median ratio of CPU per event to the C loop's, in the same rounds,
-# is above a loose limit: 2x for `run`, 3x for `monitor --json` (both measure
-# near 1x-1.3x; see docs/benchmarks.md). Ratios, never times: a noisy shared
+# is above a loose limit: 2.5x for `run`, 3x for `monitor --json` (they
+# measure 1.2x-1.4x on a quiet machine, docs/benchmarks.md; a clean-clone CI
+# run on 2026-12-07 measured `run` at 1.82x, so 2x would flake). Ratios, never times: a noisy shared
 # 2-core machine slows every listener of a round alike. Needs only gcc and
 # the release build; fetches no peers.
 set -euo pipefail
@@ -18,4 +19,4 @@ command -v ss >/dev/null || apt-get install -y -q iproute2 >/dev/null
 gcc -O2 -o "$W/baseline" bench/baseline.c
 cargo build --release --locked --quiet
 exec python3 bench/compare.py --work "$W" --sizes 20000 --repeat 7 --big 0 --no-latency \
-    --no-report --only c,run-usb100,monitor-json --check run-usb100=2.0,monitor-json=3.0
+    --no-report --only c,run-usb100,monitor-json --check run-usb100=2.5,monitor-json=3.0

@@ -291,6 +291,9 @@ pub struct Rule {
     pub goto: Option<usize>,
     /// `GOTO`: the label's name.
     pub goto_name: Option<Box<str>>,
+    /// A `GOTO` that was dropped (no such `LABEL` after it, as udev drops
+    /// it): kept only so the rule renders as written.
+    pub goto_dropped: Option<Box<str>>,
     /// `OPTIONS+="last_rule"`
     pub last_rule: bool,
     /// Bit `i` set: the rule's ACTION terms allow `ACTIONS[i]`. Checked
@@ -1575,7 +1578,7 @@ impl RuleSet {
             if r.last_rule {
                 terms.push("OPTIONS+=\"last_rule\"".into());
             }
-            if let Some(g) = &r.goto_name {
+            if let Some(g) = r.goto_name.as_ref().or(r.goto_dropped.as_ref()) {
                 terms.push(format!("GOTO=\"{g}\""));
             }
             out.push_str(&terms.join(", "));

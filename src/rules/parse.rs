@@ -890,6 +890,7 @@ pub fn compile_with(
                 import_fails,
                 goto: None,
                 goto_name: None,
+                goto_dropped: None,
                 last_rule,
                 action_mask,
                 // udev: LABEL may share a line; a GOTO lands on that line and
@@ -917,6 +918,7 @@ pub fn compile_with(
                     d.message
                         .push_str(" (the GOTO is ignored, as udev ignores it; the rule loads)");
                     skipped.push(d);
+                    rs.rules[idx].goto_dropped = Some(target.into());
                 }
             }
         }
@@ -1871,6 +1873,37 @@ mod tests {
         assert!(env.iter().any(|(k, v)| k == "SEEN" && v == b"1"));
         assert!(!env.iter().any(|(k, _)| k.starts_with('.')));
         assert!(rs.env_assignments(&m).all(|(k, _)| !k.starts_with('.')));
+    }
+
+    /// A rule whose only term was a GOTO with no LABEL after it (dropped,
+    /// as udev drops it) renders with that GOTO, so the rendered rules load
+    /// as the same rules (found by the rules_parse fuzzer on a vendor file
+    /// cut short).
+    #[test]
+    fn a_rule_left_empty_by_a_dropped_goto_renders_and_reloads_the_same() {
+        let text =
+            "ACTION!=\"add\", GOTO=\"end\"\nGOTO=\"end\"\nSUBSYSTEM==\"tty\", RUN+=\"/bin/true\"\n";
+        let rs = compile(
+            &[Source {
+                name: "t.rules".into(),
+                text: text.into(),
+            }],
+            &[],
+        )
+        .expect("loads, with the GOTOs dropped");
+        assert_eq!(rs.len(), 3);
+        assert_eq!(rs.errors.len(), 2);
+        let once = rs.render_file(0);
+        let again = compile(
+            &[Source {
+                name: "t.rules".into(),
+                text: once.clone(),
+            }],
+            &[],
+        )
+        .expect("rendered rules load");
+        assert_eq!(again.len(), rs.len(), "{once}");
+        assert_eq!(again.render_file(0), once);
     }
 
     #[test]
