@@ -330,8 +330,9 @@ fn a_full_device_table_falls_back_to_an_add_only_resync() {
         return;
     }
     let st = setup("tablefull");
-    // more net devices than the table holds (MAX_DEVICES = 2048)
-    let names: Vec<String> = (0..2100).map(|i| format!("fill{i}")).collect();
+    // more net devices than the table holds
+    let n = hotplugd::devices::MAX_DEVICES + 52;
+    let names: Vec<String> = (0..n).map(|i| format!("fill{i}")).collect();
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     ip_in(&st.ns, &add(&refs));
     let p = start(&st, &["--rcvbuf", "64K", "--track", "net"], &[]);

@@ -1,6 +1,8 @@
 //! Issue 12: a storm of 5,000 tap add/remove operations (2,000 added, 1,000
-//! removed, 1,000 more added, 1,000 more removed; the live set stays within
-//! the 2,048-device table) inside a private network namespace, with handlers slow enough that the kernel's
+//! removed, 1,000 more added, 1,000 more removed; the live set, with the
+//! devices whose removes were lost until a resync diffs them, stays within
+//! the 4,096-device table) inside a private network namespace, with
+//! handlers slow enough that the kernel's
 //! queue overflows (overruns, resyncs), and a SIGHUP that changes the
 //! tracked subsystems in the middle. Afterwards the handlers' view (adds
 //! minus removes, real and synthetic) must equal the taps that exist.
