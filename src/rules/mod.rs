@@ -1501,7 +1501,7 @@ impl RuleSet {
         for r in self.rules.iter().filter(|r| r.file == file) {
             let mut terms: Vec<String> = Vec::new();
             if let Some(l) = &r.label_name {
-                terms.push(format!("LABEL=\"{l}\""));
+                terms.push(format!("LABEL={}", quote(l)));
             }
             for m in &self.matches[r.matches.clone()] {
                 let op = if m.negate { "!=" } else { "==" };
@@ -1579,7 +1579,7 @@ impl RuleSet {
                 terms.push("OPTIONS+=\"last_rule\"".into());
             }
             if let Some(g) = r.goto_name.as_ref().or(r.goto_dropped.as_ref()) {
-                terms.push(format!("GOTO=\"{g}\""));
+                terms.push(format!("GOTO={}", quote(g)));
             }
             out.push_str(&terms.join(", "));
             out.push('\n');

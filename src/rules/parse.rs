@@ -1906,6 +1906,40 @@ mod tests {
         assert_eq!(again.render_file(0), once);
     }
 
+    /// GOTO and LABEL names with a `\"` render quoted as values are, so
+    /// they reload as the same names (the rules_parse fuzzer).
+    #[test]
+    fn goto_and_label_names_with_a_quote_render_and_reload_the_same() {
+        for text in [
+            "SUBSYSTEM==\"tty\", GOTO=\"a\\\" b\"\nRUN+=\"/bin/true\"\nLABEL=\"a\\\" b\"\n",
+            "GOTO=\"gone\\\" x\"\n",
+        ] {
+            let rs = compile(
+                &[Source {
+                    name: "t.rules".into(),
+                    text: text.into(),
+                }],
+                &[],
+            )
+            .expect("loads");
+            let once = rs.render_file(0);
+            let again = compile(
+                &[Source {
+                    name: "t.rules".into(),
+                    text: once.clone(),
+                }],
+                &[],
+            )
+            .expect("rendered rules load");
+            assert_eq!(again.len(), rs.len(), "{once}");
+            assert_eq!(again.render_file(0), once);
+            assert_eq!(
+                again.rules.iter().map(|r| r.goto).collect::<Vec<_>>(),
+                rs.rules.iter().map(|r| r.goto).collect::<Vec<_>>()
+            );
+        }
+    }
+
     #[test]
     fn a_label_may_share_its_line_and_a_goto_lands_on_it() {
         let src = Source {
