@@ -262,7 +262,18 @@ fn a_daemon_replaces_a_stale_socket_and_removes_its_own_at_exit() {
     }
     let s = Scratch::new("tools-stale");
     let ctl = s.path("control");
-    drop(std::os::unix::net::UnixListener::bind(&ctl).unwrap());
+    // a stale socket file: bound by a process that has exited (binding it
+    // here would let a child another test forks meanwhile hold it open)
+    let ok = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import socket,sys; socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET).bind(sys.argv[1])",
+        ])
+        .arg(&ctl)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok && ctl.exists(), "a stale socket file made");
     let (d, ctl_s) = daemon(&s, "SUBSYSTEM==\"hotplugd-none\", RUN+=\"/bin/true\"\n");
     assert_eq!(ctl_s, ctl.to_string_lossy());
     assert!(
