@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs, from Debian's packages only, what CI needs beside rustup's toolchain:
-#   - Debian's Rust 1.85 (rustc-web/cargo-web): our MSRV, and the only Rust with a
-#     standard library for aarch64 and armv7 that can be installed here;
+#   - Debian's Rust (rustc-web/cargo-web), the only Rust with a standard library
+#     for aarch64 and armv7 that can be installed here. Its version is whatever
+#     the archive has (1.85 once, 1.96 on 2026-12-07); the MSRV itself is
+#     checked with rustup's 1.85 by .ci/run's MSRV step;
 #   - the standard library for arm64 and armhf, at exactly the same version;
 #   - the cross linkers and qemu-user, to run the ARM test suites;
 #   - std's source (rust-web-src), to rebuild std for size (build-release.sh).

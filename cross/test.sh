@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds hotplugd and runs the WHOLE test suite for the ARM targets under
-# qemu-user, with Debian's Rust 1.85 (see setup.sh): unit tests, the
+# qemu-user, with Debian's Rust (see setup.sh): unit tests, the
 # integration tests with real kernel uevents, and the tests that run the
 # binary (through HOTPLUGD_TEST_RUNNER, which tests/common/mod.rs honours).
 #

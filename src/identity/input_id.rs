@@ -9,11 +9,18 @@
 //!
 //! The bitmaps (`capabilities/{ev,abs,rel,key}`, `properties`) are hex
 //! words separated by spaces, the most significant first, each as wide as
-//! the kernel's `long`. udev reads them with its own `unsigned long`, and
+//! the `long` of the process that reads them: a 64-bit kernel prints
+//! 32-bit words to a 32-bit reader (`input_bits_to_string`,
+//! `in_compat_syscall`). udev reads them with its own `unsigned long`, and
 //! so does this code with the target's word size ([`usize`]): the same
-//! result as udev built for the same target. A word that does not parse
-//! or does not fit is skipped (its bits stay 0), and words beyond each
-//! bitmap's size are ignored, as udev does.
+//! result as udev built for the same target. One exception, where udev
+//! would misread: a 32-bit build that finds a word of more than 8 hex
+//! digits in any of the device's bitmaps is reading text a 64-bit process
+//! wrote (a sysfs tree captured on a 64-bit machine, or qemu-user, whose
+//! syscalls are the host's), and reads all of that device's words as
+//! 64-bit. A word that does not parse or does not fit is skipped (its
+//! bits stay 0), and words beyond each bitmap's size are ignored, as udev
+//! does.
 //!
 //! The classification follows systemd v252's `udev-builtin-input_id.c`
 //! (read, not copied): accelerometer, pointing stick, mouse (relative or
@@ -75,17 +82,19 @@ const BUS_I2C: u16 = 0x18;
 /// Keys a keyboard has and a joystick rarely does (udev's heuristic).
 const WELL_KNOWN_KEYBOARD_KEYS: [usize; 10] = [29, 58, 69, 110, 113, 140, 144, 155, 164, 224];
 
-/// Bits in a word of the bitmaps: the target's `long` (udev's
+/// Bits in a word of udev's arrays: the target's `long` (udev's
 /// `BITS_PER_LONG`).
 const WORD: usize = usize::BITS as usize;
 
-/// Words of the largest bitmap (`key`): `NBITS(KEY_MAX)`.
-const MAX_WORDS: usize = KEY_MAX / WORD + 1;
+/// 64-bit words that hold the largest bitmap (`key`).
+const MAX_WORDS: usize = KEY_MAX / 64 + 1;
 
-/// A capability bitmap of `words` words of [`WORD`] bits.
+/// A capability bitmap: the bits udev's array of `NBITS(max)` target
+/// words holds.
 struct Bits {
-    w: [usize; MAX_WORDS],
-    words: usize,
+    w: [u64; MAX_WORDS],
+    /// Bits udev's array holds: `NBITS(max) * WORD`.
+    size: usize,
 }
 
 impl Bits {
@@ -93,32 +102,57 @@ impl Bits {
     fn sized(max: usize) -> Bits {
         Bits {
             w: [0; MAX_WORDS],
-            words: (max - 1) / WORD + 1,
+            size: ((max - 1) / WORD + 1) * WORD,
         }
     }
 
     fn test(&self, bit: usize) -> bool {
-        bit / WORD < self.words && (self.w[bit / WORD] >> (bit % WORD)) & 1 == 1
+        bit < self.size && (self.w[bit / 64] >> (bit % 64)) & 1 == 1
     }
 
-    /// Fills from the text of a capability attribute: words split at
-    /// each space from the right, word 0 the last one.
-    fn fill(&mut self, text: &[u8]) {
+    /// Fills from the text of a capability attribute written with words
+    /// of `width` bits (32 or 64): words split at each space from the
+    /// right, word 0 the last one.
+    fn fill(&mut self, text: &[u8], width: u32) {
         for (i, word) in text.rsplit(|&b| b == b' ').enumerate() {
-            if i >= self.words {
+            let at = i * width as usize;
+            if at >= self.size {
                 continue;
             }
-            if let Some(v) = parse_hex_word(word) {
-                self.w[i] = v;
+            if let Some(v) = parse_hex_word(word, width) {
+                self.w[at / 64] |= v << (at % 64);
             }
         }
     }
 }
 
+/// The width of the words a device's bitmaps were written with: the
+/// target's, unless a 32-bit build finds a word only a 64-bit writer
+/// prints (more than 8 hex digits, after an optional `0x`).
+fn writer_width(texts: &[&[u8]]) -> u32 {
+    if WORD == 64 {
+        return 64;
+    }
+    let long = |w: &&[u8]| {
+        let w = w.trim_ascii();
+        let w = w.strip_prefix(b"0x").unwrap_or(w);
+        w.len() > 8
+    };
+    if texts
+        .iter()
+        .any(|t| t.split(|&b| b == b' ').any(|w| long(&w)))
+    {
+        64
+    } else {
+        32
+    }
+}
+
 /// `strtoul(s, 16)` as udev's `safe_atolu_full` accepts it: leading
 /// white space, an optional sign (`-` only for zero), an optional `0x`,
-/// one hex digit at least, nothing after; `None` if it overflows a word.
-fn parse_hex_word(s: &[u8]) -> Option<usize> {
+/// one hex digit at least, nothing after; `None` if it overflows a word
+/// of `width` bits.
+fn parse_hex_word(s: &[u8], width: u32) -> Option<u64> {
     let mut s = s;
     while let [b' ' | b'\t' | b'\n' | b'\r', rest @ ..] = s {
         s = rest;
@@ -133,10 +167,13 @@ fn parse_hex_word(s: &[u8]) -> Option<usize> {
     if s.is_empty() {
         return None;
     }
-    let mut v: usize = 0;
+    let mut v: u64 = 0;
     for &b in s {
-        let d = (b as char).to_digit(16)? as usize;
+        let d = u64::from((b as char).to_digit(16)?);
         v = v.checked_mul(16)?.checked_add(d)?;
+    }
+    if width < 64 && v >> width != 0 {
+        return None;
     }
     (!neg || v == 0).then_some(v)
 }
@@ -161,20 +198,29 @@ pub fn input_id<V: SysfsView + ?Sized>(
     };
     let bustype = input
         .attr("id/bustype")
-        .and_then(|v| parse_hex_word(&v))
+        .and_then(|v| parse_hex_word(&v, 64))
         .and_then(|v| u16::try_from(v).ok())
         .unwrap_or(0);
     props.push("ID_INPUT", b"1");
-    let cap = |name: &str, max: usize| {
+    let text = |name: &str| input.attr(name).unwrap_or_default();
+    let texts = [
+        text("capabilities/ev"),
+        text("capabilities/abs"),
+        text("capabilities/rel"),
+        text("capabilities/key"),
+        text("properties"),
+    ];
+    let width = writer_width(&texts.each_ref().map(|t| &t[..]));
+    let cap = |text: &[u8], max: usize| {
         let mut b = Bits::sized(max);
-        b.fill(&input.attr(name).unwrap_or_default());
+        b.fill(text, width);
         b
     };
-    let ev = cap("capabilities/ev", EV_MAX);
-    let abs = cap("capabilities/abs", ABS_MAX);
-    let rel = cap("capabilities/rel", REL_MAX);
-    let key = cap("capabilities/key", KEY_MAX);
-    let prop = cap("properties", INPUT_PROP_MAX);
+    let ev = cap(&texts[0], EV_MAX);
+    let abs = cap(&texts[1], ABS_MAX);
+    let rel = cap(&texts[2], REL_MAX);
+    let key = cap(&texts[3], KEY_MAX);
+    let prop = cap(&texts[4], INPUT_PROP_MAX);
     let caps = Caps {
         ev,
         abs,
@@ -480,17 +526,37 @@ mod tests {
 
     #[test]
     fn hex_words_as_strtoul_reads_them() {
-        assert_eq!(parse_hex_word(b"120013"), Some(0x120013));
-        assert_eq!(parse_hex_word(b" 0x1f"), Some(0x1f));
-        assert_eq!(parse_hex_word(b"+a"), Some(10));
-        assert_eq!(parse_hex_word(b"-0"), Some(0));
-        assert_eq!(parse_hex_word(b"-1"), None);
-        assert_eq!(parse_hex_word(b""), None);
-        assert_eq!(parse_hex_word(b"12g"), None);
-        assert_eq!(parse_hex_word(&[b'f'; 17]), None);
+        assert_eq!(parse_hex_word(b"120013", 32), Some(0x120013));
+        assert_eq!(parse_hex_word(b" 0x1f", 32), Some(0x1f));
+        assert_eq!(parse_hex_word(b"+a", 32), Some(10));
+        assert_eq!(parse_hex_word(b"-0", 32), Some(0));
+        assert_eq!(parse_hex_word(b"-1", 32), None);
+        assert_eq!(parse_hex_word(b"", 32), None);
+        assert_eq!(parse_hex_word(b"12g", 32), None);
+        assert_eq!(parse_hex_word(&[b'f'; 9], 32), None);
+        assert_eq!(parse_hex_word(&[b'f'; 16], 64), Some(u64::MAX));
+        assert_eq!(parse_hex_word(&[b'f'; 17], 64), None);
         // an empty word (two spaces) still takes its index
         let mut b = Bits::sized(KEY_MAX);
-        b.fill(b"1  0");
-        assert_eq!((b.w[0], b.w[1], b.w[2]), (0, 0, 1));
+        b.fill(b"1  0", WORD as u32);
+        assert!(b.test(2 * WORD));
+        assert!(!b.test(0) && !b.test(WORD));
+    }
+
+    #[test]
+    fn a_32_bit_build_reads_a_64_bit_writers_words_as_64_bit() {
+        // what a 64-bit kernel prints for a USB keyboard's keys (QEMU's)
+        let key: &[u8] = b"1000000000007 ff9f207ac14057ff febeffdfffefffff fffffffffffffffe";
+        assert_eq!(writer_width(&[b"120013", key]), 64);
+        // a 32-bit writer's words never have more than 8 digits
+        let expected = if WORD == 64 { 64 } else { 32 };
+        assert_eq!(writer_width(&[b"120013", b"7 ff9f207a c14057ff"]), expected);
+        let mut b = Bits::sized(KEY_MAX);
+        b.fill(key, 64);
+        // KEY_ESC (1) .. KEY_D (32): the keyboard heuristic's keys
+        assert!((1..32).all(|k| b.test(k)));
+        assert!(!b.test(0));
+        // word 3 (bits 192..) = 0x1000000000007: bits 192, 193, 194, 240
+        assert!(b.test(192) && b.test(194) && b.test(240) && !b.test(195));
     }
 }
