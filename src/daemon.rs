@@ -548,7 +548,9 @@ impl Listener {
     /// so puts it back on epoll's ready list (edge-triggered epoll reports
     /// every wake-up that comes after the previous `epoll_wait` harvest;
     /// `fs/eventpoll.c`, `ep_poll_callback`). When events trickle in one at
-    /// a time, this saves one system call per event.
+    /// a time, this saves one system call per event. This holds only
+    /// within one drain: a drain that pauses forgets the short batch (see
+    /// there), because the polls during the pause take the wake-ups.
     pub fn drain(&mut self, stats: &mut Stats, sink: &mut dyn Sink) -> io::Result<Drained> {
         let mut handled = 0;
         loop {
@@ -581,6 +583,14 @@ impl Listener {
                 }
             }
             if !sink.has_room() {
+                // A short batch says the queue was empty when it was read,
+                // not when the pause ends: the wake-ups of what arrived
+                // meanwhile are taken by the loop's polls during the
+                // pause, so the drain that resumes must read the socket
+                // again. Ending it on the old short batch left a full
+                // queue unread for good: the kernel, congested, drops
+                // everything after it without another ENOBUFS or wake-up.
+                self.short = false;
                 return Ok(Drained::Paused);
             }
             let i = self.next;

@@ -16,7 +16,10 @@
 //!    truth;
 //! 3. when the socket is empty again ([`Recovery::drained`]): if another
 //!    overrun happened meanwhile, walk again (at most
-//!    [`MAX_RESYNC_ATTEMPTS`] walks, counted in `resync_retries`); if the
+//!    [`MAX_RESYNC_ATTEMPTS`] walks, counted in `resync_retries`; after
+//!    that the last walk is used and another resync follows once its
+//!    synthetic events are dispatched, so no overrun is ever left
+//!    unanswered); if the
 //!    walk raced with events (s0 != s1), re-check the touched devices the
 //!    table or the walk knows against sysfs, and while some disagree (an
 //!    event still on its way) wait [`RECHECK_DELAY`] and look again, at
@@ -729,10 +732,17 @@ impl Recovery {
                 self.begin(kind, attempt, stats);
                 return;
             }
+            // The last walk is used (its synthetic events are dispatched,
+            // so a storm still makes progress), but the events lost during
+            // it may be ones no walk saw: resync again once they are
+            // dispatched. Waiting for "the next overrun" would leave them
+            // lost for good if the storm ended with this one.
             warn!(
-                "events were lost during each of {MAX_RESYNC_ATTEMPTS} walks; accepting the last \
-                 (the next overrun resyncs again)"
+                "events were lost during each of {MAX_RESYNC_ATTEMPTS} walks; using the last, then \
+                 resyncing again for what was lost during it"
             );
+            self.resync_due = true;
+            self.resync_due_at.get_or_insert(self.now);
         }
         self.recheck(self.now, stats);
     }
@@ -1366,6 +1376,37 @@ mod tests {
         assert_eq!(
             got,
             ["add /devices/pci0/usb3", "remove /devices/pci0/usb1/1-1"]
+        );
+    }
+
+    #[test]
+    fn an_overrun_during_the_last_allowed_walk_is_followed_by_another_resync() {
+        let (mut r, world) = setup(USB, Track::All);
+        let (mut st, mut now) = (Stats::default(), Instant::now());
+        r.start(now, &mut st);
+        settle(&mut r, &mut st, &mut now);
+        r.overrun(now, &mut st);
+        for attempt in 1..=MAX_RESYNC_ATTEMPTS {
+            r.tick(now, &mut st); // the walk (5 devices: one budget)
+            if attempt == MAX_RESYNC_ATTEMPTS {
+                // the storm's last events, lost after the last walk saw
+                // 1-1: its remove is known to nobody
+                let mut w = world.borrow_mut();
+                w.devices.retain(|f| f.devpath != "/devices/pci0/usb1/1-1");
+                w.seqnum += 1;
+            }
+            r.overrun(now, &mut st);
+            assert!(r.take_want_drain());
+            r.drained(now, &mut st); // the drain after the walk
+            r.drained(now, &mut st); // decides
+        }
+        assert_eq!(st.resync_retries, u64::from(MAX_RESYNC_ATTEMPTS - 1));
+        // no further overrun comes: the follow-up resync is already due
+        settle(&mut r, &mut st, &mut now);
+        assert_eq!(st.resyncs, 2);
+        assert_eq!(
+            synthetic(&mut r, &mut st),
+            ["remove /devices/pci0/usb1/1-1"]
         );
     }
 

@@ -552,3 +552,62 @@ fn a_synthetic_event_that_does_not_parse_is_counted() {
     assert_eq!(stat(&err, "synthetic_adds"), 1, "{err}");
     assert!(err.contains("add /devices/platform/good0 (thing)"), "{err}");
 }
+
+/// A drain that pauses (the handler queue is full) right after a short
+/// `recvmmsg` batch must read the socket again when it resumes: the
+/// wake-ups of what arrived during the pause were taken by the loop's
+/// polls meanwhile. Ending the resumed drain on the old short batch left
+/// the socket unread for good (found by the storm test): a queue that
+/// overflowed meanwhile stays full, and the congested kernel drops every
+/// later event without another ENOBUFS or wake-up.
+#[test]
+fn a_drain_paused_after_a_short_batch_reads_the_socket_again_when_it_resumes() {
+    if !need_root("paused_short_batch") {
+        return;
+    }
+    let ns = Netns::new();
+    let s = Scratch::new("pause");
+    let log = s.path("log");
+    let h = s.script(
+        "rec.sh",
+        &format!(
+            "[ \"$INTERFACE\" = hp0 ] && sleep 3\necho \"$ACTION $INTERFACE\" >> \"{}\"",
+            log.display()
+        ),
+    );
+    let rules = s.rules(&format!(
+        "SUBSYSTEM==\"net\", KERNEL==\"hp*\", ACTION==\"add|remove\", RUN+=\"{h}\"\n"
+    ));
+    let st = Setup {
+        ns,
+        _scratch: s,
+        log,
+        rules,
+    };
+    let p = start(
+        &st,
+        &["--rcvbuf", "64K", "--max-queue", "1", "--max-children", "1"],
+        &[],
+    );
+    // hp0's handler runs 3 s; hp1 fills the queue; hp2's events come in a
+    // short batch that cannot be handed on: the drain pauses
+    ip_in(&st.ns, &add(&["hp0"]));
+    assert!(
+        p.wait_stderr("for add /devices/virtual/net/hp0", Duration::from_secs(10)),
+        "{}",
+        p.stderr()
+    );
+    ip_in(&st.ns, &add(&["hp1"]));
+    ip_in(&st.ns, &add(&["hp2"]));
+    // during the pause: the socket overflows, and what follows is lost
+    flood(&st.ns, 3000);
+    ip_in(&st.ns, &add(&["hp3", "hp4"]));
+    flood(&st.ns, 500);
+    let want = ["hp0", "hp1", "hp2", "hp3", "hp4"];
+    let (got, text) = wait_record(&st.log, &want, Duration::from_secs(40));
+    assert_eq!(got, present(&want), "{text}\n{}", p.stderr());
+    let (status, err) = p.stop();
+    assert!(status.success(), "{err}");
+    assert!(stat(&err, "overruns") >= 1, "{err}");
+    assert!(stat(&err, "queue_full") >= 1, "{err}");
+}

@@ -136,11 +136,16 @@ fn a_storm_with_overruns_and_a_sighup_leaves_the_handlers_view_equal_to_sysfs() 
     let settled = t.elapsed();
     let (st, err) = p.stop();
     assert!(st.success(), "{err}");
+    // the whole log, for a failure's post-mortem (run with RUST_LOG=debug)
+    if let Some(keep) = std::env::var_os("HOTPLUGD_TEST_KEEP_LOG") {
+        std::fs::write(keep, &err).unwrap();
+    }
     let missing: Vec<_> = expected.difference(&last).take(5).collect();
     let extra: Vec<_> = last.difference(&expected).take(5).collect();
     assert!(
         last == expected,
-        "handlers' view != sysfs: {} vs {} taps; missing e.g. {missing:?}, extra e.g. {extra:?}\n{}",
+        "handlers' view != sysfs: {} vs {} taps; missing e.g. {missing:?}, extra e.g. {extra:?} \
+         (HOTPLUGD_TEST_KEEP_LOG=FILE keeps the daemon's whole log)\n{}",
         last.len(),
         expected.len(),
         err.lines()
