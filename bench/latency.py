@@ -8,6 +8,12 @@ every --gap ms, each carrying its write time (CLOCK_REALTIME, ns) as
 SYNTH_ARG_T; prints p50/p99/max of stamp - T.
 
 Usage: bench/latency.py [--n N] [--gap MS] [--rules FILE] [--bin PATH]
+                        [--static-stamp] [--floor]
+
+--static-stamp links the stamp statically, so the handler's own dynamic
+loader (a few hundred µs here) is not counted; --floor runs bench/exec_floor
+(recv, fork, execve: nothing else) instead of hotplugd, for the least any
+listener can do on this machine.
 """
 import argparse, os, subprocess, sys, tempfile, time
 
@@ -24,19 +30,29 @@ def main():
     ap.add_argument("--gap", type=float, default=5.0)
     ap.add_argument("--rules", default=os.path.join(HERE, "rules/usb-100.rules"))
     ap.add_argument("--bin", default=os.path.join(HERE, "../target/release/hotplugd"))
+    ap.add_argument("--static-stamp", action="store_true")
+    ap.add_argument("--floor", action="store_true")
     a = ap.parse_args()
     work = tempfile.mkdtemp(prefix="hotplugd-lat-")
     stamp = os.path.join(work, "stamp")
-    subprocess.run(["gcc", "-O2", "-o", stamp, os.path.join(HERE, "stamp.c")], check=True)
+    subprocess.run(["gcc", "-O2", *(["-static"] if a.static_stamp else []), "-o", stamp,
+                    os.path.join(HERE, "stamp.c")], check=True)
     out = os.path.join(work, "stamps")
     rules = os.path.join(work, "all.rules")
     with open(rules, "w") as f:
         f.write(open(a.rules).read())
         f.write(f'\nACTION=="change", SUBSYSTEM=="net", ENV{{SYNTH_ARG_T}}=="?*", RUN+="{stamp} {out}"\n')
     log = os.path.join(work, "log")
-    p = subprocess.Popen([a.bin, "run", "--rules", rules], stderr=open(log, "w"))
+    if a.floor:
+        floor = os.path.join(work, "exec_floor")
+        subprocess.run(["gcc", "-O2", "-o", floor, os.path.join(HERE, "exec_floor.c")], check=True)
+        p = subprocess.Popen([floor, stamp, out], stderr=open(log, "w"))
+        ready = "listening"
+    else:
+        p = subprocess.Popen([a.bin, "run", "--rules", rules], stderr=open(log, "w"))
+        ready = "listening for kernel uevents"
     t0 = time.time()
-    while "listening for kernel uevents" not in open(log).read():
+    while ready not in open(log).read():
         if time.time() - t0 > 10 or p.poll() is not None:
             sys.exit("hotplugd did not start:\n" + open(log).read())
         time.sleep(0.02)
@@ -60,8 +76,10 @@ def main():
     p.wait()
     lat.sort()
     q = lambda x: lat[min(len(lat) - 1, int(x * len(lat)))]
+    who = "exec_floor (recv, fork, execve)" if a.floor else f"{os.path.basename(a.rules)} + 1 rule"
+    stamp_kind = "static" if a.static_stamp else "dynamic"
     print(f"event -> handler exec, {len(lat)} of {a.n} events, {a.gap} ms apart, "
-          f"{os.path.basename(a.rules)} + 1 rule: p50 {q(0.50):.0f} us, p99 {q(0.99):.0f} us, max {lat[-1]:.0f} us")
+          f"{stamp_kind} stamp, {who}: p50 {q(0.50):.0f} us, p99 {q(0.99):.0f} us, max {lat[-1]:.0f} us")
 
 
 if __name__ == "__main__":
