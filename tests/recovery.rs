@@ -23,13 +23,18 @@ struct Setup {
 }
 
 fn setup(tag: &str) -> Setup {
+    setup_with(tag, "")
+}
+
+/// [`setup`] with `first` run by the handler before it records.
+fn setup_with(tag: &str, first: &str) -> Setup {
     let ns = Netns::new();
     let s = Scratch::new(tag);
     let log = s.path("log");
     let h = s.script(
         "rec.sh",
         &format!(
-            "echo \"$ACTION $INTERFACE resync=${{HOTPLUGD_RESYNC:-0}} coldplug=${{HOTPLUGD_COLDPLUG:-0}}\" >> \"{}\"",
+            "{first}\necho \"$ACTION $INTERFACE resync=${{HOTPLUGD_RESYNC:-0}} coldplug=${{HOTPLUGD_COLDPLUG:-0}}\" >> \"{}\"",
             log.display()
         ),
     );
@@ -565,25 +570,7 @@ fn a_drain_paused_after_a_short_batch_reads_the_socket_again_when_it_resumes() {
     if !need_root("paused_short_batch") {
         return;
     }
-    let ns = Netns::new();
-    let s = Scratch::new("pause");
-    let log = s.path("log");
-    let h = s.script(
-        "rec.sh",
-        &format!(
-            "[ \"$INTERFACE\" = hp0 ] && sleep 3\necho \"$ACTION $INTERFACE\" >> \"{}\"",
-            log.display()
-        ),
-    );
-    let rules = s.rules(&format!(
-        "SUBSYSTEM==\"net\", KERNEL==\"hp*\", ACTION==\"add|remove\", RUN+=\"{h}\"\n"
-    ));
-    let st = Setup {
-        ns,
-        _scratch: s,
-        log,
-        rules,
-    };
+    let st = setup_with("pause", "[ \"$INTERFACE\" = hp0 ] && sleep 3");
     let p = start(
         &st,
         &["--rcvbuf", "64K", "--max-queue", "1", "--max-children", "1"],
