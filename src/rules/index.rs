@@ -21,15 +21,48 @@
 //!   `PRODUCT` from the same descriptor field sysfs shows as `idVendor`
 //!   (`drivers/usb/core/driver.c`, `usb_uevent`; `sysfs.c`, `idVendor`). An
 //!   interface event has no `idVendor` attribute, so such a rule fails on
-//!   it anyway. `ATTRS{idVendor}` is not used: it walks up to hubs of other
-//!   vendors.
+//!   it anyway.
+//! - Vendors up the chain: a rule with `ATTRS{idVendor}=="0403"` (literal,
+//!   as above) can only match if the event's device or one of its parents
+//!   has that `idVendor`. When some rule the other sets keep has such a
+//!   term, the caller reads `idVendor` of the device and each parent once
+//!   ([`chain_vendors`], through the event's read cache, so the rules that
+//!   remain read them again for free) and the index keeps the rules with no
+//!   such term plus those naming a vendor found. A value that is not four
+//!   lower-case hex digits, or more than [`CHAIN_VENDORS`] of them, gives
+//!   no condition.
 //!
 //! Negated terms (`!=`) and globs give no condition; the rule stays a
 //! candidate for every event.
 
-use super::{glob, MatchKey, RuleSet};
+use super::{glob, MatchKey, RuleSet, Sysfs, MAX_ATTR_LEN};
 use crate::uevent::Uevent;
 use crate::usb::UsbView;
+
+/// The most `idVendor` values up one device's chain the index uses (a
+/// device, its hubs and the root hub); beyond it, no condition.
+pub const CHAIN_VENDORS: usize = 6;
+
+/// The `idVendor` values of a device and its parents.
+pub type ChainVendors = heapless::Vec<u16, CHAIN_VENDORS>;
+
+/// Reads `idVendor` of `devpath` and each parent (as `ATTRS{}` walks
+/// them); `None` if one does not read as four lower-case hex digits (after
+/// trailing white space, as `ATTRS{}` compares) or there are more than
+/// [`CHAIN_VENDORS`].
+pub fn chain_vendors(devpath: &str, sysfs: &dyn Sysfs) -> Option<ChainVendors> {
+    let mut out = ChainVendors::new();
+    let mut buf = [0u8; MAX_ATTR_LEN];
+    for dev in super::ancestors(devpath) {
+        if let Some(v) = sysfs.attr(dev, "idVendor", &mut buf) {
+            let v = vendor_literal(super::trim_end_ws(v))?;
+            if !out.contains(&v) {
+                out.push(v).ok()?;
+            }
+        }
+    }
+    Some(out)
+}
 
 /// One bit per rule.
 type Bits = Box<[u64]>;
@@ -51,13 +84,20 @@ pub struct RuleIndex {
     other_vendor: Bits,
     /// Every rule (events whose vendor is not known).
     all: Bits,
+    /// The vendors `ATTRS{idVendor}` terms name, sorted, and the rules
+    /// naming each.
+    chain: Vec<(u16, Bits)>,
+    /// Rules with no such term.
+    chain_free: Bits,
     rules: usize,
 }
 
 /// The rules one event can meet: iterate with [`Selection::next`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Selection<'a> {
     sets: [&'a [u64]; 3],
+    /// Rules are kept if in any of these (none: no condition).
+    any: heapless::Vec<&'a [u64], { CHAIN_VENDORS + 1 }>,
     rules: usize,
 }
 
@@ -84,7 +124,18 @@ impl Selection<'_> {
     }
 
     fn word(&self, w: usize) -> u64 {
-        self.sets[0][w] & self.sets[1][w] & self.sets[2][w]
+        let all = self.sets[0][w] & self.sets[1][w] & self.sets[2][w];
+        if self.any.is_empty() {
+            return all;
+        }
+        all & self.any.iter().fold(0, |acc, b| acc | b[w])
+    }
+
+    /// True if a rule kept so far has an `ATTRS{idVendor}` term: only then
+    /// is the chain worth reading ([`RuleIndex::narrow`]).
+    pub fn wants_chain(&self, index: &RuleIndex) -> bool {
+        !index.chain.is_empty()
+            && (0..self.sets[0].len()).any(|w| self.word(w) & !index.chain_free[w] != 0)
     }
 }
 
@@ -101,11 +152,13 @@ impl RuleIndex {
         // per rule: the subsystems and vendors it is limited to (None: any)
         let mut rule_subs: Vec<Option<Vec<&[u8]>>> = Vec::with_capacity(n);
         let mut rule_vendors: Vec<Option<Vec<u16>>> = Vec::with_capacity(n);
+        let mut rule_chain: Vec<Option<Vec<u16>>> = Vec::with_capacity(n);
         for (i, r) in rs.rules.iter().enumerate() {
             if r.label {
                 // never matches; GOTO lands on it and goes on from there
                 rule_subs.push(None);
                 rule_vendors.push(None);
+                rule_chain.push(None);
                 continue;
             }
             set(&mut all, i);
@@ -132,12 +185,16 @@ impl RuleIndex {
                                 _ => false,
                             }
                     })
-                    .find_map(|t| {
-                        literal_alts(&t.pattern)?
-                            .iter()
-                            .map(|a| vendor_literal(a))
-                            .collect::<Option<Vec<u16>>>()
-                    }),
+                    .find_map(|t| vendors_of(&t.pattern)),
+            );
+            rule_chain.push(
+                terms
+                    .iter()
+                    .filter(|t| {
+                        !t.negate
+                            && matches!(&t.key, MatchKey::Attrs(name) if &**name == "idVendor")
+                    })
+                    .find_map(|t| vendors_of(&t.pattern)),
             );
         }
 
@@ -187,6 +244,23 @@ impl RuleIndex {
                 }
             }
         }
+        let mut ids: Vec<u16> = rule_chain.iter().flatten().flatten().copied().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut chain_free = empty();
+        let mut chain: Vec<(u16, Bits)> = ids.iter().map(|&v| (v, empty())).collect();
+        for (i, vs) in rule_chain.iter().enumerate() {
+            match vs {
+                None => set(&mut chain_free, i),
+                Some(list) => {
+                    for v in list {
+                        if let Ok(k) = ids.binary_search(v) {
+                            set(&mut chain[k].1, i);
+                        }
+                    }
+                }
+            }
+        }
         RuleIndex {
             by_action,
             subsystems,
@@ -194,7 +268,22 @@ impl RuleIndex {
             vendors,
             other_vendor,
             all,
+            chain,
+            chain_free,
             rules: n,
+        }
+    }
+
+    /// Narrows `sel` to the rules whose `ATTRS{idVendor}` terms name a
+    /// vendor of `found` (the chain's, from [`chain_vendors`]), keeping the
+    /// rules without such a term.
+    pub fn narrow<'a>(&'a self, sel: &mut Selection<'a>, found: &ChainVendors) {
+        sel.any.clear();
+        let _ = sel.any.push(&self.chain_free);
+        for v in found {
+            if let Ok(k) = self.chain.binary_search_by_key(v, |(c, _)| *c) {
+                let _ = sel.any.push(&self.chain[k].1);
+            }
         }
     }
 
@@ -219,6 +308,7 @@ impl RuleIndex {
         };
         Selection {
             sets: [&self.by_action[a], subs, vendor],
+            any: heapless::Vec::new(),
             rules: self.rules,
         }
     }
@@ -229,6 +319,11 @@ impl RuleIndex {
 fn literal_alts(p: &[u8]) -> Option<Vec<&[u8]>> {
     let alts: Vec<&[u8]> = glob::alternatives(p).collect();
     alts.iter().all(|a| glob::is_literal(a)).then_some(alts)
+}
+
+/// The vendors a pattern names if it is one or more literal vendors.
+fn vendors_of(p: &[u8]) -> Option<Vec<u16>> {
+    literal_alts(p)?.iter().map(|a| vendor_literal(a)).collect()
 }
 
 /// `0403` → 0x0403: exactly four lower-case hex digits, as sysfs prints
@@ -299,17 +394,10 @@ mod tests {
         assert_eq!(selected(&rs, odd), [0, 1, 2, 3, 4, 5, 6, 7]);
     }
 
-    #[test]
-    fn evaluation_with_the_index_equals_evaluation_of_every_rule() {
-        // The same rules and events through evaluate (which uses the index)
-        // and through the rules one by one without it: same matches.
-        let rs = rules(
-            &std::fs::read_to_string(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/bench/rules/usb-100.rules"
-            ))
-            .unwrap(),
-        );
+    /// The fixture's 76 real USB events (and two made-up ones) through
+    /// `evaluate` (which uses the index) and through the rules one by one
+    /// without it: the same matches. Returns the matches counted.
+    fn same_with_and_without_the_index(rs: &RuleSet) -> usize {
         let text = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/corpus/sysfs/aarch64/uevents.jsonl"
@@ -346,6 +434,78 @@ mod tests {
             }
             assert_eq!(with, without, "{}", ev.devpath());
         }
+        matched
+    }
+
+    #[test]
+    fn evaluation_with_the_index_equals_evaluation_of_every_rule() {
+        let rs = rules(
+            &std::fs::read_to_string(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/bench/rules/usb-100.rules"
+            ))
+            .unwrap(),
+        );
+        let matched = same_with_and_without_the_index(&rs);
         assert!(matched > 5, "the rules really matched ({matched})");
+    }
+
+    #[test]
+    fn attrs_vendor_rules_give_the_same_matches_with_the_chain_index() {
+        // the fixture's vendors (FTDI, NEC hub, QEMU, Netchip, ...), the
+        // root hubs', made-up ones; alternatives, a negation, a glob, a
+        // vendor on a parent only, a GOTO over vendor rules
+        let mut text = String::from(
+            "ATTRS{idVendor}==\"1d6b\", ENV{ROOT}=\"1\"\n\
+             SUBSYSTEM==\"tty\", ATTRS{idVendor}==\"0403|2341\", ENV{TTY}=\"1\"\n\
+             ATTRS{idVendor}!=\"0403\", ENV{NOT}=\"1\"\n\
+             ATTRS{idVendor}==\"04*\", ENV{GLOB}=\"1\"\n\
+             ATTRS{idVendor}==\"0403\", GOTO=\"end\"\n\
+             ATTRS{idVendor}==\"46f4\", ENV{SKIPPED}=\"1\"\n\
+             LABEL=\"end\"\n\
+             KERNEL==\"ttyUSB*\", ATTRS{idVendor}==\"0403\", ATTRS{idProduct}==\"6001\", ENV{BOTH}=\"1\"\n",
+        );
+        for (n, v) in [0x0403u16, 0x0409, 0x46f4, 0x0525, 0x0627, 0x1234, 0xfeed]
+            .into_iter()
+            .enumerate()
+        {
+            text.push_str(&format!(
+                "ATTRS{{idVendor}}==\"{v:04x}\", ENV{{HIT}}=\"{n}\"\n"
+            ));
+        }
+        let rs = rules(&text);
+        assert!(!rs.index().chain.is_empty(), "the chain index is in use");
+        let matched = same_with_and_without_the_index(&rs);
+        assert!(matched > 20, "the rules really matched ({matched})");
+    }
+
+    #[test]
+    fn the_chain_narrows_to_the_vendors_found() {
+        let rs = rules(
+            "ATTRS{idVendor}==\"0403\", ENV{A}=\"0\"\n\
+             ATTRS{idVendor}==\"1d6b|0409\", ENV{A}=\"1\"\n\
+             ENV{A}=\"2\"\n\
+             ATTRS{idVendor}!=\"0403\", ENV{A}=\"3\"\n",
+        );
+        let idx = rs.index();
+        let ev = Uevent::parse(LO).unwrap();
+        let keep = |found: &[u16]| {
+            let mut sel = idx.select(&ev, None);
+            assert!(sel.wants_chain(idx));
+            idx.narrow(&mut sel, &ChainVendors::from_slice(found).unwrap());
+            let mut out = Vec::new();
+            let mut i = sel.next(0);
+            while i < rs.rules.len() {
+                out.push(i);
+                i = sel.next(i + 1);
+            }
+            out
+        };
+        assert_eq!(keep(&[]), [2, 3]);
+        assert_eq!(keep(&[0x0403, 0x1d6b]), [0, 1, 2, 3]);
+        assert_eq!(keep(&[0x0409]), [1, 2, 3]);
+        // no vendor rule left after the other sets: nothing to read
+        let only = rules("SUBSYSTEM==\"usb\", ATTRS{idVendor}==\"0403\", ENV{A}=\"0\"\n");
+        assert!(!only.index().select(&ev, None).wants_chain(only.index()));
     }
 }

@@ -618,7 +618,7 @@ pub fn ancestors(devpath: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-fn trim_end_ws(v: &[u8]) -> &[u8] {
+pub(crate) fn trim_end_ws(v: &[u8]) -> &[u8] {
     let n = v
         .iter()
         .rposition(|b| !b.is_ascii_whitespace())
@@ -737,7 +737,13 @@ impl RuleSet {
         m.clear();
         let usb = UsbView::of(ev);
         let abit = action_bit(ev.action());
-        let sel = self.index().select(ev, usb.as_ref());
+        let index = self.index();
+        let mut sel = index.select(ev, usb.as_ref());
+        if sel.wants_chain(index) {
+            if let Some(found) = index::chain_vendors(ev.devpath(), sysfs) {
+                index.narrow(&mut sel, &found);
+            }
+        }
         let mut i = sel.next(0);
         while i < self.rules.len() {
             let rule = &self.rules[i];
