@@ -243,6 +243,8 @@ struct Proc {
     give_up_at: Option<Instant>,
     reaped: bool,
     timed_out: bool,
+    /// SIGTERM came from the daemon's own stop, not a timeout.
+    stopped: bool,
     /// SIGKILL did not end it within the grace: its slot was given back.
     abandoned: bool,
 }
@@ -560,6 +562,7 @@ impl Exec {
                 give_up_at: None,
                 reaped: false,
                 timed_out: false,
+                stopped: false,
                 abandoned: false,
             });
             return; // the job goes on when this process exits
@@ -639,12 +642,18 @@ impl Exec {
                 warn!("{rule}: handler [{pid}] for {label} exited {c} after {ms} ms{late}");
             }
             (Kind::Handler { .. }, Exit::Signal(s)) => {
-                if !p.timed_out {
+                if !p.timed_out && !p.stopped {
                     stats.handlers_failed += 1;
                 }
                 warn!(
                     "{rule}: handler [{pid}] for {label} killed by {s} after {ms} ms{}{late}",
-                    if p.timed_out { " (timeout)" } else { "" }
+                    if p.timed_out {
+                        " (timeout)"
+                    } else if p.stopped {
+                        " (the daemon is stopping)"
+                    } else {
+                        ""
+                    }
                 );
             }
             (Kind::Handler { program }, Exit::NotStarted(e)) => {
@@ -704,7 +713,14 @@ impl Exec {
                 p.term_sent = true;
                 p.kill_at = Some(now + grace);
                 let alive = io.signal_group(p.pid, Kill::Term);
-                if !p.reaped {
+                if !p.reaped && self.stopping {
+                    // not a timeout: the daemon's stop ends what runs
+                    p.stopped = true;
+                    info!(
+                        "{}: stopping: SIGTERM to handler [{}] for {} (still running) and its process group",
+                        p.rule, p.pid, p.label
+                    );
+                } else if !p.reaped {
                     p.timed_out = true;
                     stats.handlers_timed_out += 1;
                     let what = match &p.kind {
@@ -1056,6 +1072,20 @@ mod tests {
         e.tick(t0 + Duration::from_secs(4), &mut io, &mut st);
         assert!(e.stopped(), "given up after 2 x grace");
         assert_eq!(io.spawned.len(), 1, "nothing new starts while stopping");
+    }
+
+    #[test]
+    fn handlers_ended_by_the_stop_are_neither_timed_out_nor_failed() {
+        let t0 = Instant::now();
+        let (mut e, mut io, mut st) = engine(1);
+        push(&mut e, "/devices/a", &["/bin/slow"], t0, &mut io, &mut st);
+        let pid = io.spawned[0].0;
+        e.stop(t0, &mut io, &mut st);
+        assert_eq!(io.signals, [(pid, Kill::Term)]);
+        io.alive.retain(|&p| p != pid);
+        e.exited(pid, Exit::Signal("SIGTERM"), t0, &mut io, &mut st);
+        assert!(e.stopped());
+        assert_eq!((st.handlers_timed_out, st.handlers_failed), (0, 0));
     }
 
     #[test]
