@@ -49,6 +49,12 @@ pub const MAX_CLIENTS: usize = 8;
 /// Requests read from one client per turn of the loop.
 pub const REQUESTS_PER_TURN: usize = 4;
 
+/// When every client slot is taken, a client that has sent nothing for
+/// this long and waits for no `settle` answer is dropped to make room (a
+/// client that connects and never asks would otherwise hold its slot for
+/// good).
+pub const IDLE_DROP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A parsed request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
@@ -207,6 +213,11 @@ impl Settles {
     /// True if any request waits for a drain of the socket.
     pub fn wants_drain(&self) -> bool {
         self.waiting.iter().any(|w| w.1 == Phase::NeedDrain)
+    }
+
+    /// True if `client` waits for a `settle` answer.
+    pub fn waiting_for(&self, client: usize) -> bool {
+        self.waiting.iter().any(|w| w.0 == client)
     }
 
     /// True if nothing waits.

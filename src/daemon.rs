@@ -36,7 +36,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use crate::control::{self, Request, Settles};
 use crate::exec::{Exit, Kill, ProcIo, Words};
 use crate::limits::RECV_BUFFER;
-use crate::stats::{Scope, Stats};
+use crate::stats::{Ms, Scope, Stats};
 use crate::sys::control::{ConnRecv, ConnSend, ControlConn, ControlListener};
 use crate::sys::netlink::{Batch, BatchRecv, Recv, Sender, UeventSocket, RECV_BATCH};
 use crate::sys::signals::{Sig, Signals};
@@ -714,6 +714,8 @@ struct Control {
     dropped: u64,
     /// Connections refused: too many clients, or not root.
     refused: u64,
+    /// When each client connected or last sent a request.
+    last_heard: Vec<Instant>,
 }
 
 impl<M: Mode> Daemon<M, Listener> {
@@ -795,6 +797,7 @@ impl<M: Mode, S: Source> Daemon<M, S> {
             answer: Vec::with_capacity(control::MAX_CLIENTS),
             dropped: 0,
             refused: 0,
+            last_heard: vec![Instant::now(); control::MAX_CLIENTS],
         });
         Ok(())
     }
@@ -1049,6 +1052,27 @@ impl Control {
         self.settles.forget(i);
     }
 
+    /// Every slot is taken: drops the client heard from longest ago, if it
+    /// has been silent for [`control::IDLE_DROP`] and waits for no
+    /// `settle`; its slot.
+    fn drop_idle(&mut self, now: Instant, registry: &Registry) -> Option<usize> {
+        let i = (0..control::MAX_CLIENTS)
+            .filter(|&i| self.conns[i].is_some() && !self.settles.waiting_for(i))
+            .filter(|&i| now.saturating_duration_since(self.last_heard[i]) >= control::IDLE_DROP)
+            .min_by_key(|&i| self.last_heard[i])?;
+        let conn = self.conns[i].as_ref()?;
+        let _ = conn.send(b"error dropped: idle while every client slot was taken\n");
+        self.dropped += 1;
+        warn!(
+            "control: dropped idle client pid {} (no request for {}) to make room (control_dropped={})",
+            conn.pid,
+            Ms(now.saturating_duration_since(self.last_heard[i])),
+            self.dropped
+        );
+        self.close(i, registry);
+        Some(i)
+    }
+
     /// Sends `reply` to client `i`; one that does not read is dropped.
     fn reply(&mut self, i: usize, reply: &[u8], registry: &Registry) {
         let Some(c) = self.conns[i].as_ref() else {
@@ -1117,7 +1141,9 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                     );
                     continue;
                 }
-                let Some(i) = c.conns.iter().position(Option::is_none) else {
+                let now = Instant::now();
+                let free = c.conns.iter().position(Option::is_none);
+                let Some(i) = free.or_else(|| c.drop_idle(now, registry)) else {
                     c.refused += 1;
                     warn!(
                         "control: refused pid {}: {} clients already (control_refused={})",
@@ -1136,6 +1162,7 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                 }
                 c.conns[i] = Some(conn);
                 c.readable[i] = true;
+                c.last_heard[i] = now;
             }
         }
         let mut settle = false;
@@ -1161,6 +1188,7 @@ impl<M: Mode, S: Source> Daemon<M, S> {
                         break;
                     }
                 };
+                c.last_heard[i] = Instant::now();
                 let reply = match Request::parse(&c.buf[..len]) {
                     Err(e) => format!("error {e}\n"),
                     Ok(Request::Settle) => {

@@ -592,3 +592,45 @@ fn a_settle_waits_through_a_daemon_restart() {
         settle.stderr()
     );
 }
+
+/// Eight root clients that connect and never ask hold every slot: a ninth
+/// is refused at first, and once they have been silent for
+/// `control::IDLE_DROP` the oldest is dropped to make room for it.
+#[test]
+fn idle_clients_holding_every_slot_are_dropped_to_make_room() {
+    if !need_root("idle_clients_holding_every_slot") || !need_tool("idle_clients", "python3") {
+        return;
+    }
+    let s = Scratch::new("tools-idle");
+    let (d, ctl) = daemon(&s, "SUBSYSTEM==\"hotplugd-none\", RUN+=\"/bin/true\"\n");
+    let holder = "import socket, sys, time\n\
+        socks = []\n\
+        for _ in range(8):\n\
+        \x20   c = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)\n\
+        \x20   c.connect(sys.argv[1])\n\
+        \x20   socks.append(c)\n\
+        print('held', flush=True)\n\
+        time.sleep(60)\n";
+    let mut h = std::process::Command::new("python3")
+        .args(["-c", holder, &ctl])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(h.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "held");
+    // the tool is refused while the eight are fresh, then gets a slot
+    let o = run_tool(&["settle", "--timeout", "30", "--control", &ctl]);
+    let _ = h.kill();
+    let _ = h.wait();
+    assert!(o.status.success(), "{}\n{}", text(&o).1, d.stderr());
+    assert!(d.stderr().contains("8 clients already"), "{}", d.stderr());
+    assert!(
+        d.stderr().contains("control: dropped idle client pid"),
+        "{}",
+        d.stderr()
+    );
+}
