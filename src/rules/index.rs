@@ -198,69 +198,13 @@ impl RuleIndex {
             );
         }
 
-        let mut names: Vec<&[u8]> = rule_subs.iter().flatten().flatten().copied().collect();
-        names.sort_unstable();
-        names.dedup();
-        let mut other_subsystem = empty();
-        let mut subsystems: Vec<(Box<[u8]>, Bits)> =
-            names.iter().map(|s| (Box::from(*s), empty())).collect();
-        for (i, subs) in rule_subs.iter().enumerate() {
-            match subs {
-                None => {
-                    set(&mut other_subsystem, i);
-                    for (_, b) in subsystems.iter_mut() {
-                        set(b, i);
-                    }
-                }
-                Some(list) => {
-                    for s in list {
-                        if let Ok(k) = names.binary_search(s) {
-                            set(&mut subsystems[k].1, i);
-                        }
-                    }
-                }
-            }
-        }
-
-        let mut ids: Vec<u16> = rule_vendors.iter().flatten().flatten().copied().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut other_vendor = empty();
-        let mut vendors: Vec<(u16, Bits)> = ids.iter().map(|&v| (v, empty())).collect();
-        for (i, vs) in rule_vendors.iter().enumerate() {
-            match vs {
-                None => {
-                    set(&mut other_vendor, i);
-                    for (_, b) in vendors.iter_mut() {
-                        set(b, i);
-                    }
-                }
-                Some(list) => {
-                    for v in list {
-                        if let Ok(k) = ids.binary_search(v) {
-                            set(&mut vendors[k].1, i);
-                        }
-                    }
-                }
-            }
-        }
-        let mut ids: Vec<u16> = rule_chain.iter().flatten().flatten().copied().collect();
-        ids.sort_unstable();
-        ids.dedup();
-        let mut chain_free = empty();
-        let mut chain: Vec<(u16, Bits)> = ids.iter().map(|&v| (v, empty())).collect();
-        for (i, vs) in rule_chain.iter().enumerate() {
-            match vs {
-                None => set(&mut chain_free, i),
-                Some(list) => {
-                    for v in list {
-                        if let Ok(k) = ids.binary_search(v) {
-                            set(&mut chain[k].1, i);
-                        }
-                    }
-                }
-            }
-        }
+        let (subsystems, other_subsystem) = keyed(&rule_subs, &empty, true);
+        let subsystems = subsystems
+            .into_iter()
+            .map(|(s, b)| (Box::from(s), b))
+            .collect();
+        let (vendors, other_vendor) = keyed(&rule_vendors, &empty, true);
+        let (chain, chain_free) = keyed(&rule_chain, &empty, false);
         RuleIndex {
             by_action,
             subsystems,
@@ -319,6 +263,43 @@ impl RuleIndex {
 fn literal_alts(p: &[u8]) -> Option<Vec<&[u8]>> {
     let alts: Vec<&[u8]> = glob::alternatives(p).collect();
     alts.iter().all(|a| glob::is_literal(a)).then_some(alts)
+}
+
+/// Bits per key from each rule's keys (`None`: the rule names none), and
+/// the bits of the rules that name none. With `into_every`, those rules are
+/// also in every key's bits (a condition ANDed with the others); without,
+/// the caller ORs the two (a condition on any of several keys).
+fn keyed<K: Ord + Copy>(
+    per_rule: &[Option<Vec<K>>],
+    empty: &dyn Fn() -> Bits,
+    into_every: bool,
+) -> (Vec<(K, Bits)>, Bits) {
+    let set = |b: &mut Bits, i: usize| b[i / 64] |= 1 << (i % 64);
+    let mut keys: Vec<K> = per_rule.iter().flatten().flatten().copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut free = empty();
+    let mut sets: Vec<(K, Bits)> = keys.iter().map(|&k| (k, empty())).collect();
+    for (i, ks) in per_rule.iter().enumerate() {
+        match ks {
+            None => {
+                set(&mut free, i);
+                if into_every {
+                    for (_, b) in sets.iter_mut() {
+                        set(b, i);
+                    }
+                }
+            }
+            Some(list) => {
+                for k in list {
+                    if let Ok(at) = keys.binary_search(k) {
+                        set(&mut sets[at].1, i);
+                    }
+                }
+            }
+        }
+    }
+    (sets, free)
 }
 
 /// The vendors a pattern names if it is one or more literal vendors.
