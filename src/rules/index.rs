@@ -339,9 +339,14 @@ mod tests {
         let usb = UsbView::of(&ev);
         let idx = RuleIndex::build(rs);
         let sel = idx.select(&ev, usb.as_ref());
+        listed(&sel, rs.rules.len())
+    }
+
+    /// The rules a selection keeps, in order.
+    fn listed(sel: &Selection<'_>, rules: usize) -> Vec<usize> {
         let mut out = Vec::new();
         let mut i = sel.next(0);
-        while i < rs.rules.len() {
+        while i < rules {
             out.push(i);
             i = sel.next(i + 1);
         }
@@ -474,13 +479,7 @@ mod tests {
             let mut sel = idx.select(&ev, None);
             assert!(sel.wants_chain(idx));
             idx.narrow(&mut sel, &ChainVendors::from_slice(found).unwrap());
-            let mut out = Vec::new();
-            let mut i = sel.next(0);
-            while i < rs.rules.len() {
-                out.push(i);
-                i = sel.next(i + 1);
-            }
-            out
+            listed(&sel, rs.rules.len())
         };
         assert_eq!(keep(&[]), [2, 3]);
         assert_eq!(keep(&[0x0403, 0x1d6b]), [0, 1, 2, 3]);
