@@ -38,8 +38,13 @@ pub const BATCH_NAMES: usize = 256;
 pub const BATCH_DELAY: Duration = Duration::from_millis(50);
 /// Names waiting at most; one more is dropped and counted.
 pub const MAX_QUEUED: usize = 4096;
-/// Longest name kept (a MODALIAS of a USB interface is ~70 bytes).
-pub const MAX_NAME: usize = 512;
+/// Longest name kept: the kernel's `UEVENT_BUFFER_SIZE`, so that no
+/// MODALIAS is refused (a USB interface's is ~70 bytes; an x86 CPU's, with
+/// its feature list, runs past 1 KB: 512 refused it in the x86_64 guest).
+pub const MAX_NAME: usize = 2048;
+/// Bytes of names handed to one `modprobe` at most (with [`BATCH_NAMES`]):
+/// far below the smallest `ARG_MAX` (128 KiB) whatever the names.
+pub const BATCH_BYTES: usize = 64 * 1024;
 
 /// Where `modprobe` is looked for, in order.
 pub const MODPROBE_PATHS: [&str; 4] = [
@@ -48,6 +53,21 @@ pub const MODPROBE_PATHS: [&str; 4] = [
     "/bin/modprobe",
     "/usr/bin/modprobe",
 ];
+
+/// How many of the first names of `queue` go in one `modprobe`: at most
+/// [`BATCH_NAMES`] and [`BATCH_BYTES`], at least one.
+fn batch_len(queue: &[Vec<u8>]) -> usize {
+    let mut bytes = 0;
+    let n = queue
+        .iter()
+        .take(BATCH_NAMES)
+        .take_while(|q| {
+            bytes += q.len() + 1;
+            bytes <= BATCH_BYTES
+        })
+        .count();
+    n.max(1).min(queue.len())
+}
 
 /// The batcher.
 pub struct Kmod {
@@ -162,8 +182,8 @@ impl Kmod {
             return None;
         }
         let since = self.since?;
-        if self.queue.len() >= BATCH_NAMES {
-            Some(since)
+        if batch_len(&self.queue) < self.queue.len() || self.queue.len() >= BATCH_NAMES {
+            Some(since) // a full batch waits for nothing
         } else if self.hold {
             None
         } else {
@@ -179,7 +199,7 @@ impl Kmod {
         let Some(modprobe) = self.modprobe.clone() else {
             return;
         };
-        let n = self.queue.len().min(BATCH_NAMES);
+        let n = batch_len(&self.queue);
         let mut argv = Vec::with_capacity(n + 4);
         argv.push(modprobe);
         argv.extend([b"-b".to_vec(), b"-q".to_vec(), b"-a".to_vec()]);

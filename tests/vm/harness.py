@@ -339,6 +339,14 @@ try:
     check((stat("synthetic_adds") or 0) >= 1, f"counters: synthetic_adds={stat('synthetic_adds')} (coldplug)")
     check((stat("kmod_runs") or 0) >= 2, f"counters: kmod_runs={stat('kmod_runs')} (coldplug, then plugs)")
     check(stat("kmod_failed") == 0, f"counters: kmod_failed={stat('kmod_failed')}")
+    if stat("kmod_failed"):
+        # what modprobe said: hotplugd logs it to the kernel's log
+        mark = len(lines)
+        send("log")
+        quiet(1.0)
+        for _, s in lines[mark:]:
+            if "kmod" in s or "modprobe" in s:
+                print("guest " + s, flush=True)
     print(f"kmod: {stat('kmod_runs')} modprobe runs for {stat('kmod_aliases')} aliases", flush=True)
     stopped = ask("stop", "E2E-STOPPED")
     check(stopped == "0", f"the init script stops hotplugd ({stopped})")
