@@ -1875,35 +1875,39 @@ mod tests {
         assert!(rs.env_assignments(&m).all(|(k, _)| !k.starts_with('.')));
     }
 
+    /// Compiles `text`, renders it, compiles the rendering: the rendering
+    /// loads as the same number of rules and renders the same again.
+    /// Returns both rule sets.
+    fn render_and_reload(text: &str) -> (RuleSet, RuleSet) {
+        let load = |text: String| {
+            compile(
+                &[Source {
+                    name: "t.rules".into(),
+                    text,
+                }],
+                &[],
+            )
+            .expect("loads")
+        };
+        let rs = load(text.into());
+        let once = rs.render_file(0);
+        let again = load(once.clone());
+        assert_eq!(again.len(), rs.len(), "{once}");
+        assert_eq!(again.render_file(0), once);
+        (rs, again)
+    }
+
     /// A rule whose only term was a GOTO with no LABEL after it (dropped,
     /// as udev drops it) renders with that GOTO, so the rendered rules load
     /// as the same rules (found by the rules_parse fuzzer on a vendor file
     /// cut short).
     #[test]
     fn a_rule_left_empty_by_a_dropped_goto_renders_and_reloads_the_same() {
-        let text =
-            "ACTION!=\"add\", GOTO=\"end\"\nGOTO=\"end\"\nSUBSYSTEM==\"tty\", RUN+=\"/bin/true\"\n";
-        let rs = compile(
-            &[Source {
-                name: "t.rules".into(),
-                text: text.into(),
-            }],
-            &[],
-        )
-        .expect("loads, with the GOTOs dropped");
+        let (rs, _) = render_and_reload(
+            "ACTION!=\"add\", GOTO=\"end\"\nGOTO=\"end\"\nSUBSYSTEM==\"tty\", RUN+=\"/bin/true\"\n",
+        );
         assert_eq!(rs.len(), 3);
         assert_eq!(rs.errors.len(), 2);
-        let once = rs.render_file(0);
-        let again = compile(
-            &[Source {
-                name: "t.rules".into(),
-                text: once.clone(),
-            }],
-            &[],
-        )
-        .expect("rendered rules load");
-        assert_eq!(again.len(), rs.len(), "{once}");
-        assert_eq!(again.render_file(0), once);
     }
 
     /// GOTO and LABEL names with a `\"` render quoted as values are, so
@@ -1914,25 +1918,7 @@ mod tests {
             "SUBSYSTEM==\"tty\", GOTO=\"a\\\" b\"\nRUN+=\"/bin/true\"\nLABEL=\"a\\\" b\"\n",
             "GOTO=\"gone\\\" x\"\n",
         ] {
-            let rs = compile(
-                &[Source {
-                    name: "t.rules".into(),
-                    text: text.into(),
-                }],
-                &[],
-            )
-            .expect("loads");
-            let once = rs.render_file(0);
-            let again = compile(
-                &[Source {
-                    name: "t.rules".into(),
-                    text: once.clone(),
-                }],
-                &[],
-            )
-            .expect("rendered rules load");
-            assert_eq!(again.len(), rs.len(), "{once}");
-            assert_eq!(again.render_file(0), once);
+            let (rs, again) = render_and_reload(text);
             assert_eq!(
                 again.rules.iter().map(|r| r.goto).collect::<Vec<_>>(),
                 rs.rules.iter().map(|r| r.goto).collect::<Vec<_>>()
