@@ -364,7 +364,13 @@ impl DeviceTable {
             self.scratch[path_end..path_end + k].copy_from_slice(&keep[..k]);
             n = path_end + k;
         }
-        self.remove(devpath);
+        if let Some(i) = self.find(devpath.as_bytes()) {
+            let e = &self.entries[i];
+            if self.arena[e.off as usize..(e.off + e.len) as usize] == self.scratch[..n] {
+                return true; // unchanged (most `change` events): nothing to move
+            }
+            self.remove_at(i);
+        }
         if self.entries.len() == self.max_devices {
             self.overflowed = true;
             return false;
@@ -465,6 +471,24 @@ mod tests {
         assert!(!t.remove("/devices/a"));
         assert!(!t.contains("/devices/a"));
         assert_eq!(t.devpaths().collect::<Vec<_>>(), ["/devices/b"]);
+    }
+
+    #[test]
+    fn an_unchanged_record_is_not_stored_again() {
+        let mut t = DeviceTable::new();
+        assert!(t.insert("/devices/a", fields("SUBSYSTEM=net INTERFACE=a SEQNUM=5")));
+        assert!(t.insert("/devices/b", fields("SUBSYSTEM=usb")));
+        let top = t.top;
+        // A `change` with the same properties (only transient keys differ).
+        assert!(t.insert("/devices/a", fields("SUBSYSTEM=net INTERFACE=a SEQNUM=6")));
+        assert_eq!(t.top, top, "nothing appended to the arena");
+        assert_eq!(t.len(), 2);
+        // A changed value is stored, and read back.
+        assert!(t.insert("/devices/a", fields("SUBSYSTEM=net INTERFACE=a2")));
+        assert!(t.top > top);
+        let a: Vec<&[u8]> = t.fields("/devices/a").unwrap().collect();
+        assert_eq!(a, [&b"SUBSYSTEM=net"[..], b"INTERFACE=a2"]);
+        assert!(t.contains("/devices/b"));
     }
 
     #[test]
