@@ -56,8 +56,7 @@
 //! and the confirm window of synthetic adds; timers run off the `now`
 //! given to [`Recovery::tick`].
 
-use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -79,8 +78,9 @@ pub const TRIGGER_BATCH: usize = 16;
 /// (a device may vanish between the walk and the write).
 pub const TRIGGER_WAIT: Duration = Duration::from_secs(2);
 /// Devpaths remembered as touched during one resync; beyond it the resync
-/// walks again. The set is allocated once, for this many (about 1 MiB,
-/// committed by the kernel only as it fills).
+/// walks again. The set is allocated once, for this many (1 MiB of slots
+/// and 256 KiB listing those in use, committed by the kernel only as it
+/// fills: an idle daemon holds none of it).
 pub const MAX_TOUCHED: usize = 65_536;
 /// Directories the walk reads per wake-up of the loop: a pass never keeps
 /// the socket, the signals or the handlers waiting for a whole tree (a
@@ -166,39 +166,86 @@ pub trait SysfsWalk {
     fn uuid(&mut self) -> String;
 }
 
-/// FNV-1a, 64 bits: the touched set holds these, not the devpaths (a
-/// collision among 65,536 devpaths has a chance of about 1 in 10^10; its
-/// cost would be one device left to its next event).
-/// The touched set's hasher: its keys are already FNV-1a hashes
-/// ([`touch_key`]), so it passes them through (no SipHash, no random
-/// keys: smaller and cheaper on a board).
-#[derive(Default)]
-struct PassThrough(u64);
+/// The set of [`touch_key`]s, for up to a capacity fixed when made.
+struct TouchedSet {
+    /// Open addressing over zeroed slots (0 = empty): the kernel commits a
+    /// page of it only when a key lands there, so an idle daemon holds none.
+    slots: Box<[u64]>,
+    /// The slots in use, so that a clear writes only those.
+    used: Vec<u32>,
+    shift: u32,
+    cap: usize,
+}
 
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
+impl TouchedSet {
+    fn new(cap: usize) -> TouchedSet {
+        let n = (cap * 2).next_power_of_two();
+        TouchedSet {
+            slots: vec![0u64; n].into_boxed_slice(),
+            used: Vec::with_capacity(cap),
+            shift: 64 - n.trailing_zeros(),
+            cap,
         }
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+
+    /// The slot holding `key`, or the empty one where it would go.
+    fn slot(&self, key: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        // Fibonacci hashing: the high bits of the product, well spread.
+        let mut i = (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize;
+        while self.slots[i] != 0 && self.slots[i] != key {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    fn contains(&self, key: u64) -> bool {
+        self.slots[self.slot(key)] == key
+    }
+
+    /// Adds `key`; false if the set is full (and `key` not in it).
+    fn insert(&mut self, key: u64) -> bool {
+        let i = self.slot(key);
+        if self.slots[i] == key {
+            return true;
+        }
+        if self.used.len() >= self.cap {
+            return false;
+        }
+        self.slots[i] = key;
+        self.used.push(i as u32);
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.used.len()
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    fn clear(&mut self) {
+        for &i in &self.used {
+            self.slots[i as usize] = 0;
+        }
+        self.used.clear();
     }
 }
 
-/// A set of [`touch_key`]s.
-type TouchedSet = HashSet<u64, BuildHasherDefault<PassThrough>>;
-
+/// FNV-1a, 64 bits: the touched set holds these, not the devpaths (a
+/// collision among 65,536 devpaths has a chance of about 1 in 10^10; its
+/// cost would be one device left to its next event). Never 0 (the touched
+/// set's empty slot).
 fn touch_key(devpath: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in devpath.as_bytes() {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
-    h
+    h.max(1)
 }
 
 /// `--coldplug`.
@@ -364,7 +411,7 @@ impl Recovery {
             coldplug,
             table: DeviceTable::new(),
             pass: None,
-            touched: TouchedSet::with_capacity_and_hasher(MAX_TOUCHED, Default::default()),
+            touched: TouchedSet::new(MAX_TOUCHED),
             trigger: None,
             synthetic: VecDeque::new(),
             ready_due: false,
@@ -601,13 +648,8 @@ impl Recovery {
                 .flatten()
             {
                 let key = touch_key(path);
-                if self.touched.contains(&key) {
-                    continue;
-                }
-                if self.touched.len() >= MAX_TOUCHED {
+                if !self.touched.insert(key) {
                     p.overrun_again = true; // too much churn to reason about: walk again
-                } else {
-                    self.touched.insert(key);
                 }
             }
         }
@@ -768,7 +810,7 @@ impl Recovery {
                 .filter(|d| !table.contains(d))
                 .map(|d| (d, false));
             for (d, in_table) in known.chain(walked) {
-                if touched.contains(&touch_key(d)) && sysfs.present(d) != in_table {
+                if touched.contains(touch_key(d)) && sysfs.present(d) != in_table {
                     disagree += 1;
                     example.get_or_insert_with(|| d.to_string());
                 }
@@ -798,7 +840,7 @@ impl Recovery {
 
     fn finish(&mut self, p: Pass, stats: &mut Stats) {
         let touched = &self.touched;
-        let touched = |d: &str| touched.contains(&touch_key(d));
+        let touched = |d: &str| touched.contains(touch_key(d));
         let marker: &[u8] = match p.kind {
             Kind::Coldplug => b"HOTPLUGD_COLDPLUG=1",
             _ => b"HOTPLUGD_RESYNC=1",
@@ -1470,6 +1512,31 @@ mod tests {
         assert!(!r.take_want_drain(), "still held");
         r.tick(until, &mut st);
         assert!(r.take_want_drain(), "held no longer");
+    }
+
+    #[test]
+    fn the_touched_set_holds_what_it_was_given_up_to_its_capacity() {
+        let mut t = TouchedSet::new(4);
+        let keys = [
+            touch_key("/a"),
+            touch_key("/b"),
+            touch_key("/c"),
+            touch_key("/d"),
+        ];
+        for (n, &k) in keys.iter().enumerate() {
+            assert!(!t.contains(k));
+            assert!(t.insert(k));
+            assert!(t.insert(k), "again: already in");
+            assert_eq!(t.len(), n + 1);
+        }
+        assert!(keys.iter().all(|&k| t.contains(k)));
+        assert!(!t.insert(touch_key("/e")), "full");
+        assert!(!t.contains(touch_key("/e")));
+        t.clear();
+        assert_eq!(t.len(), 0);
+        assert!(keys.iter().all(|&k| !t.contains(k)));
+        assert!(t.slots.iter().all(|&s| s == 0), "every slot written back");
+        assert!(t.insert(touch_key("/e")));
     }
 
     #[test]
