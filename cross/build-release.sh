@@ -35,24 +35,13 @@ status=0
 printf '%-32s %-7s %9s  %s\n' target flavour bytes note
 for target in ${TARGETS:-$host aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf}; do
     case $target in
-        aarch64-unknown-linux-gnu) linker=aarch64-linux-gnu-gcc strip=aarch64-linux-gnu-strip run=qemu-aarch64 ;;
-        armv7-unknown-linux-gnueabihf) linker=arm-linux-gnueabihf-gcc strip=arm-linux-gnueabihf-strip run=qemu-arm ;;
-        "$host") linker=cc strip=strip run="" ;;
+        aarch64-unknown-linux-gnu) strip=aarch64-linux-gnu-strip run=qemu-aarch64 ;;
+        armv7-unknown-linux-gnueabihf) strip=arm-linux-gnueabihf-strip run=qemu-arm ;;
+        "$host") strip=strip run="" ;;
         *) echo "cross/build-release.sh: no settings for $target" >&2; exit 2 ;;
     esac
-    var=$(printf '%s' "$target" | tr 'a-z-' 'A-Z_')
     for flavour in stable board; do
-        if [ $flavour = stable ]; then
-            dir=target/cross
-            env "CARGO_TARGET_${var}_LINKER=$linker" RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$dir \
-                /usr/bin/cargo build --locked --release --quiet --target "$target"
-        else
-            dir=target/cross-board
-            env "CARGO_TARGET_${var}_LINKER=$linker" RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=$dir \
-                RUSTC_BOOTSTRAP=1 /usr/bin/cargo build --locked --release --quiet --target "$target" \
-                -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size
-        fi
-        bin=$dir/$target/release/hotplugd
+        bin=$(cross/build.sh $flavour "$target")
         "$strip" "$bin"   # profile.release strips already; be sure of what we report
         size=$(stat -c %s "$bin")
         note=""

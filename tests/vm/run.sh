@@ -68,13 +68,10 @@ KROOT=$W/guest-$darch
 KERNEL=$KROOT/boot/vmlinuz-$KVER-$darch
 log "kernel $KVER-$darch ($(( $(date +%s) - t0 ))s)"
 
-# ---- hotplugd for the guest (Debian's Rust 1.85, as a board would get it)
+# ---- hotplugd for the guest: the board flavour (std rebuilt for size, see
+# cross/build-release.sh), the binary a board ships and whose memory we report
 cross/setup.sh
-var=$(printf '%s' "$triple" | tr 'a-z-' 'A-Z_')
-case $ARCH in aarch64) linker=aarch64-linux-gnu-gcc ;; *) linker=cc ;; esac
-env "CARGO_TARGET_${var}_LINKER=$linker" RUSTC=/usr/bin/rustc CARGO_TARGET_DIR=target/cross \
-    /usr/bin/cargo build --locked --release --quiet --target "$triple"
-BIN=target/cross/$triple/release/hotplugd
+BIN=$(cross/build.sh board "$triple")
 
 # ---- the initramfs: busybox, modules, hotplugd, board/generic, /init
 st=$W/initramfs-$ARCH
@@ -205,7 +202,7 @@ while read -r cmd arg; do
             echo "E2E-STATS $(dmesg | grep 'stats:' | tail -1)" ;;
         log) dmesg | grep 'hotplugd\[' | sed 's/^/E2E-LOG /' ;;
         modules) echo "E2E-MODULES $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')" ;;
-        rss) echo "E2E-RSS $(grep -E 'VmRSS|VmHWM' "/proc/$(cat /run/hotplugd.pid)/status" | tr -s ' \t\n' ' ')" ;;
+        rss) echo "E2E-RSS $(grep -E 'VmRSS|VmHWM|RssAnon|RssFile' "/proc/$(cat /run/hotplugd.pid)/status" | tr -s ' \t\n' ' ')" ;;
         stop) /etc/init.d/S10hotplugd stop; echo "E2E-STOPPED $?" ;;
         *) echo "E2E-UNKNOWN $cmd" ;;
     esac
