@@ -625,7 +625,26 @@ impl Listener {
                         }
                         continue;
                     }
-                    match Uevent::parse(bytes) {
+                    // The event is handled where it was parsed (no copy of
+                    // its field array per event).
+                    let last_seqnum = &mut self.last_seqnum;
+                    let parsed = Uevent::parse_with(bytes, |ev| {
+                        stats.accepted += 1;
+                        if let Some(seq) = ev.seqnum() {
+                            if let Some(last) = *last_seqnum {
+                                if seq > last.saturating_add(1) {
+                                    stats.seqnum_gaps += 1;
+                                    debug!(
+                                        "seqnum gap {last} -> {seq} (a hint only: other network \
+                                         namespaces take sequence numbers too)"
+                                    );
+                                }
+                            }
+                            *last_seqnum = Some(seq);
+                        }
+                        sink.deliver(ev, stats)
+                    });
+                    match parsed {
                         Err(e) => {
                             stats.malformed += 1;
                             if let Some(n) = self.log_malformed.allow(Instant::now()) {
@@ -636,24 +655,8 @@ impl Listener {
                                 );
                             }
                         }
-                        Ok(ev) => {
-                            stats.accepted += 1;
-                            if let Some(seq) = ev.seqnum() {
-                                if let Some(last) = self.last_seqnum {
-                                    if seq > last.saturating_add(1) {
-                                        stats.seqnum_gaps += 1;
-                                        debug!(
-                                            "seqnum gap {last} -> {seq} (a hint only: other network \
-                                             namespaces take sequence numbers too)"
-                                        );
-                                    }
-                                }
-                                self.last_seqnum = Some(seq);
-                            }
-                            if sink.deliver(&ev, stats) == Flow::Stop {
-                                return Ok(Drained::Stop);
-                            }
-                        }
+                        Ok(Flow::Stop) => return Ok(Drained::Stop),
+                        Ok(_) => {}
                     }
                 }
             }

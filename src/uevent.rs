@@ -140,6 +140,37 @@ impl<'a> Uevent<'a> {
     /// Parses one datagram. Never panics, never allocates; work is linear in
     /// the datagram's length.
     pub fn parse(data: &'a [u8]) -> Result<Uevent<'a>, ParseError> {
+        let mut ev = Uevent::unparsed(data);
+        ev.fill()?;
+        Ok(ev)
+    }
+
+    /// [`Uevent::parse`], then `f` on the event where it was parsed: what
+    /// the receive path uses, as returning the event moves (copies) its
+    /// ~4 KB field array once more per event.
+    pub fn parse_with<R>(
+        data: &'a [u8],
+        f: impl FnOnce(&Uevent<'a>) -> R,
+    ) -> Result<R, ParseError> {
+        let mut ev = Uevent::unparsed(data);
+        ev.fill()?;
+        Ok(f(&ev))
+    }
+
+    fn unparsed(data: &'a [u8]) -> Uevent<'a> {
+        Uevent {
+            action: "",
+            devpath: "",
+            subsystem: None,
+            seqnum: None,
+            fields: heapless::Vec::new(),
+            raw: data,
+        }
+    }
+
+    /// Parses `self.raw` into the other fields (all empty before).
+    fn fill(&mut self) -> Result<(), ParseError> {
+        let data = self.raw;
         let err = |kind, offset| Err(ParseError { kind, offset });
         if data.is_empty() {
             return err(ParseErrorKind::Empty, 0);
@@ -183,9 +214,9 @@ impl<'a> Uevent<'a> {
             return err(ParseErrorKind::InvalidUtf8, 0);
         };
 
-        let mut fields = heapless::Vec::new();
-        let mut subsystem = None;
-        let mut seqnum = None;
+        self.action = action;
+        self.devpath = devpath;
+        let ev = self;
         let (mut saw_action, mut saw_devpath) = (None, None);
         for (offset, s) in strings {
             let Some(eq) = s.iter().position(|&b| b == b'=') else {
@@ -204,16 +235,16 @@ impl<'a> Uevent<'a> {
                 (6, b'A') if key == "ACTION" => saw_action = Some((value, offset)),
                 (7, b'D') if key == "DEVPATH" => saw_devpath = Some((value, offset)),
                 (9, b'S') if key == "SUBSYSTEM" => match as_str(offset + eq + 1, value) {
-                    Some(v) => subsystem = Some(v),
+                    Some(v) => ev.subsystem = Some(v),
                     None => return err(ParseErrorKind::InvalidUtf8, offset),
                 },
                 (6, b'S') if key == "SEQNUM" => match parse_u64(value) {
-                    Some(n) => seqnum = Some(n),
+                    Some(n) => ev.seqnum = Some(n),
                     None => return err(ParseErrorKind::BadSeqnum, offset),
                 },
                 _ => {}
             }
-            if fields.push(Field { key, value }).is_err() {
+            if ev.fields.push(Field { key, value }).is_err() {
                 return err(ParseErrorKind::TooManyFields, offset);
             }
         }
@@ -228,14 +259,7 @@ impl<'a> Uevent<'a> {
             Some((_, off)) => return err(ParseErrorKind::DevpathMismatch, off),
             None => return err(ParseErrorKind::DevpathMismatch, 0),
         }
-        Ok(Uevent {
-            action,
-            devpath,
-            subsystem,
-            seqnum,
-            fields,
-            raw: data,
-        })
+        Ok(())
     }
 
     /// `add`, `remove`, `change`, `move`, `online`, `offline`, `bind`, `unbind`.
