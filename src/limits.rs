@@ -135,6 +135,16 @@ pub const READ_CACHE_BYTES: usize = 24 * 1024;
 /// (`descriptors`, `report_descriptor`: nothing rules compare).
 pub const READ_CACHE_MAX_VALUE: usize = 256;
 
+/// `idVendor`/`idProduct` reads (absent ones too) remembered across events,
+/// in `sys::sysfs::IdCache`: a USB plug's events share their parents, so
+/// one chain of ~12 directories is read once, not once per event. Exceeded:
+/// the oldest entry is forgotten (read again when asked).
+pub const ID_CACHE_ENTRIES: usize = 64;
+
+/// Longest devpath whose IDs [`ID_CACHE_ENTRIES`] remembers (the deepest
+/// real USB devpaths are ~110 bytes). Longer: read each time.
+pub const ID_CACHE_DEVPATH: usize = 160;
+
 /// Parent devices walked for `ATTRS`/`KERNELS`/`SUBSYSTEMS`/`DRIVERS`.
 /// The deepest real USB paths are ~12 levels; the kernel allows 7 hub tiers.
 pub const MAX_PARENT_DEPTH: usize = 32;

@@ -567,7 +567,10 @@ impl Runner {
     /// One event (live or synthetic) through the rules and into the
     /// handler engine.
     fn handle(&mut self, ev: &Uevent<'_>, cx: &mut Cx<'_>) -> Flow {
-        // what this event reads of sysfs is read once (ATTRS walks)
+        // what this event reads of sysfs is read once (ATTRS walks); the
+        // USB IDs of devices that stay are not read again
+        self.sysfs
+            .device_event(ev.action(), ev.devpath(), ev.get_str("DEVPATH_OLD"));
         self.sysfs.begin_event();
         self.rules.evaluate(ev, &self.sysfs, &mut self.matched);
         // /dev before the handlers start
@@ -665,6 +668,8 @@ impl Mode for Runner {
     }
 
     fn overrun(&mut self, cx: &mut Cx<'_>) {
+        // a device may have been replaced by another at its devpath unseen
+        self.sysfs.forget_devices();
         if let Some(r) = self.recovery.as_mut() {
             r.overrun(cx.now, cx.stats);
         }

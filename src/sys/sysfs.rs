@@ -8,6 +8,13 @@
 //! read once per event. The cache is fixed memory allocated with the
 //! reader ([`ReadCache`]), emptied by `begin_event`, and holds misses too
 //! (an ancestor without `idVendor` is asked again by every rule).
+//!
+//! A USB device's `idVendor` and `idProduct` do not change from its add to
+//! its remove, and most directories never have them: those reads are also
+//! remembered across events ([`IdCache`]), once the caller reports every
+//! add, remove and move ([`SysfsRoot::device_event`]): an entry is forgotten
+//! at an add, remove or move of its device or of one above it, and all are
+//! when events were lost ([`SysfsRoot::forget_devices`]).
 
 use std::cell::RefCell;
 use std::ffi::CStr;
@@ -18,13 +25,17 @@ use nix::errno::Errno;
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 
-use crate::limits::{MAX_PATH, READ_CACHE_BYTES, READ_CACHE_ENTRIES, READ_CACHE_MAX_VALUE};
+use crate::limits::{
+    ID_CACHE_DEVPATH, ID_CACHE_ENTRIES, MAX_PATH, READ_CACHE_BYTES, READ_CACHE_ENTRIES,
+    READ_CACHE_MAX_VALUE,
+};
 use crate::rules::Sysfs;
 
 /// sysfs under a root directory.
 pub struct SysfsRoot {
     root: String,
     cache: RefCell<Box<ReadCache>>,
+    ids: RefCell<Box<IdCache>>,
 }
 
 impl Clone for SysfsRoot {
@@ -52,7 +63,35 @@ impl SysfsRoot {
         SysfsRoot {
             root,
             cache: RefCell::new(Box::default()),
+            ids: RefCell::new(Box::default()),
         }
+    }
+
+    /// A kernel (or synthetic) event is about to be handled: an `add`,
+    /// `remove` or `move` forgets the remembered IDs of its device and of
+    /// everything below it (and below `DEVPATH_OLD`). The first call turns
+    /// the remembering of IDs across events on: a caller that calls it
+    /// must call it for every event, in order.
+    pub fn device_event(&self, action: &str, devpath: &str, devpath_old: Option<&str>) {
+        let mut ids = self.ids.borrow_mut();
+        ids.active = true;
+        if matches!(action, "add" | "remove" | "move") {
+            ids.forget_under(devpath);
+            if let Some(old) = devpath_old {
+                ids.forget_under(old);
+            }
+        }
+    }
+
+    /// Events were lost (an overrun): any device may have been replaced
+    /// unseen, so every remembered ID is forgotten.
+    pub fn forget_devices(&self) {
+        self.ids.borrow_mut().clear();
+    }
+
+    /// What the ID cache did since the reader was made.
+    pub fn id_cache_stats(&self) -> CacheStats {
+        self.ids.borrow().stats
     }
 
     /// Starts a new event: forgets every read remembered so far and
@@ -114,6 +153,12 @@ impl SysfsRoot {
 
 impl Sysfs for SysfsRoot {
     fn attr<'b>(&self, devpath: &str, name: &str, buf: &'b mut [u8]) -> Option<&'b [u8]> {
+        let id = IdCache::attr_index(name);
+        if let Some(k) = id {
+            if let Lookup::Hit(n) = self.ids.borrow_mut().get(devpath, k, buf) {
+                return n.map(|n| &buf[..n]);
+            }
+        }
         let mut cache = self.cache.borrow_mut();
         let h = key_hash(devpath, name);
         match cache.get(Kind::Attr, h, devpath, name, buf) {
@@ -124,6 +169,9 @@ impl Sysfs for SysfsRoot {
         // a read that filled the buffer may have been cut: not remembered
         if n.is_none_or(|n| n < buf.len()) {
             cache.put(Kind::Attr, h, devpath, name, n.map(|n| &buf[..n]));
+            if let Some(k) = id {
+                self.ids.borrow_mut().put(devpath, k, n.map(|n| &buf[..n]));
+            }
         }
         n.map(|n| &buf[..n])
     }
@@ -199,6 +247,156 @@ impl SysfsRoot {
             .rposition(|&b| b == b'/')
             .map_or(0, |i| i + 1);
         Some((at, n - at))
+    }
+}
+
+/// The attributes [`IdCache`] remembers.
+const ID_ATTRS: [&str; 2] = ["idVendor", "idProduct"];
+
+/// Longest ID value remembered (`"0403\n"` is 5 bytes).
+const ID_VALUE: usize = 15;
+
+/// One remembered ID read.
+#[derive(Clone, Copy)]
+struct IdEntry {
+    devpath: [u8; ID_CACHE_DEVPATH],
+    devpath_len: u8,
+    /// Index in [`ID_ATTRS`].
+    attr: u8,
+    value: [u8; ID_VALUE],
+    /// [`ID_ABSENT`]: the device has no such attribute.
+    value_len: u8,
+}
+
+const ID_ABSENT: u8 = u8::MAX;
+
+impl IdEntry {
+    fn devpath(&self) -> &[u8] {
+        &self.devpath[..usize::from(self.devpath_len)]
+    }
+}
+
+/// `idVendor`/`idProduct` reads remembered across events, absent ones too,
+/// in [`ID_CACHE_ENTRIES`] fixed entries (the oldest is replaced when all
+/// are taken). Pure: [`SysfsRoot`] tells it what was read and which
+/// devices came and went. Inactive (remembers nothing) until the first
+/// [`SysfsRoot::device_event`].
+pub struct IdCache {
+    entries: [IdEntry; ID_CACHE_ENTRIES],
+    len: usize,
+    /// The entry replaced next when all are taken.
+    next: usize,
+    active: bool,
+    stats: CacheStats,
+}
+
+impl Default for IdCache {
+    fn default() -> IdCache {
+        IdCache {
+            entries: [IdEntry {
+                devpath: [0; ID_CACHE_DEVPATH],
+                devpath_len: 0,
+                attr: 0,
+                value: [0; ID_VALUE],
+                value_len: 0,
+            }; ID_CACHE_ENTRIES],
+            len: 0,
+            next: 0,
+            active: false,
+            stats: CacheStats::default(),
+        }
+    }
+}
+
+impl IdCache {
+    fn attr_index(name: &str) -> Option<u8> {
+        ID_ATTRS.iter().position(|a| *a == name).map(|k| k as u8)
+    }
+
+    fn find(&self, devpath: &str, attr: u8) -> Option<usize> {
+        self.entries[..self.len]
+            .iter()
+            .position(|e| e.attr == attr && e.devpath() == devpath.as_bytes())
+    }
+
+    /// A remembered read, copied into `buf`.
+    fn get(&mut self, devpath: &str, attr: u8, buf: &mut [u8]) -> Lookup {
+        if !self.active {
+            return Lookup::Miss;
+        }
+        let Some(i) = self.find(devpath, attr) else {
+            self.stats.misses += 1;
+            return Lookup::Miss;
+        };
+        let e = &self.entries[i];
+        if e.value_len == ID_ABSENT {
+            self.stats.hits += 1;
+            return Lookup::Hit(None);
+        }
+        let n = usize::from(e.value_len);
+        if n > buf.len() {
+            return Lookup::Miss;
+        }
+        buf[..n].copy_from_slice(&e.value[..n]);
+        self.stats.hits += 1;
+        Lookup::Hit(Some(n))
+    }
+
+    /// Remembers a read (`None`: absent); one that does not fit an entry
+    /// is not remembered.
+    fn put(&mut self, devpath: &str, attr: u8, value: Option<&[u8]>) {
+        if !self.active
+            || devpath.len() > ID_CACHE_DEVPATH
+            || value.is_some_and(|v| v.len() > ID_VALUE)
+        {
+            if self.active {
+                self.stats.full += 1;
+            }
+            return;
+        }
+        let i = match self.find(devpath, attr) {
+            Some(i) => i,
+            None if self.len < ID_CACHE_ENTRIES => {
+                self.len += 1;
+                self.len - 1
+            }
+            None => {
+                let i = self.next;
+                self.next = (self.next + 1) % ID_CACHE_ENTRIES;
+                i
+            }
+        };
+        let e = &mut self.entries[i];
+        e.devpath[..devpath.len()].copy_from_slice(devpath.as_bytes());
+        e.devpath_len = devpath.len() as u8;
+        e.attr = attr;
+        match value {
+            Some(v) => {
+                e.value[..v.len()].copy_from_slice(v);
+                e.value_len = v.len() as u8;
+            }
+            None => e.value_len = ID_ABSENT,
+        }
+    }
+
+    /// Forgets `devpath` and every device below it.
+    fn forget_under(&mut self, devpath: &str) {
+        let p = devpath.as_bytes();
+        let mut i = 0;
+        while i < self.len {
+            let d = self.entries[i].devpath();
+            if d.starts_with(p) && (d.len() == p.len() || d[p.len()] == b'/') {
+                self.len -= 1;
+                self.entries[i] = self.entries[self.len];
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+        self.next = 0;
     }
 }
 
@@ -504,5 +702,116 @@ mod tests {
             Some(&b"0403\n"[..])
         );
         assert_eq!(s.cache_stats().misses, st.misses + 1);
+    }
+
+    #[test]
+    fn usb_ids_are_remembered_across_events_until_their_device_comes_or_goes() {
+        let t = Tree::new("ids");
+        fs::create_dir_all(t.0.join("devices/d/e")).unwrap();
+        let s = SysfsRoot::new(&t.0);
+        let v = |s: &SysfsRoot, d| attr(s, d, "idVendor");
+        // inactive until told of events: every read goes to sysfs
+        assert_eq!(v(&s, "/devices/d").as_deref(), Some(&b"0403\n"[..]));
+        fs::write(t.0.join("devices/d/idVendor"), "1a86\n").unwrap();
+        assert_eq!(v(&s, "/devices/d").as_deref(), Some(&b"1a86\n"[..]));
+        s.device_event("add", "/devices/d/e", None);
+        s.begin_event();
+        assert_eq!(v(&s, "/devices/d").as_deref(), Some(&b"1a86\n"[..]));
+        assert_eq!(v(&s, "/devices/d/e"), None);
+        // (a file changed behind its back shows what is remembered)
+        fs::write(t.0.join("devices/d/idVendor"), "0525\n").unwrap();
+        fs::write(t.0.join("devices/d/e/idVendor"), "0627\n").unwrap();
+        for action in ["change", "bind", "unbind"] {
+            s.device_event(action, "/devices/d", None);
+            s.begin_event();
+            assert_eq!(
+                v(&s, "/devices/d").as_deref(),
+                Some(&b"1a86\n"[..]),
+                "{action}"
+            );
+            assert_eq!(v(&s, "/devices/d/e"), None, "{action}");
+        }
+        let hits = s.id_cache_stats().hits;
+        assert!(hits >= 6, "{hits}");
+        // an add below d forgets only what is below
+        s.device_event("add", "/devices/d/e", None);
+        s.begin_event();
+        assert_eq!(v(&s, "/devices/d/e").as_deref(), Some(&b"0627\n"[..]));
+        assert_eq!(v(&s, "/devices/d").as_deref(), Some(&b"1a86\n"[..]));
+        // a remove of d forgets d and what is below it; "/devices/dd" is
+        // not below "/devices/d"
+        fs::create_dir_all(t.0.join("devices/dd")).unwrap();
+        fs::write(t.0.join("devices/dd/idVendor"), "0001\n").unwrap();
+        assert_eq!(v(&s, "/devices/dd").as_deref(), Some(&b"0001\n"[..]));
+        fs::write(t.0.join("devices/dd/idVendor"), "0002\n").unwrap();
+        fs::write(t.0.join("devices/d/e/idVendor"), "0628\n").unwrap();
+        s.device_event("remove", "/devices/d", None);
+        s.begin_event();
+        assert_eq!(v(&s, "/devices/d").as_deref(), Some(&b"0525\n"[..]));
+        assert_eq!(v(&s, "/devices/d/e").as_deref(), Some(&b"0628\n"[..]));
+        assert_eq!(v(&s, "/devices/dd").as_deref(), Some(&b"0001\n"[..]));
+        // a move forgets the old place and the new
+        fs::write(t.0.join("devices/d/idVendor"), "0526\n").unwrap();
+        fs::write(t.0.join("devices/dd/idVendor"), "0003\n").unwrap();
+        s.device_event("move", "/devices/dd", Some("/devices/d"));
+        s.begin_event();
+        assert_eq!(v(&s, "/devices/d").as_deref(), Some(&b"0526\n"[..]));
+        assert_eq!(v(&s, "/devices/dd").as_deref(), Some(&b"0003\n"[..]));
+        // lost events: everything is read again
+        fs::write(t.0.join("devices/dd/idVendor"), "0004\n").unwrap();
+        s.forget_devices();
+        s.device_event("change", "/devices/x", None);
+        s.begin_event();
+        assert_eq!(v(&s, "/devices/dd").as_deref(), Some(&b"0004\n"[..]));
+        // other attributes are read per event, as before
+        fs::write(t.0.join("devices/d/serial"), "A\n").unwrap();
+        assert_eq!(
+            attr(&s, "/devices/d", "serial").as_deref(),
+            Some(&b"A\n"[..])
+        );
+        fs::write(t.0.join("devices/d/serial"), "B\n").unwrap();
+        s.device_event("change", "/devices/d", None);
+        s.begin_event();
+        assert_eq!(
+            attr(&s, "/devices/d", "serial").as_deref(),
+            Some(&b"B\n"[..])
+        );
+    }
+
+    #[test]
+    fn the_id_cache_replaces_its_oldest_entry_when_full_and_skips_what_does_not_fit() {
+        let mut c = IdCache {
+            active: true,
+            ..IdCache::default()
+        };
+        let mut buf = [0u8; 16];
+        for i in 0..ID_CACHE_ENTRIES + 1 {
+            c.put(&format!("/devices/{i}"), 0, Some(b"0403\n"));
+        }
+        assert_eq!(c.len, ID_CACHE_ENTRIES);
+        assert!(
+            matches!(c.get("/devices/0", 0, &mut buf), Lookup::Miss),
+            "oldest replaced"
+        );
+        assert!(matches!(
+            c.get("/devices/1", 0, &mut buf),
+            Lookup::Hit(Some(5))
+        ));
+        assert!(matches!(
+            c.get(&format!("/devices/{ID_CACHE_ENTRIES}"), 0, &mut buf),
+            Lookup::Hit(Some(5))
+        ));
+        assert!(
+            matches!(c.get("/devices/1", 1, &mut buf), Lookup::Miss),
+            "idProduct is another entry"
+        );
+        let long = format!("/devices/{}", "x".repeat(ID_CACHE_DEVPATH));
+        c.put(&long, 0, None);
+        assert!(matches!(c.get(&long, 0, &mut buf), Lookup::Miss));
+        c.put("/devices/v", 0, Some(&[b'1'; ID_VALUE + 1]));
+        assert!(matches!(c.get("/devices/v", 0, &mut buf), Lookup::Miss));
+        assert_eq!(c.stats.full, 2);
+        c.forget_under("/devices");
+        assert_eq!(c.len, 0);
     }
 }
