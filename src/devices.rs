@@ -91,10 +91,10 @@ fn hash(b: &[u8]) -> u32 {
 }
 
 /// Keys that describe the event, not the device: not stored.
-fn transient(key: &str) -> bool {
-    matches!(key, "ACTION" | "DEVPATH" | "SEQNUM" | "DEVPATH_OLD")
-        || key.starts_with("SYNTH_")
-        || key.starts_with("HOTPLUGD_")
+fn transient(key: &[u8]) -> bool {
+    matches!(key, b"ACTION" | b"DEVPATH" | b"SEQNUM" | b"DEVPATH_OLD")
+        || key.starts_with(b"SYNTH_")
+        || key.starts_with(b"HOTPLUGD_")
 }
 
 impl DeviceTable {
@@ -327,7 +327,7 @@ impl DeviceTable {
         let path_end = n;
         let mut cut = false;
         for (key, value) in fields {
-            if transient(core::str::from_utf8(key).unwrap_or("")) {
+            if transient(key) {
                 continue;
             }
             if !full(&mut self.scratch, &mut n, &[key, b"=", value]) {
@@ -364,7 +364,8 @@ impl DeviceTable {
             self.scratch[path_end..path_end + k].copy_from_slice(&keep[..k]);
             n = path_end + k;
         }
-        if let Some(i) = self.find(devpath.as_bytes()) {
+        let h = hash(devpath.as_bytes());
+        if let (_, Some(i)) = self.probe(devpath.as_bytes(), h) {
             let e = &self.entries[i];
             if self.arena[e.off as usize..(e.off + e.len) as usize] == self.scratch[..n] {
                 return true; // unchanged (most `change` events): nothing to move
@@ -383,7 +384,6 @@ impl DeviceTable {
             }
         }
         self.arena[self.top..self.top + n].copy_from_slice(&self.scratch[..n]);
-        let h = hash(devpath.as_bytes());
         let (slot, _) = self.probe(devpath.as_bytes(), h);
         self.index[slot] = self.entries.len() as u16;
         self.entries.push(Entry {
