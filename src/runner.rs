@@ -887,8 +887,9 @@ impl Dev {
             Some(cut) => {
                 stats.remove_props_cut += cut as u64;
                 warn!(
-                    "remove {}: {cut} properties of its add did not fit the event (MAX_FIELDS 80, EVENT_BUFFER {EVENT_BUFFER} bytes); remove_props_cut={}",
+                    "remove {}: {cut} properties of its add did not fit the event (MAX_FIELDS {}, EVENT_BUFFER {EVENT_BUFFER} bytes); remove_props_cut={}",
                     ev.devpath(),
+                    crate::limits::MAX_FIELDS,
                     stats.remove_props_cut
                 );
                 true
