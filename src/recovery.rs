@@ -366,11 +366,11 @@ pub struct Recovery {
     ready_due: bool,
     warned_full: bool,
     want_drain: bool,
-    /// Test hook (debug builds only): `HOTPLUGD_TEST_WALK_DELAY_MS` holds
+    /// Test hook (debug builds and unit tests only): `HOTPLUGD_TEST_WALK_DELAY_MS` holds
     /// each walk's end this long (the loop goes on serving everything
     /// else), so a test can make events arrive, or be lost, while a pass
     /// is under way.
-    #[cfg(debug_assertions)]
+    #[cfg(any(test, debug_assertions))]
     test_delay: Option<Duration>,
     /// Devices given a synthetic add, with when: a kernel add for one of
     /// them within [`CONFIRM_WINDOW`] is the same add, seen late.
@@ -417,7 +417,7 @@ impl Recovery {
             ready_due: false,
             warned_full: false,
             want_drain: false,
-            #[cfg(debug_assertions)]
+            #[cfg(any(test, debug_assertions))]
             test_delay: std::env::var("HOTPLUGD_TEST_WALK_DELAY_MS")
                 .ok()
                 .and_then(|v| v.parse().ok())
@@ -553,12 +553,12 @@ impl Recovery {
         });
     }
 
-    #[cfg(debug_assertions)]
+    #[cfg(any(test, debug_assertions))]
     fn test_delay(&self) -> Option<Duration> {
         self.test_delay
     }
 
-    #[cfg(not(debug_assertions))]
+    #[cfg(not(any(test, debug_assertions)))]
     fn test_delay(&self) -> Option<Duration> {
         None
     }
